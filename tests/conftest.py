@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny random Hugging Face checkpoints written by transformers.
+
+Each checkpoint is saved twice, as PyTorch `model.safetensors` and as Flax
+`flax_model.msgpack` (transformers' own PT->Flax conversion + Flax
+`save_pretrained`), so the loader is tested on the files transformers really
+writes. Weights are re-drawn at a larger scale than HF's init (std 0.02) so
+that every block visibly changes the hidden states and a layout or formula
+mistake cannot hide below the tolerance.
+"""
+
+import os
+import warnings
+
+import pytest
+
+
+def _randomize_(torch_model, seed: int) -> None:
+  """Redraws every parameter: matrices ~N(0, 0.2), norms ~1 + N(0, 0.1), biases ~N(0, 0.1)."""
+  import torch  # pylint: disable=import-outside-toplevel
+  gen = torch.Generator().manual_seed(seed)
+  with torch.no_grad():
+    for name, p in torch_model.named_parameters():
+      noise = torch.randn(p.shape, generator=gen)
+      if p.ndim >= 2:
+        p.copy_(0.2 * noise)
+      elif 'ln' in name or 'LayerNorm' in name:
+        p.copy_(1.0 + 0.1 * noise)
+      else:
+        p.copy_(0.1 * noise)
+
+
+def _save_flax_copy(flax_cls, torch_dir: str, flax_dir: str) -> None:
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    flax_model = flax_cls.from_pretrained(torch_dir, from_pt=True)
+  flax_model.save_pretrained(flax_dir)
+
+
+@pytest.fixture(scope='session')
+def tiny_gpt2(tmp_path_factory):
+  """{'safetensors': dir, 'msgpack': dir, 'torch': GPT2LMHeadModel (eval)}.
+
+  2 layers, width 64, 4 heads, vocab 1000, 64 positions. The safetensors copy
+  is a GPT2LMHeadModel (keys 'transformer.*', tied lm_head left out); the
+  msgpack copy is a FlaxGPT2Model (no prefix, Conv1D kernels stored (out, in)).
+  """
+  import transformers  # pylint: disable=import-outside-toplevel
+  config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000,
+                                   n_positions=64)
+  model = transformers.GPT2LMHeadModel(config).eval()
+  _randomize_(model, seed=0)
+  st_dir = str(tmp_path_factory.mktemp('gpt2_safetensors'))
+  model.save_pretrained(st_dir)
+  mp_dir = str(tmp_path_factory.mktemp('gpt2_msgpack'))
+  _save_flax_copy(transformers.FlaxGPT2Model, st_dir, mp_dir)
+  assert os.path.isfile(os.path.join(mp_dir, 'flax_model.msgpack'))
+  return {'safetensors': st_dir, 'msgpack': mp_dir, 'torch': model}
+
+
+@pytest.fixture(scope='session')
+def tiny_bert(tmp_path_factory):
+  """{'safetensors': dir, 'msgpack': dir, 'torch': BertModel (eval)}.
+
+  2 layers, width 64, 4 heads, MLP 128, vocab 1000, 64 positions. The
+  safetensors copy is a BertForMaskedLM (keys 'bert.*' plus an MLM head to
+  ignore); the msgpack copy is a FlaxBertModel (no prefix, with a pooler).
+  """
+  import transformers  # pylint: disable=import-outside-toplevel
+  config = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
+                                   intermediate_size=128, vocab_size=1000,
+                                   max_position_embeddings=64)
+  mlm = transformers.BertForMaskedLM(config).eval()
+  _randomize_(mlm, seed=1)
+  st_dir = str(tmp_path_factory.mktemp('bert_safetensors'))
+  mlm.save_pretrained(st_dir)
+  mp_dir = str(tmp_path_factory.mktemp('bert_msgpack'))
+  _save_flax_copy(transformers.FlaxBertModel, st_dir, mp_dir)
+  return {'safetensors': st_dir, 'msgpack': mp_dir, 'torch': mlm.bert}
