@@ -184,3 +184,84 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh.fsdp = 1                   # Shards parameters and optimizer state.
 
   return c
+
+
+_CHOICES = {
+    'encoder.input': ('hidden', 'embeddings', 'scratch'),
+    'encoder.dtype': ('float32', 'bfloat16'),
+    'data.source': ('tfds', 'files', 'prepared', 'brown'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'model.attention_impl': ('', 'xla', 'cudnn'),
+    'model.latent_encoder.type': ('perceiver', 'self_attention'),
+    'diffusion.self_cond_mode': ('cond', 'per_example'),
+    'loss.reconstruction': ('mse', 'ce', 'mse+ce'),
+    'timesteps.sampler': ('adaptive', 'uniform'),
+    'sample.time_grid': ('uniform', 'adaptive'),
+    'sample.solver': ('euler_maruyama', 'ddim'),
+}
+
+
+def _get(config, dotted):
+  node = config
+  for part in dotted.split('.'):
+    node = node[part]
+  return node
+
+
+def validate(config) -> None:
+  """Raises ConfigError (one sentence naming the fix) for values that cannot work."""
+  for key, choices in _CHOICES.items():
+    value = _get(config, key)
+    if value not in choices:
+      raise ConfigError(f'{key}={value!r} is not one of {choices}; set --config.{key} to one of them.')
+
+  def positive(*keys):
+    for key in keys:
+      if not _get(config, key) > 0:
+        raise ConfigError(f'{key} must be > 0 (got {_get(config, key)!r}).')
+
+  positive('data.seq_len', 'model.latent_dim', 'model.denoiser.width', 'train.num_steps',
+           'train.batch_size', 'train.log_every', 'train.checkpoint_every',
+           'train.keep_checkpoints', 'timesteps.num_bins', 'timesteps.update_every',
+           'timesteps.min_increment', 'sample.num_steps', 'sample.batch_size',
+           'optim.learning_rate', 'encoder.norm_num_chunks', 'encoder.norm_min_var')
+  for key in ('timesteps.ema_decay', 'optim.ema_decay'):
+    if not 0.0 <= _get(config, key) < 1.0:
+      raise ConfigError(f'{key} must be in [0, 1) (got {_get(config, key)!r}).')
+  if not 0.0 <= config.diffusion.self_cond_prob <= 1.0:
+    raise ConfigError(f'diffusion.self_cond_prob must be in [0, 1] (got {config.diffusion.self_cond_prob!r}).')
+  if not 0.0 < config.sample.t_min < 1.0:
+    raise ConfigError(f'sample.t_min must be in (0, 1) (got {config.sample.t_min!r}).')
+  if config.loss.decoder_noise_std < 0:
+    raise ConfigError('loss.decoder_noise_std must be >= 0.')
+  if config.encoder_warmup.steps < 0:
+    raise ConfigError('encoder_warmup.steps must be >= 0 (0 disables the warmup).')
+
+  lc = config.loss
+  if lc.reconstruction == 'ce' and lc.ce_stop_gradient:
+    raise ConfigError(
+        "loss.reconstruction='ce' with loss.ce_stop_gradient=True leaves the latent encoder "
+        'without any reconstruction signal; set --config.loss.ce_stop_gradient=False (Table 1 ablation).')
+  if config.encoder.input == 'scratch' and lc.reconstruction != 'ce':
+    raise ConfigError(
+        "encoder.input='scratch' trains the embedding table itself, so an MSE target would "
+        "collapse; use --config.loss.reconstruction=ce --config.loss.ce_stop_gradient=False.")
+  mc = config.model
+  if mc.latent_encoder.type == 'self_attention' and mc.latent_len not in (0, config.data.seq_len):
+    raise ConfigError(
+        'the self-attention latent encoder makes one latent per token, so model.latent_len '
+        f'must be 0 or data.seq_len={config.data.seq_len} (got {mc.latent_len}).')
+  if mc.attention_impl == 'cudnn' and mc.dtype != 'bfloat16':
+    raise ConfigError("model.attention_impl='cudnn' needs --config.model.dtype=bfloat16.")
+  widths = {
+      'latent_encoder': mc.latent_encoder.width or mc.latent_dim,
+      'latent_decoder': mc.latent_decoder.width or mc.latent_dim,
+      'denoiser': mc.denoiser.width,
+  }
+  if mc.token_decoder.width:
+    widths['token_decoder'] = mc.token_decoder.width
+  for name, width in widths.items():
+    heads = mc[name].num_heads
+    if heads <= 0 or width % heads:
+      raise ConfigError(
+          f'model.{name}: width {width} is not divisible by num_heads={heads}; change one of them.')

@@ -1,0 +1,85 @@
+"""The denoiser: a Diffusion Transformer (Peebles & Xie) over latents (SPEC 4).
+
+x0-prediction with self-conditioning: the input is concat(z_t, x0_sc) on the
+feature axis, projected to the DiT width; time enters through adaLN-Zero
+(every block's shift/scale/gate come from a zero-initialised projection of
+the time embedding, so each block starts as the identity). No token
+embedding and no vocabulary head: latents in, latents out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ldlm_jax.models import layers
+
+
+def timestep_embedding(t_B, dim: int, max_period: float = 10_000.0, scale: float = 1000.0):
+  """Sinusoidal embedding of t in [0, 1] (scaled to [0, 1000] as in DiT)."""
+  half = dim // 2
+  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+  args = (scale * t_B.astype(jnp.float32))[:, None] * freqs[None]
+  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def modulate(x_BNW, shift_BW, scale_BW):
+  return x_BNW * (1.0 + scale_BW[:, None]) + shift_BW[:, None]
+
+
+class DiTBlock(nn.Module):
+  num_heads: int
+  mlp_ratio: int = 4
+  dtype: layers.Dtype = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x_BNW, c_BW):
+    width = x_BNW.shape[-1]
+    mod = nn.Dense(6 * width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                   name='adaln')(nn.silu(c_BW))
+    shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = jnp.split(mod, 6, axis=-1)
+    norm = lambda name: nn.LayerNorm(use_bias=False, use_scale=False, epsilon=1e-6,
+                                     dtype=self.dtype, name=name)
+    h = modulate(norm('attn_norm')(x_BNW), shift_a, scale_a)
+    h = layers.Attention(self.num_heads, dtype=self.dtype,
+                         attention_impl=self.attention_impl, name='attn')(h, h)
+    x_BNW = x_BNW + gate_a[:, None] * h
+    h = modulate(norm('mlp_norm')(x_BNW), shift_m, scale_m)
+    h = layers.MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
+    return x_BNW + gate_m[:, None] * h
+
+
+class DiT(nn.Module):
+  latent_dim: int
+  width: int
+  num_layers: int
+  num_heads: int
+  mlp_ratio: int = 4
+  time_embed_dim: int = 256
+  dtype: layers.Dtype = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, z_t_BND, t_B, x0_sc_BND):
+    _, length, _ = z_t_BND.shape
+    x = jnp.concatenate([z_t_BND, x0_sc_BND], axis=-1).astype(self.dtype)
+    x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(x)
+    x = x + layers.position_table(self, 'pos', length, self.width).astype(self.dtype)
+    c = timestep_embedding(t_B, self.time_embed_dim)
+    c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
+    c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
+    for i in range(self.num_layers):
+      x = DiTBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype,
+                   attention_impl=self.attention_impl, name=f'block{i}')(x, c)
+    shift, scale = jnp.split(
+        nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                 name='final_adaln')(nn.silu(c)), 2, axis=-1)
+    x = modulate(nn.LayerNorm(use_bias=False, use_scale=False, epsilon=1e-6,
+                              dtype=self.dtype, name='final_norm')(x), shift, scale)
+    x = nn.Dense(self.latent_dim, dtype=self.dtype, kernel_init=nn.initializers.zeros,
+                 name='output_proj')(x)
+    return x.astype(jnp.float32)

@@ -1,0 +1,91 @@
+"""Building blocks shared by the Perceivers, the DiT and the token decoder.
+
+Parameters are float32; `dtype` is the compute dtype (bfloat16 on
+accelerators). Attention goes through `jax.nn.dot_product_attention`, which
+lowers to cuDNN flash attention on GPU when asked (`attention_impl='cudnn'`,
+bf16) and to XLA elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# Init of the learned queries / position tables (GPT-2 / ViT convention).
+EMBED_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def dtype_from_name(name: str):
+  try:
+    return {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}[name]
+  except KeyError:
+    raise ValueError(f'unknown dtype {name!r}; use float32 or bfloat16') from None
+
+
+class Attention(nn.Module):
+  """Multi-head attention of queries x over a context, per-head q/k RMSNorm."""
+
+  num_heads: int
+  qk_norm: bool = True
+  dtype: Dtype = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x_BQW, context_BKW):
+    width = x_BQW.shape[-1]
+    if width % self.num_heads:
+      raise ValueError(f'width {width} is not divisible by num_heads {self.num_heads}')
+    head_dim = width // self.num_heads
+    dense = lambda name: nn.DenseGeneral((self.num_heads, head_dim), dtype=self.dtype, name=name)
+    q = dense('query')(x_BQW)
+    k = dense('key')(context_BKW)
+    v = dense('value')(context_BKW)
+    if self.qk_norm:
+      # COSMOS reference shape: RMSNorm per head on q and k (stabilises logits).
+      q = nn.RMSNorm(dtype=self.dtype, name='query_norm')(q)
+      k = nn.RMSNorm(dtype=self.dtype, name='key_norm')(k)
+    out = jax.nn.dot_product_attention(
+        q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype),
+        implementation=self.attention_impl or None)
+    return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(out)
+
+
+class MLP(nn.Module):
+  """Residual-branch feed-forward: Dense(ratio * W) -> GELU -> Dense(W)."""
+
+  mlp_ratio: int = 4
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    width = x.shape[-1]
+    h = nn.Dense(self.mlp_ratio * width, dtype=self.dtype, name='fc1')(x)
+    h = nn.gelu(h)
+    return nn.Dense(width, dtype=self.dtype, name='fc2')(h)
+
+
+class TransformerBlock(nn.Module):
+  """Pre-norm bidirectional self-attention block (token decoder, B.4 encoder)."""
+
+  num_heads: int
+  mlp_ratio: int = 4
+  dtype: Dtype = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, x):
+    h = nn.RMSNorm(dtype=self.dtype, name='attn_norm')(x)
+    x = x + Attention(self.num_heads, dtype=self.dtype,
+                      attention_impl=self.attention_impl, name='attn')(h, h)
+    h = nn.RMSNorm(dtype=self.dtype, name='mlp_norm')(x)
+    return x + MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
+
+
+def position_table(module: nn.Module, name: str, length: int, width: int):
+  """A learned (length, width) absolute position table."""
+  return module.param(name, EMBED_INIT, (length, width), jnp.float32)

@@ -1,0 +1,86 @@
+"""Latent encoder and latent decoder (SPEC 3, paper 4.1 and B.4).
+
+`PerceiverResampler` (Flamingo style) maps an input sequence (B, L_in, C) to
+`num_queries` learned query vectors:
+
+  x = Dense(W)(inputs) + pos                       (position embedding on inputs)
+  for each layer:
+    q  = norm(latents);  kv = concat(norm(x), q)   (latents attend to themselves too)
+    latents += Attention(q, kv);  latents += FFN(norm(latents))
+  out = Dense(C_out)(norm(latents))  [+ RMSNorm]
+
+Used twice: the latent encoder (N latent queries over h_n, output D, final
+RMSNorm as in COSMOS) and the latent decoder (L position queries over z_in,
+output the encoder width H).
+
+`SelfAttentionEncoder` is the B.4 ablation: transformer blocks over h_n whose
+per-position outputs are the latents (N = L).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from ldlm_jax.models import layers
+
+
+class PerceiverResampler(nn.Module):
+  num_queries: int
+  width: int
+  out_dim: int
+  num_layers: int
+  num_heads: int
+  mlp_ratio: int = 4
+  output_norm: bool = False
+  dtype: layers.Dtype = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs_BLC):
+    batch, length, _ = inputs_BLC.shape
+    x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(inputs_BLC)
+    x = x + layers.position_table(self, 'input_pos', length, self.width).astype(self.dtype)
+    queries = self.param('queries', layers.EMBED_INIT, (self.num_queries, self.width), jnp.float32)
+    latents = jnp.broadcast_to(queries.astype(self.dtype), (batch, self.num_queries, self.width))
+    for i in range(self.num_layers):
+      q = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_latent_norm')(latents)
+      ctx = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_input_norm')(x)
+      kv = jnp.concatenate([ctx, q], axis=1)
+      latents = latents + layers.Attention(
+          self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl,
+          name=f'layer{i}_attn')(q, kv)
+      h = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_mlp_norm')(latents)
+      latents = latents + layers.MLP(self.mlp_ratio, dtype=self.dtype, name=f'layer{i}_mlp')(h)
+    out = nn.RMSNorm(dtype=self.dtype, name='final_norm')(latents)
+    out = nn.Dense(self.out_dim, dtype=self.dtype, name='output_proj')(out)
+    if self.output_norm:
+      out = nn.RMSNorm(dtype=self.dtype, name='output_norm')(out)
+    return out
+
+
+class SelfAttentionEncoder(nn.Module):
+  """Paper B.4: latents are self-attention outputs at every input position."""
+
+  width: int
+  out_dim: int
+  num_layers: int
+  num_heads: int
+  mlp_ratio: int = 4
+  output_norm: bool = False
+  dtype: layers.Dtype = jnp.float32
+  attention_impl: str | None = None
+
+  @nn.compact
+  def __call__(self, inputs_BLC):
+    _, length, _ = inputs_BLC.shape
+    x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(inputs_BLC)
+    x = x + layers.position_table(self, 'input_pos', length, self.width).astype(self.dtype)
+    for i in range(self.num_layers):
+      x = layers.TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype,
+                                  attention_impl=self.attention_impl, name=f'block{i}')(x)
+    out = nn.RMSNorm(dtype=self.dtype, name='final_norm')(x)
+    out = nn.Dense(self.out_dim, dtype=self.dtype, name='output_proj')(out)
+    if self.output_norm:
+      out = nn.RMSNorm(dtype=self.dtype, name='output_norm')(out)
+    return out

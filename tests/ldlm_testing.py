@@ -1,0 +1,49 @@
+"""Shared helpers for model-level tests: a tiny config and a toy frozen encoder.
+
+The toy encoder stands in for the frozen token encoder where the test is
+about LDLM itself (losses, gradients, sharding): an embedding table followed
+by a causal running mean, so features are contextual and deterministic.
+Parity of the real encoders is tested in tests/test_encoders_*.py.
+"""
+
+import importlib.util
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config_file(name):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def tiny_config():
+  return load_config_file('tiny')
+
+
+class ToyEncoder:
+  hidden_size = 24
+  vocab_size = 50
+  num_layers = 2
+
+  def init_params(self, seed=0):
+    return {'embedding': jax.random.normal(jax.random.PRNGKey(seed), (self.vocab_size, self.hidden_size))}
+
+  def embedding_table(self, params):
+    return params['embedding']
+
+  def hidden_state(self, params, input_ids_BL, layer, attention_mask_BL=None):
+    del layer, attention_mask_BL
+    e = jnp.take(params['embedding'], input_ids_BL, axis=0)
+    steps = jnp.arange(1, e.shape[1] + 1, dtype=e.dtype)[None, :, None]
+    return jnp.tanh(jnp.cumsum(e, axis=1) / steps + 0.5 * e)
+
+
+def toy_tokens(batch, seq_len, seed=0, vocab=ToyEncoder.vocab_size):
+  return np.asarray(jax.random.randint(jax.random.PRNGKey(seed), (batch, seq_len), 0, vocab), np.int32)
