@@ -1,0 +1,67 @@
+r"""Trains LDLM.
+
+  python -m ldlm_jax.train --config configs/demo.py --workdir runs/demo \
+      [--config.train.num_steps=2000 ...]
+
+Running the same command again resumes from the latest checkpoint in
+--workdir (train state, data iterator and timestep sampler included).
+
+Multi-host: on a TPU pod slice or a SLURM allocation `jax.distributed` is
+initialized from the environment; pass --coordinator_address,
+--num_processes and --process_id to start processes by hand (CPU included).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory (checkpoints, logs, samples).')
+_COORDINATOR = flags.DEFINE_string('coordinator_address', None,
+                                   'host:port of process 0, for hand-started multi-process runs.')
+_NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
+_PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process id (with --coordinator_address).')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+# Environment markers of launchers that jax.distributed.initialize() understands.
+_CLUSTER_ENV = ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_ADDRESS',
+                'JAX_COORDINATOR_ADDRESS', 'OMPI_COMM_WORLD_SIZE')
+
+
+def init_distributed(coordinator=None, num_processes=None, process_id=None) -> None:
+  """jax.distributed.initialize for multi-process runs; a no-op for one process."""
+  import jax  # pylint: disable=import-outside-toplevel
+  if coordinator:
+    if num_processes is None or process_id is None:
+      raise app.UsageError('--coordinator_address needs --num_processes and --process_id.')
+    if jax.config.jax_platforms in (None, '', 'cpu') or os.environ.get('JAX_PLATFORMS') == 'cpu':
+      # Cross-process collectives on CPU go through gloo.
+      jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+    jax.distributed.initialize(coordinator, num_processes, process_id)
+    return
+  multi = any(int(os.environ.get(k, '1') or 1) > 1 if k in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')
+              else bool(os.environ.get(k)) for k in _CLUSTER_ENV)
+  if multi:
+    jax.distributed.initialize()
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import loop  # pylint: disable=import-outside-toplevel
+  try:
+    loop.train(_CONFIG.value, _WORKDIR.value)
+  except (ConfigError, DataError, loop.NonFiniteLossError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)

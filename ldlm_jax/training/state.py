@@ -1,0 +1,76 @@
+"""The train state and the optimizer (SPEC 7).
+
+`TrainState` holds only what training changes: step, trainable params,
+optimizer state, EMA params, the adaptive timestep sampler's state and the
+base RNG key. The frozen token encoder lives outside it (see
+`ldlm_jax.models.ldlm.FrozenInputs`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from ldlm_jax.diffusion import timesteps as timesteps_lib
+from ldlm_jax.training import sharding as sharding_lib
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array                                   # int32 scalar: steps taken
+  params: Any
+  opt_state: Any
+  ema_params: Any
+  timesteps: timesteps_lib.TimestepSamplerState
+  rng: jax.Array                                    # base key; step keys = fold_in(rng, step)
+
+
+def learning_rate_schedule(config) -> optax.Schedule:
+  """Linear warmup from 0 over `warmup_steps`, then constant (App. C)."""
+  oc = config.optim
+  if int(oc.warmup_steps) <= 0:
+    return optax.constant_schedule(float(oc.learning_rate))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, float(oc.learning_rate), int(oc.warmup_steps)),
+       optax.constant_schedule(float(oc.learning_rate))],
+      boundaries=[int(oc.warmup_steps)])
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  """Global-norm clipping, then AdamW (decoupled weight decay on all params,
+  as torch.optim.AdamW in the TEncDM/COSMOS code the defaults come from)."""
+  oc = config.optim
+  return optax.chain(
+      optax.clip_by_global_norm(float(oc.grad_clip_norm)),
+      optax.adamw(learning_rate_schedule(config), b1=float(oc.b1), b2=float(oc.b2),
+                  eps=float(oc.eps), weight_decay=float(oc.weight_decay)))
+
+
+def create_train_state(model, config, rng) -> TrainState:
+  """Initializes params (and their EMA copy), optimizer and sampler state."""
+  init_rng, state_rng = jax.random.split(rng)
+  params = model.init(init_rng)
+  optimizer = make_optimizer(config)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=optimizer.init(params),
+      ema_params=jax.tree.map(jnp.copy, params),
+      timesteps=timesteps_lib.init_state(int(config.timesteps.num_bins)),
+      rng=state_rng)
+
+
+def create_sharded_train_state(model, config, mesh, rng):
+  """Creates the state directly in its shardings (no full host copy under fsdp).
+
+  Returns (state, state_shardings).
+  """
+  init = lambda r: create_train_state(model, config, r)
+  shapes = jax.eval_shape(init, rng)
+  shardings = sharding_lib.state_shardings(mesh, shapes)
+  state = jax.jit(init, out_shardings=shardings)(rng)
+  return state, shardings
