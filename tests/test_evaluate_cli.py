@@ -1,0 +1,166 @@
+"""`python -m ldlm_jax.evaluate` end to end with a tiny GGUF Llama scorer, and its input errors."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tokenizers import pre_tokenizers
+
+from ldlm_jax import evaluate
+from ldlm_jax.evaluation import genppl, gguf_model, metrics, scorers
+from ldlm_jax.evaluation.llama import LlamaConfig
+
+CONFIG = LlamaConfig(vocab_size=263, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                     num_kv_heads=2, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-5,
+                     max_position_embeddings=48, tie_word_embeddings=True)
+WORDS = 'the cat sat on a mat and then ran in the garden after her brother'.split()
+
+
+def _random_hf_tensors(config, seed=0):
+  rng = np.random.RandomState(seed)
+  c = config
+  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
+  for i in range(c.num_layers):
+    pre = f'model.layers.{i}.'
+    shapes.update({
+        pre + 'input_layernorm.weight': (c.hidden_size,),
+        pre + 'post_attention_layernorm.weight': (c.hidden_size,),
+        pre + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
+        pre + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
+        pre + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
+        pre + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size),
+    })
+  return {n: (np.ones(s) if len(s) == 1 else 0.3 * rng.normal(size=s)).astype(np.float32) for n, s in shapes.items()}
+
+
+@pytest.fixture(scope='module')
+def scorer_path(tmp_path_factory):
+  merges = ['Ġ t', 'h e', 'Ġt he', 'i n', 'Ġ a', 'e r']
+  tokens = ['<|endoftext|>'] + sorted(pre_tokenizers.ByteLevel.alphabet()) + [m.replace(' ', '') for m in merges]
+  path = tmp_path_factory.mktemp('scorer') / 'tiny.gguf'
+  gguf_model.write_llama_gguf(path, CONFIG, _random_hf_tensors(CONFIG), tokens, merges, eos_id=0)
+  return str(path)
+
+
+def _write_samples(path, seed, n=12):
+  rng = np.random.RandomState(seed)
+  with open(path, 'w', encoding='utf-8') as f:
+    for i in range(n):
+      text = ' '.join(rng.choice(WORDS, size=rng.randint(3, 9)))
+      if i % 3 == 0:  # a generator EOS mid-text: only the part before it is scored
+        text += '<|endoftext|> ' + ' '.join(rng.choice(WORDS, size=4))
+      record = {'text': text, 'tokens': [int(t) for t in rng.randint(0, 50, size=10)], 'seed': seed,
+                'steps': 64, 'checkpoint_step': 1000, 'eos_token': '<|endoftext|>'}
+      f.write(json.dumps(record) + '\n')
+  return str(path)
+
+
+@pytest.fixture(scope='module')
+def inputs(tmp_path_factory):
+  d = tmp_path_factory.mktemp('inputs')
+  samples = [_write_samples(d / f'seed{s}.jsonl', s) for s in (0, 1)]
+  refs = d / 'refs.txt'
+  rng = np.random.RandomState(7)
+  refs.write_text('\n'.join(' '.join(rng.choice(WORDS, size=8)) for _ in range(20)) + '\n', encoding='utf-8')
+  return samples, str(refs)
+
+
+def test_cli_end_to_end(scorer_path, inputs, tmp_path, capsys):
+  samples, refs = inputs
+  out = tmp_path / 'sub' / 'metrics.json'
+  rc = evaluate.main(['--samples', *samples, '--out', str(out), '--references', refs, '--scorer', 'gguf',
+                      '--scorer_path', scorer_path, '--batch_size', '4'])
+  assert rc == 0
+  result = json.loads(out.read_text())
+  assert json.loads(capsys.readouterr().out) == result  # also printed
+  assert result['scorer']['eos_id'] == 0 and result['num_references'] == 20
+  assert [os.path.basename(f['path']) for f in result['files']] == ['seed0.jsonl', 'seed1.jsonl']
+
+  scorer = scorers.load_scorer('gguf', scorer_path)
+  for path, file_result in zip(samples, result['files']):
+    records = [json.loads(line) for line in Path(path).read_text(encoding='utf-8').splitlines()]
+    ids = [genppl.encode_with_eos_marker(scorer.tokenizer, r['text'], '<|endoftext|>') for r in records]
+    assert any(0 in seq for seq in ids)
+    expected = genppl.generative_perplexity(scorer, ids, batch_size=4)
+    assert file_result['num_samples'] == 12
+    assert file_result['seed'] == records[0]['seed'] and file_result['steps'] == 64
+    assert file_result['gen_ppl'] == pytest.approx(expected.gen_ppl, rel=1e-6)
+    assert file_result['gen_ppl_scored_tokens'] == expected.num_tokens
+    assert file_result['entropy'] == pytest.approx(metrics.unigram_entropy(ids), rel=1e-12)
+    assert file_result['diversity'] == pytest.approx(metrics.ngram_diversity(ids), rel=1e-12)
+    assert 0.0 < file_result['mauve'] <= 1.0
+  for name in ('gen_ppl', 'entropy', 'diversity', 'mauve'):
+    values = [f[name] for f in result['files']]
+    assert result['mean'][name] == pytest.approx(np.mean(values))
+    assert result['std'][name] == pytest.approx(np.std(values))
+  assert os.listdir(out.parent) == ['metrics.json']  # no temporary file left behind
+
+
+def test_cli_generator_tokens_and_max_samples(scorer_path, inputs, tmp_path):
+  samples, _ = inputs
+  out = tmp_path / 'metrics.json'
+  rc = evaluate.main(['--samples', samples[0], '--out', str(out), '--scorer', 'gguf', '--scorer_path', scorer_path,
+                      '--max_samples', '5', '--metric_tokens', 'generator'])
+  assert rc == 0
+  result = json.loads(out.read_text())
+  file_result = result['files'][0]
+  records = [json.loads(line) for line in Path(samples[0]).read_text(encoding='utf-8').splitlines()][:5]
+  assert file_result['num_samples'] == 5 and file_result['mauve'] is None and result['mean']['mauve'] is None
+  assert file_result['entropy'] == pytest.approx(metrics.unigram_entropy([r['tokens'] for r in records]))
+  assert result['std']['gen_ppl'] == 0.0 and math.isfinite(result['mean']['gen_ppl'])
+
+
+def _fails(argv, capsys, match):
+  rc = evaluate.main(argv)
+  err = capsys.readouterr().err
+  assert rc == 2, err
+  assert match in err and err.count('\n') == 1, err
+  return err
+
+
+def test_cli_input_errors(scorer_path, inputs, tmp_path, capsys):
+  samples, refs = inputs
+  out = tmp_path / 'metrics.json'
+  out.write_text('previous')  # an error must leave an existing output untouched
+  base = ['--out', str(out), '--scorer', 'gguf', '--scorer_path', scorer_path]
+
+  _fails(['--samples', str(tmp_path / 'nope.jsonl')] + base, capsys, 'nope.jsonl')
+  bad = tmp_path / 'bad.jsonl'
+  bad.write_text('{"text": "fine"}\nthis is not json\n')
+  _fails(['--samples', samples[0], str(bad)] + base, capsys, 'line 2 is not JSON')
+  no_text = tmp_path / 'no_text.jsonl'
+  no_text.write_text('{"tokens": [1, 2]}\n')
+  _fails(['--samples', str(no_text)] + base, capsys, 'line 1 is not a JSON object with a string "text"')
+  empty = tmp_path / 'empty.jsonl'
+  empty.write_text('\n')
+  _fails(['--samples', str(empty)] + base, capsys, 'has no samples')
+  _fails(['--samples', samples[0], '--references', str(tmp_path / 'refs.txt')] + base, capsys, 'refs.txt')
+  _fails(['--samples', samples[0], '--out', str(out), '--scorer', 'gguf', '--scorer_path',
+          str(tmp_path / 'missing.gguf')], capsys, 'does not exist')
+  assert out.read_text() == 'previous'
+  assert sorted(os.listdir(tmp_path)) == ['bad.jsonl', 'empty.jsonl', 'metrics.json', 'no_text.jsonl']
+
+
+def test_cli_gpt2_scorer_without_weights(inputs, tmp_path, capsys, monkeypatch):
+  samples, _ = inputs
+  monkeypatch.delenv('LDLM_GPT2_LARGE_PATH', raising=False)
+  err = _fails(['--samples', samples[0], '--out', str(tmp_path / 'm.json'), '--scorer', 'gpt2-large'],
+               capsys, 'gpt2-large')
+  assert 'LDLM_GPT2_LARGE_PATH' in err
+  assert not (tmp_path / 'm.json').exists()
+
+
+def test_cli_module_exit_code(tmp_path):
+  proc = subprocess.run([sys.executable, '-m', 'ldlm_jax.evaluate', '--samples', str(tmp_path / 'x.jsonl'),
+                         '--out', str(tmp_path / 'm.json')], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2
+  assert proc.stderr.strip().startswith('error: Samples file') and proc.stdout == ''
+  assert not (tmp_path / 'm.json').exists()
