@@ -6,6 +6,7 @@ TensorBoard events are written with tensorboardX, which needs no TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import math
@@ -125,15 +126,25 @@ class Progress:
     self.stream = stream or sys.stdout
     self._last_step = None
     self._last_time = None
+    self._excluded = 0.0
 
   def start(self, step: int) -> None:
-    self._last_step, self._last_time = step, time.time()
+    self._last_step, self._last_time, self._excluded = step, time.time(), 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    """Time spent inside (evaluation, sampling, checkpointing) is not a step's time."""
+    t0 = time.time()
+    try:
+      yield
+    finally:
+      self._excluded += time.time() - t0
 
   def rates(self, step: int) -> tuple[float, float]:
     now = time.time()
     steps = step - self._last_step
-    dt = max(now - self._last_time, 1e-9)
-    self._last_step, self._last_time = step, now
+    dt = max(now - self._last_time - self._excluded, 1e-9)
+    self._last_step, self._last_time, self._excluded = step, now, 0.0
     sps = steps / dt
     return sps, sps * self.tokens_per_step
 

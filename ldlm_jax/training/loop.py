@@ -206,6 +206,7 @@ def train(config, workdir: str) -> dict:
     counts = count_params(state.params)
     _log('trainable parameters: ' + ', '.join(f'{k} {v / 1e6:.2f}M' for k, v in counts.items()))
   run_meta = {'model': ckpt_lib.model_signature(config), 'encoder_dir': encoder.model_dir,
+              'feature_dim': int(model.dims.feature_dim), 'vocab_size': int(model.dims.vocab_size),
               'tokenizer': tokenizer.fingerprint, 'norm_mean': np.asarray(stats.mean_H).tolist(),
               'norm_std': np.asarray(stats.std_H).tolist(),
               'config': json.loads(config.to_json_best_effort())}
@@ -272,13 +273,15 @@ def train(config, workdir: str) -> dict:
         progress.line(step, sps, values)
         metrics_acc = fresh_metrics()
       if eval_batches and step % int(tc.eval_every) == 0:
-        scalars = evaluate(step)
+        with progress.paused():
+          scalars = evaluate(step)
         logger.write_scalars(step, scalars)
         logger.write_timesteps(step, np.asarray(state.timesteps.bin_loss_ema),
                                np.asarray(state.timesteps.probs))
         _log(f'eval at step {step}: ' + ', '.join(f'{k} {v:.4f}' for k, v in scalars.items()))
       if int(tc.sample_every) > 0 and step % int(tc.sample_every) == 0 and step < num_steps:
-        write_samples(step)
+        with progress.paused():
+          write_samples(step)
 
       stop = preemption.requested
       if process_count > 1 and step % log_every == 0:
@@ -286,9 +289,10 @@ def train(config, workdir: str) -> dict:
       elif process_count > 1:
         stop = False  # multi-host: agree on preemption at log steps only.
       if step % ckpt_every == 0 or step == num_steps or stop:
-        check_finite({k: float(v) for k, v in metrics_acc.compute().items()}
-                     if step % log_every else {}, step)
-        save(step)
+        with progress.paused():
+          check_finite({k: float(v) for k, v in metrics_acc.compute().items()}
+                       if step % log_every else {}, step)
+          save(step)
       if stop:
         _log(f'SIGTERM: checkpoint at step {step} written; exiting.')
         break

@@ -1,0 +1,36 @@
+"""LDLM on LM1B at the paper's sizes and recipe (paper Sec. 8, App. C).
+
+Launch (one host, all local accelerators):
+  LDLM_GPT2_PATH=/path/to/gpt2 python -m ldlm_jax.train \
+      --config configs/lm1b.py --workdir gs://BUCKET/ldlm/lm1b \
+      --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+Pod slice / cluster: see launch/ and README.md.
+
+Hardware: paper: 1M steps at batch 512 took about 5.5 days on 4 A100.
+Ours: not yet measured on an accelerator (see BUILD_NOTES.md, benchmarks).
+Needs: GPT-2 small weights in a local HF directory (LDLM_GPT2_PATH or
+--config.encoder.path) and LM1B prepared for TFDS in data.data_dir (we never
+download). Expected metric: the paper reports its Gen. PPL / entropy frontier
+in Fig. 1 and Table 8 (numbers lost in our copy of the paper).
+"""
+
+from ldlm_jax.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.encoder.name = 'gpt2'            # GPT-2 small, hidden_states[-3]
+  c.data.source = 'tfds'
+  c.data.tfds_name = 'lm1b'
+  c.data.seq_len = 128
+  c.model.dtype = 'bfloat16'         # float32 params and optimizer state
+  c.encoder.dtype = 'bfloat16'
+  c.encoder_warmup.steps = 10_000    # paper: 10k for LM1B
+  c.train.num_steps = 1_000_000      # main runs: 1M; ablations: 500k
+  c.train.batch_size = 512
+  c.train.log_every = 500
+  c.train.checkpoint_every = 10_000
+  c.train.sample_every = 50_000
+  c.train.eval_every = 10_000
+  c.sample.num_steps = 128           # the paper shows LM1B samples at 128 NFE
+  return c
