@@ -60,6 +60,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.seed = 0                 # Shuffling seed (separate from the model seed).
   c.data.num_workers = 0          # grain worker processes (0 = in-process).
   c.data.prefetch = 2             # Batches prefetched ahead of the step.
+  c.data.read_threads = 2         # grain reader threads per process.
+  # Chunks per shuffle window for on-the-fly sources ('files', 'tfds'), which
+  # break up runs of chunks from one long document; 1 = off. *default* ours.
+  c.data.shuffle_window = 1024
+  # Split holding the held-out reference texts (Gen. PPL / MAUVE references);
+  # '' = 'reference' for 'brown', else data.eval_split.
+  c.data.reference_split = ''
 
   # --- Model (SPEC 3-4, 8) -------------------------------------------------
   c.model = ml_collections.ConfigDict()

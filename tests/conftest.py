@@ -9,9 +9,29 @@ mistake cannot hide below the tolerance.
 """
 
 import os
+import tempfile
 import warnings
 
 import pytest
+
+# One persistent XLA compilation cache for the whole test session (this
+# process and the training subprocesses the tests start): the same tiny
+# programs are compiled many times across tests, and on 2 cores compilation
+# dominates their run time. A fresh directory per session, so no state leaks
+# between runs.
+_SESSION_CACHE = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  _SESSION_CACHE = tempfile.mkdtemp(prefix='ldlm_jax_xla_cache_')
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = _SESSION_CACHE
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _SESSION_CACHE:
+    import shutil  # pylint: disable=import-outside-toplevel
+    shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def _randomize_(torch_model, seed: int) -> None:

@@ -303,4 +303,6 @@ def train(config, workdir: str) -> dict:
     write_samples(step)
   checkpointer.close()
   logger.close()
+  if hasattr(train_iter, 'close'):
+    train_iter.close()
   return last_scalars
