@@ -96,3 +96,15 @@ def tiny_bert(tmp_path_factory):
   mp_dir = str(tmp_path_factory.mktemp('bert_msgpack'))
   _save_flax_copy(transformers.FlaxBertModel, st_dir, mp_dir)
   return {'safetensors': st_dir, 'msgpack': mp_dir, 'torch': mlm.bert}
+
+
+@pytest.fixture(scope='session')
+def tiny_run(tmp_path_factory):
+  """A finished tiny training run: configs/tiny.py for 24 steps (work directory)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  from ldlm_testing import REPO, subprocess_env, train_command  # pylint: disable=import-outside-toplevel
+  workdir = tmp_path_factory.mktemp('tiny_run')
+  proc = subprocess.run(train_command(workdir), env=subprocess_env(), cwd=REPO,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  return workdir

@@ -8,6 +8,7 @@ Parity of the real encoders is tested in tests/test_encoders_*.py.
 
 import importlib.util
 import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -47,3 +48,20 @@ class ToyEncoder:
 
 def toy_tokens(batch, seq_len, seed=0, vocab=ToyEncoder.vocab_size):
   return np.asarray(jax.random.randint(jax.random.PRNGKey(seed), (batch, seq_len), 0, vocab), np.int32)
+
+
+# The tiny training run end-to-end tests start from: configs/tiny.py for 24
+# steps (MiniLM encoder, Brown corpus), checkpoints at 8, 16 and 24.
+TINY_RUN_ARGS = ('--config.train.num_steps=24', '--config.train.log_every=2',
+                 '--config.train.checkpoint_every=8', '--config.train.eval_every=0',
+                 '--config.train.sample_every=0', '--config.train.num_log_samples=0')
+
+
+def train_command(workdir, *overrides):
+  return [sys.executable, '-m', 'ldlm_jax.train', '--config', os.path.join(REPO, 'configs', 'tiny.py'),
+          *TINY_RUN_ARGS, '--workdir', str(workdir), *overrides]
+
+
+def subprocess_env(devices=1):
+  return dict(os.environ, JAX_PLATFORMS='cpu',
+              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')

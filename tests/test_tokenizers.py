@@ -62,6 +62,14 @@ def test_minilm_wordpiece_matches_transformers(tmp_path):
     assert tok.encode(text) == want, text
     assert tok_txt.encode(text) == want, text
   assert len(tok.encode(long_text)) > 512
+  # Decoding matches BertTokenizerFast with its default clean-up of spaces
+  # ("dog ' s ," -> "dog's,"), for both loaders.
+  for text in SENTENCES + ["It's Britain's first -- and they're sure it isn't."]:
+    ids = tok.encode(text)
+    want = ref.decode(ids, clean_up_tokenization_spaces=True)
+    assert tok.decode(ids) == want, text
+    assert tok_txt.decode(ids) == want, text
+  assert "dog's" in tok.decode(tok.encode(SENTENCES[1]))
 
 
 def test_decode_stops_at_eos_and_pickles():

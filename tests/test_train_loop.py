@@ -18,21 +18,10 @@ import time
 import pytest
 
 from ldlm_testing import REPO
+from ldlm_testing import subprocess_env as _env
+from ldlm_testing import train_command as _cmd
 
 TIMING_KEYS = ('steps_per_sec', 'tokens_per_sec')
-BASE = ['--config', os.path.join(REPO, 'configs', 'tiny.py'),
-        '--config.train.num_steps=24', '--config.train.log_every=2',
-        '--config.train.checkpoint_every=8', '--config.train.eval_every=0',
-        '--config.train.sample_every=0', '--config.train.num_log_samples=0']
-
-
-def _cmd(workdir, *overrides):
-  return [sys.executable, '-m', 'ldlm_jax.train', *BASE, '--workdir', str(workdir), *overrides]
-
-
-def _env(devices=1):
-  return dict(os.environ, JAX_PLATFORMS='cpu',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
 
 
 def _run(workdir, *overrides, devices=1, check=True):
@@ -55,10 +44,8 @@ def _checkpoint_steps(workdir):
 
 
 @pytest.fixture(scope='module')
-def straight_run(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('straight')
-  _run(workdir)
-  return workdir
+def straight_run(tiny_run):
+  return tiny_run
 
 
 def test_straight_run_writes_everything(straight_run):

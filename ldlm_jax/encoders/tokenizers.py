@@ -65,7 +65,10 @@ class TextTokenizer:
     ids = [int(i) for i in ids]
     if stop_at_eos and self.eos_id in ids:
       ids = ids[: ids.index(self.eos_id)]
-    return self.tokenizer.decode(ids, skip_special_tokens=False)
+    text = self.tokenizer.decode(ids, skip_special_tokens=False)
+    if isinstance(self.tokenizer.model, models.WordPiece):
+      text = clean_up_tokenization(text)
+    return text
 
   def decode_batch(self, batch: Iterable[Iterable[int]], stop_at_eos: bool = False) -> list[str]:
     return [self.decode(ids, stop_at_eos=stop_at_eos) for ids in batch]
@@ -79,6 +82,20 @@ class TextTokenizer:
     self.tokenizer = tokenizers.Tokenizer.from_str(state['json'])
     self.eos_id = state['eos_id']
     self.source = state['source']
+
+
+def clean_up_tokenization(text: str) -> str:
+  """BertTokenizer's default clean-up of spaces a WordPiece decode leaves.
+
+  The `tokenizers` WordPiece decoder applies its clean-up token by token, so
+  patterns spanning tokens (" ' s" -> "'s") survive; this is the rule set of
+  transformers' `clean_up_tokenization`, on the joined text.
+  """
+  for dirty, clean in ((' .', '.'), (' ?', '?'), (' !', '!'), (' ,', ','), (" ' ", "'"),
+                       (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"),
+                       (" 're", "'re")):
+    text = text.replace(dirty, clean)
+  return text
 
 
 def _byte_level_bpe(vocab: dict, merges: list[tuple[str, str]]) -> tokenizers.Tokenizer:

@@ -1,0 +1,57 @@
+"""Writes held-out reference texts for evaluation (Gen. PPL and MAUVE references).
+
+  python -m ldlm_jax.data.references --workdir runs/demo --num_texts 256 --out runs/demo/references.jsonl
+
+The texts come from the run's own data settings (its `config.json`): chunks
+of L tokens of the held-out split ('reference' for the Brown corpus, else
+data.eval_split), decoded with the run's tokenizer, so they pass through the
+same tokenization as the samples they are compared with. JSONL (one
+{"text": ...} per line), because a text can span several lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser.add_argument('--workdir', required=True, help='A run directory (holds config.json).')
+  parser.add_argument('--num_texts', type=int, default=256, help='How many texts (fewer if the split is short).')
+  parser.add_argument('--out', required=True, help='Output .jsonl file.')
+  args = parser.parse_args(argv)
+
+  import ml_collections  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+
+  config_path = os.path.join(args.workdir, 'config.json')
+  if not os.path.isfile(config_path):
+    print(f'error: {config_path} does not exist; pass the work directory of a training run.',
+          file=sys.stderr)
+    return 2
+  with open(config_path, encoding='utf-8') as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  try:
+    tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+    texts = pipeline.load_reference_texts(config, tokenizer, args.num_texts)
+  except (ConfigError, DataError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  tmp = args.out + '.tmp'
+  with open(tmp, 'w', encoding='utf-8') as f:
+    for text in texts:
+      f.write(json.dumps({'text': text}) + '\n')
+  os.replace(tmp, args.out)
+  print(f'wrote {len(texts)} reference texts to {args.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
