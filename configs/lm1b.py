@@ -2,8 +2,8 @@
 
 Launch (one host, all local accelerators):
   LDLM_GPT2_PATH=/path/to/gpt2 python -m ldlm_jax.train \
-      --config configs/lm1b.py --workdir gs://BUCKET/ldlm/lm1b \
-      --config.data.data_dir=gs://BUCKET/tensorflow_datasets
+      --config configs/lm1b.py --workdir /mnt/BUCKET/ldlm/lm1b \
+      --config.data.data_dir=/mnt/BUCKET/tensorflow_datasets
 Pod slice / cluster: see launch/ and README.md.
 
 Hardware: paper: 1M steps at batch 512 took about 5.5 days on 4 A100.

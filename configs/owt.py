@@ -4,7 +4,7 @@ Prepare the corpus once (tokenize to ArrayRecord shards), then train:
   python -m ldlm_jax.data.prepare --source files --path /data/openwebtext \
       --tokenizer gpt2 --seq_len 1024 --out /data/owt_gpt2_1024
   LDLM_GPT2_PATH=/path/to/gpt2 python -m ldlm_jax.train \
-      --config configs/owt.py --workdir gs://BUCKET/ldlm/owt \
+      --config configs/owt.py --workdir /mnt/BUCKET/ldlm/owt \
       --config.data.path=/data/owt_gpt2_1024
 
 Hardware: paper: about 5 days on 64 A100 for 1M steps at batch 512.

@@ -6,9 +6,11 @@ r"""Trains LDLM.
 Running the same command again resumes from the latest checkpoint in
 --workdir (train state, data iterator and timestep sampler included).
 
-Multi-host: on a TPU pod slice or a SLURM allocation `jax.distributed` is
-initialized from the environment; pass --coordinator_address,
---num_processes and --process_id to start processes by hand (CPU included).
+Multi-host: under SLURM (or with JAX_COORDINATOR_ADDRESS, MEGASCALE_*,
+TPU_WORKER_HOSTNAMES, OpenMPI) `jax.distributed` is initialized from the
+environment; on a Cloud TPU pod slice pass --distributed (launch/tpu_pod.py
+does); pass --coordinator_address, --num_processes and --process_id to start
+processes by hand (CPU included).
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
                                    'host:port of process 0, for hand-started multi-process runs.')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (with --coordinator_address).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process id (with --coordinator_address).')
+_DISTRIBUTED = flags.DEFINE_bool(
+    'distributed', False,
+    'Call jax.distributed.initialize() with auto-detection (Cloud TPU pod slices, where no '
+    'environment variable announces the cluster; launch/tpu_pod.py passes it).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Environment markers of launchers that jax.distributed.initialize() understands.
@@ -32,7 +38,7 @@ _CLUSTER_ENV = ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_A
                 'JAX_COORDINATOR_ADDRESS', 'OMPI_COMM_WORLD_SIZE')
 
 
-def init_distributed(coordinator=None, num_processes=None, process_id=None) -> None:
+def init_distributed(coordinator=None, num_processes=None, process_id=None, force=False) -> None:
   """jax.distributed.initialize for multi-process runs; a no-op for one process."""
   import jax  # pylint: disable=import-outside-toplevel
   if coordinator:
@@ -45,14 +51,19 @@ def init_distributed(coordinator=None, num_processes=None, process_id=None) -> N
     return
   multi = any(int(os.environ.get(k, '1') or 1) > 1 if k in ('SLURM_NTASKS', 'OMPI_COMM_WORLD_SIZE')
               else bool(os.environ.get(k)) for k in _CLUSTER_ENV)
-  if multi:
+  if multi or force:
     jax.distributed.initialize()
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  if '://' in _WORKDIR.value:
+    print(f'error: --workdir {_WORKDIR.value} is a URL, but the work directory is written with local '
+          'file I/O; mount the bucket on every host (e.g. gcsfuse) or use a shared filesystem '
+          'and pass that path.', file=sys.stderr)
+    sys.exit(2)
+  init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
   from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import loop  # pylint: disable=import-outside-toplevel
