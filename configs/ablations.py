@@ -36,8 +36,9 @@ VARIANTS = {
     'timesteps_adaptive': {'timesteps.sampler': 'adaptive'},
     # Table 6: BERT-base as the frozen encoder (third-to-last layer).
     'encoder_bert_base': {'encoder.name': 'bert-base', 'encoder.layer': -3},
-    # Table 7: self-attention latent encoder.
-    'latent_encoder_self_attention': {'model.latent_encoder.type': 'self_attention'},
+    # Table 7: self-attention latent encoder and hidden-state decoder.
+    'latent_encoder_self_attention': {'model.latent_encoder.type': 'self_attention',
+                                      'model.latent_decoder.type': 'self_attention'},
 }
 # Table 1, diffusion-to-encoder warmup, without adaptive timestep sampling.
 for _w in (0, 5_000, 10_000, 25_000, 50_000, 100_000):

@@ -78,6 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
   # jax.nn.dot_product_attention implementation: '' = let XLA choose,
   # 'cudnn' = cuDNN flash attention (GPU, bf16), 'xla'.
   c.model.attention_impl = ''
+  # Per-head RMSNorm on queries and keys in every attention (COSMOS reference
+  # shape). It bounds attention logits by about sqrt(head_dim) until the norm
+  # scales grow, which slows learning sharp (copy-like) attention in short runs.
+  c.model.qk_norm = True
 
   c.model.latent_encoder = ml_collections.ConfigDict()
   c.model.latent_encoder.type = 'perceiver'   # 'perceiver' | 'self_attention' (App. B.4)
@@ -89,6 +93,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.latent_encoder.output_norm = True
 
   c.model.latent_decoder = ml_collections.ConfigDict()
+  # 'perceiver' (L position queries over z) | 'self_attention' (transformer
+  # blocks over z, one output per latent; needs N = L). Paper B.4 compares the
+  # two architectures for the latent encoder and the hidden-state decoder.
+  c.model.latent_decoder.type = 'perceiver'
   c.model.latent_decoder.num_layers = 6
   c.model.latent_decoder.num_heads = 12
   c.model.latent_decoder.width = 0            # 0 = latent_dim.
@@ -200,6 +208,7 @@ _CHOICES = {
     'model.dtype': ('float32', 'bfloat16'),
     'model.attention_impl': ('', 'xla', 'cudnn'),
     'model.latent_encoder.type': ('perceiver', 'self_attention'),
+    'model.latent_decoder.type': ('perceiver', 'self_attention'),
     'diffusion.self_cond_mode': ('cond', 'per_example'),
     'loss.reconstruction': ('mse', 'ce', 'mse+ce'),
     'timesteps.sampler': ('adaptive', 'uniform'),
@@ -254,10 +263,11 @@ def validate(config) -> None:
         "encoder.input='scratch' trains the embedding table itself, so an MSE target would "
         "collapse; use --config.loss.reconstruction=ce --config.loss.ce_stop_gradient=False.")
   mc = config.model
-  if mc.latent_encoder.type == 'self_attention' and mc.latent_len not in (0, config.data.seq_len):
-    raise ConfigError(
-        'the self-attention latent encoder makes one latent per token, so model.latent_len '
-        f'must be 0 or data.seq_len={config.data.seq_len} (got {mc.latent_len}).')
+  for part in ('latent_encoder', 'latent_decoder'):
+    if mc[part].type == 'self_attention' and mc.latent_len not in (0, config.data.seq_len):
+      raise ConfigError(
+          f'the self-attention {part.replace("_", " ")} pairs one latent with one token, so '
+          f'model.latent_len must be 0 or data.seq_len={config.data.seq_len} (got {mc.latent_len}).')
   if mc.attention_impl == 'cudnn' and mc.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs --config.model.dtype=bfloat16.")
   widths = {

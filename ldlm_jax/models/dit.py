@@ -35,6 +35,7 @@ class DiTBlock(nn.Module):
   mlp_ratio: int = 4
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  qk_norm: bool = True
 
   @nn.compact
   def __call__(self, x_BNW, c_BW):
@@ -45,7 +46,7 @@ class DiTBlock(nn.Module):
     norm = lambda name: nn.LayerNorm(use_bias=False, use_scale=False, epsilon=1e-6,
                                      dtype=self.dtype, name=name)
     h = modulate(norm('attn_norm')(x_BNW), shift_a, scale_a)
-    h = layers.Attention(self.num_heads, dtype=self.dtype,
+    h = layers.Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
                          attention_impl=self.attention_impl, name='attn')(h, h)
     x_BNW = x_BNW + gate_a[:, None] * h
     h = modulate(norm('mlp_norm')(x_BNW), shift_m, scale_m)
@@ -62,6 +63,7 @@ class DiT(nn.Module):
   time_embed_dim: int = 256
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  qk_norm: bool = True
 
   @nn.compact
   def __call__(self, z_t_BND, t_B, x0_sc_BND):
@@ -73,7 +75,7 @@ class DiT(nn.Module):
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
     for i in range(self.num_layers):
-      x = DiTBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype,
+      x = DiTBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
                    attention_impl=self.attention_impl, name=f'block{i}')(x, c)
     shift, scale = jnp.split(
         nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,

@@ -76,11 +76,12 @@ class TransformerBlock(nn.Module):
   mlp_ratio: int = 4
   dtype: Dtype = jnp.float32
   attention_impl: str | None = None
+  qk_norm: bool = True
 
   @nn.compact
   def __call__(self, x):
     h = nn.RMSNorm(dtype=self.dtype, name='attn_norm')(x)
-    x = x + Attention(self.num_heads, dtype=self.dtype,
+    x = x + Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
                       attention_impl=self.attention_impl, name='attn')(h, h)
     h = nn.RMSNorm(dtype=self.dtype, name='mlp_norm')(x)
     return x + MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)

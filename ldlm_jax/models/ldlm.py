@@ -79,6 +79,7 @@ class LDLM:
     self.encoder_layer = int(config.encoder.layer)
     dtype = layers.dtype_from_name(mc.dtype)
     impl = mc.attention_impl or None
+    qk = bool(mc.qk_norm)
     d = self.dims
 
     enc = mc.latent_encoder
@@ -86,20 +87,28 @@ class LDLM:
       self.latent_encoder = PerceiverResampler(
           num_queries=d.latent_len, width=int(enc.width) or d.latent_dim, out_dim=d.latent_dim,
           num_layers=enc.num_layers, num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-          output_norm=enc.output_norm, dtype=dtype, attention_impl=impl)
+          output_norm=enc.output_norm, dtype=dtype, attention_impl=impl, qk_norm=qk)
     elif enc.type == 'self_attention':
       self.latent_encoder = SelfAttentionEncoder(
           width=int(enc.width) or d.latent_dim, out_dim=d.latent_dim,
           num_layers=enc.num_layers, num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-          output_norm=enc.output_norm, dtype=dtype, attention_impl=impl)
+          output_norm=enc.output_norm, dtype=dtype, attention_impl=impl, qk_norm=qk)
     else:
       raise ValueError(f'unknown latent encoder type {enc.type!r}')
 
     dec = mc.latent_decoder
-    self.latent_decoder = PerceiverResampler(
-        num_queries=d.seq_len, width=int(dec.width) or d.latent_dim, out_dim=d.feature_dim,
-        num_layers=dec.num_layers, num_heads=dec.num_heads, mlp_ratio=dec.mlp_ratio,
-        output_norm=False, dtype=dtype, attention_impl=impl)
+    if dec.get('type', 'perceiver') == 'perceiver':
+      self.latent_decoder = PerceiverResampler(
+          num_queries=d.seq_len, width=int(dec.width) or d.latent_dim, out_dim=d.feature_dim,
+          num_layers=dec.num_layers, num_heads=dec.num_heads, mlp_ratio=dec.mlp_ratio,
+          output_norm=False, dtype=dtype, attention_impl=impl, qk_norm=qk)
+    elif dec.type == 'self_attention':
+      self.latent_decoder = SelfAttentionEncoder(
+          width=int(dec.width) or d.latent_dim, out_dim=d.feature_dim,
+          num_layers=dec.num_layers, num_heads=dec.num_heads, mlp_ratio=dec.mlp_ratio,
+          output_norm=False, dtype=dtype, attention_impl=impl, qk_norm=qk)
+    else:
+      raise ValueError(f'unknown latent decoder type {dec.type!r}')
 
     self.token_decoder = self.make_token_decoder(
         num_layers=mc.token_decoder.num_layers, width=int(mc.token_decoder.width) or d.feature_dim,
@@ -108,7 +117,7 @@ class LDLM:
     den = mc.denoiser
     self.denoiser = DiT(latent_dim=d.latent_dim, width=den.width, num_layers=den.num_layers,
                         num_heads=den.num_heads, mlp_ratio=den.mlp_ratio, dtype=dtype,
-                        attention_impl=impl)
+                        attention_impl=impl, qk_norm=qk)
 
     lc = config.loss
     self.use_mse = lc.reconstruction in ('mse', 'mse+ce')
@@ -118,7 +127,8 @@ class LDLM:
     return TokenDecoder(vocab_size=self.dims.vocab_size, width=width, num_layers=num_layers,
                         num_heads=num_heads, mlp_ratio=mlp_ratio,
                         dtype=layers.dtype_from_name(self.config.model.dtype),
-                        attention_impl=self.config.model.attention_impl or None)
+                        attention_impl=self.config.model.attention_impl or None,
+                        qk_norm=bool(self.config.model.qk_norm))
 
   # ---------------------------------------------------------------- params --
   def init(self, rng) -> dict:

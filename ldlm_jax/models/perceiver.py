@@ -13,8 +13,9 @@ Used twice: the latent encoder (N latent queries over h_n, output D, final
 RMSNorm as in COSMOS) and the latent decoder (L position queries over z_in,
 output the encoder width H).
 
-`SelfAttentionEncoder` is the B.4 ablation: transformer blocks over h_n whose
-per-position outputs are the latents (N = L).
+`SelfAttentionEncoder` is the B.4 ablation: transformer blocks whose
+per-position outputs are the result (N = L), used as the latent encoder (over
+h_n) and as the hidden-state decoder (over z_in).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class PerceiverResampler(nn.Module):
   output_norm: bool = False
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  qk_norm: bool = True
 
   @nn.compact
   def __call__(self, inputs_BLC):
@@ -48,7 +50,7 @@ class PerceiverResampler(nn.Module):
       ctx = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_input_norm')(x)
       kv = jnp.concatenate([ctx, q], axis=1)
       latents = latents + layers.Attention(
-          self.num_heads, dtype=self.dtype, attention_impl=self.attention_impl,
+          self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype, attention_impl=self.attention_impl,
           name=f'layer{i}_attn')(q, kv)
       h = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_mlp_norm')(latents)
       latents = latents + layers.MLP(self.mlp_ratio, dtype=self.dtype, name=f'layer{i}_mlp')(h)
@@ -60,7 +62,12 @@ class PerceiverResampler(nn.Module):
 
 
 class SelfAttentionEncoder(nn.Module):
-  """Paper B.4: latents are self-attention outputs at every input position."""
+  """Paper B.4: self-attention blocks, one output per input position.
+
+  Unlike the Perceiver, position i's output has a residual path from input
+  i, so no attention routing has to be learned before information flows;
+  in short runs it learns to reconstruct far faster (BUILD_NOTES.md).
+  """
 
   width: int
   out_dim: int
@@ -70,6 +77,7 @@ class SelfAttentionEncoder(nn.Module):
   output_norm: bool = False
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  qk_norm: bool = True
 
   @nn.compact
   def __call__(self, inputs_BLC):
@@ -77,7 +85,7 @@ class SelfAttentionEncoder(nn.Module):
     x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(inputs_BLC)
     x = x + layers.position_table(self, 'input_pos', length, self.width).astype(self.dtype)
     for i in range(self.num_layers):
-      x = layers.TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype,
+      x = layers.TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
                                   attention_impl=self.attention_impl, name=f'block{i}')(x)
     out = nn.RMSNorm(dtype=self.dtype, name='final_norm')(x)
     out = nn.Dense(self.out_dim, dtype=self.dtype, name='output_proj')(out)

@@ -22,6 +22,7 @@ class TokenDecoder(nn.Module):
   mlp_ratio: int = 4
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  qk_norm: bool = True
 
   @nn.compact
   def __call__(self, h_BLH):
@@ -29,7 +30,7 @@ class TokenDecoder(nn.Module):
     x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(h_BLH)
     x = x + layers.position_table(self, 'pos', length, self.width).astype(self.dtype)
     for i in range(self.num_layers):
-      x = layers.TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype,
+      x = layers.TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
                                   attention_impl=self.attention_impl, name=f'block{i}')(x)
     x = nn.RMSNorm(dtype=self.dtype, name='final_norm')(x)
     logits = nn.Dense(self.vocab_size, dtype=self.dtype, name='vocab_head')(x)
