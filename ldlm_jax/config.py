@@ -75,8 +75,8 @@ def base_config() -> ml_collections.ConfigDict:
   # Compute dtype of the trainable modules ('float32' or 'bfloat16');
   # parameters and optimizer state always stay float32.
   c.model.dtype = 'float32'
-  # jax.nn.dot_product_attention implementation: '' = let XLA choose,
-  # 'cudnn' = cuDNN flash attention (GPU, bf16), 'xla'.
+  # jax.nn.dot_product_attention implementation: '' = cuDNN flash attention
+  # on GPU with bfloat16 compute, XLA otherwise; 'cudnn' or 'xla' to force.
   c.model.attention_impl = ''
   # Per-head RMSNorm on queries and keys in every attention (COSMOS reference
   # shape). It bounds attention logits by about sqrt(head_dim) until the norm

@@ -16,6 +16,12 @@ the scorer's retokenization of the whole text, generator EOS markers mapped to
 the scorer's EOS id (one tokenization for every model compared); 'generator'
 the record's own "tokens".
 
+`word_ppl` is the same scored NLL divided by whitespace words instead of
+scorer tokens (exp(nll / words)): Gen. PPL per token rewards text that the
+scorer's tokenizer splits into many predictable pieces (rare or invented
+words), so when models with different vocabularies or an untrained model are
+compared, read both.
+
 The default scorer is the offline SmolLM2-135M (the paper's is GPT-2 Large,
 `--scorer gpt2-large --scorer_path DIR` where its weights exist). Argparse
 rather than ml_collections flags: the command takes a list of files and no
@@ -40,7 +46,14 @@ class EvaluationError(ValueError):
   """Bad input to the evaluation; the message names the fix."""
 
 
-METRICS = ('gen_ppl', 'entropy', 'diversity', 'mauve')
+METRICS = ('gen_ppl', 'word_ppl', 'entropy', 'diversity', 'mauve')
+
+
+def scored_word_count(text: str, eos_marker: str | None) -> int:
+  """Whitespace words of the part of `text` that Gen. PPL scores, the first EOS counting as one word."""
+  if eos_marker and eos_marker in text:
+    return len(text.split(eos_marker, 1)[0].split()) + 1
+  return len(text.split())
 
 
 def read_samples(path: str, max_samples: int = 0) -> list[dict]:
@@ -125,6 +138,8 @@ def evaluate_file(scorer, path: str, records: list[dict], reference_features=Non
   scorer_ids = [genppl.encode_with_eos_marker(scorer.tokenizer, r['text'], r.get('eos_token'))
                 for r in records]
   ppl = genppl.generative_perplexity(scorer, scorer_ids, batch_size=batch_size)
+  num_words = sum(scored_word_count(r['text'], r.get('eos_token'))
+                  for r, ids in zip(records, scorer_ids) if len(ids) >= 2)
   tokens = _metric_tokens(records, scorer_ids, metric_tokens, path)
   result = {
       'path': path,
@@ -134,6 +149,8 @@ def evaluate_file(scorer, path: str, records: list[dict], reference_features=Non
       'num_samples': len(records),
       'gen_ppl': ppl.gen_ppl,
       'gen_ppl_scored_tokens': ppl.num_tokens,
+      'word_ppl': math.exp(ppl.nll_sum / num_words) if num_words else float('nan'),
+      'gen_ppl_scored_words': num_words,
       'entropy': metrics.unigram_entropy(tokens),
       'diversity': metrics.ngram_diversity(tokens),
       'mauve': None,

@@ -94,10 +94,13 @@ def test_cli_end_to_end(scorer_path, inputs, tmp_path, capsys):
     assert file_result['seed'] == records[0]['seed'] and file_result['steps'] == 64
     assert file_result['gen_ppl'] == pytest.approx(expected.gen_ppl, rel=1e-6)
     assert file_result['gen_ppl_scored_tokens'] == expected.num_tokens
+    words = sum(evaluate.scored_word_count(r['text'], '<|endoftext|>') for r in records)
+    assert file_result['gen_ppl_scored_words'] == words
+    assert file_result['word_ppl'] == pytest.approx(math.exp(expected.nll_sum / words), rel=1e-6)
     assert file_result['entropy'] == pytest.approx(metrics.unigram_entropy(ids), rel=1e-12)
     assert file_result['diversity'] == pytest.approx(metrics.ngram_diversity(ids), rel=1e-12)
     assert 0.0 < file_result['mauve'] <= 1.0
-  for name in ('gen_ppl', 'entropy', 'diversity', 'mauve'):
+  for name in ('gen_ppl', 'word_ppl', 'entropy', 'diversity', 'mauve'):
     values = [f[name] for f in result['files']]
     assert result['mean'][name] == pytest.approx(np.mean(values))
     assert result['std'][name] == pytest.approx(np.std(values))
@@ -164,3 +167,9 @@ def test_cli_module_exit_code(tmp_path):
   assert proc.returncode == 2
   assert proc.stderr.strip().startswith('error: Samples file') and proc.stdout == ''
   assert not (tmp_path / 'm.json').exists()
+
+
+def test_scored_word_count_stops_at_first_eos():
+  assert evaluate.scored_word_count('the cat sat', None) == 3
+  assert evaluate.scored_word_count('the cat [SEP] a dog [SEP] x', '[SEP]') == 3  # 2 words + EOS
+  assert evaluate.scored_word_count('no marker here', '[SEP]') == 3

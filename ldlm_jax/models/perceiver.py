@@ -40,9 +40,8 @@ class PerceiverResampler(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_BLC):
-    batch, length, _ = inputs_BLC.shape
-    x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(inputs_BLC)
-    x = x + layers.position_table(self, 'input_pos', length, self.width).astype(self.dtype)
+    batch = inputs_BLC.shape[0]
+    x = layers.embed_sequence(self, inputs_BLC, self.width, self.dtype)
     queries = self.param('queries', layers.EMBED_INIT, (self.num_queries, self.width), jnp.float32)
     latents = jnp.broadcast_to(queries.astype(self.dtype), (batch, self.num_queries, self.width))
     for i in range(self.num_layers):
@@ -54,11 +53,7 @@ class PerceiverResampler(nn.Module):
           name=f'layer{i}_attn')(q, kv)
       h = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_mlp_norm')(latents)
       latents = latents + layers.MLP(self.mlp_ratio, dtype=self.dtype, name=f'layer{i}_mlp')(h)
-    out = nn.RMSNorm(dtype=self.dtype, name='final_norm')(latents)
-    out = nn.Dense(self.out_dim, dtype=self.dtype, name='output_proj')(out)
-    if self.output_norm:
-      out = nn.RMSNorm(dtype=self.dtype, name='output_norm')(out)
-    return out
+    return layers.project_out(latents, self.out_dim, self.dtype, output_norm=self.output_norm)
 
 
 class SelfAttentionEncoder(nn.Module):
@@ -81,14 +76,7 @@ class SelfAttentionEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, inputs_BLC):
-    _, length, _ = inputs_BLC.shape
-    x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(inputs_BLC)
-    x = x + layers.position_table(self, 'input_pos', length, self.width).astype(self.dtype)
-    for i in range(self.num_layers):
-      x = layers.TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
-                                  attention_impl=self.attention_impl, name=f'block{i}')(x)
-    out = nn.RMSNorm(dtype=self.dtype, name='final_norm')(x)
-    out = nn.Dense(self.out_dim, dtype=self.dtype, name='output_proj')(out)
-    if self.output_norm:
-      out = nn.RMSNorm(dtype=self.dtype, name='output_norm')(out)
-    return out
+    x = layers.embed_sequence(self, inputs_BLC, self.width, self.dtype)
+    x = layers.transformer_blocks(x, self.num_layers, self.num_heads, self.mlp_ratio, self.dtype,
+                                  self.attention_impl, self.qk_norm)
+    return layers.project_out(x, self.out_dim, self.dtype, output_norm=self.output_norm)

@@ -26,12 +26,8 @@ class TokenDecoder(nn.Module):
 
   @nn.compact
   def __call__(self, h_BLH):
-    _, length, _ = h_BLH.shape
-    x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(h_BLH)
-    x = x + layers.position_table(self, 'pos', length, self.width).astype(self.dtype)
-    for i in range(self.num_layers):
-      x = layers.TransformerBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
-                                  attention_impl=self.attention_impl, name=f'block{i}')(x)
-    x = nn.RMSNorm(dtype=self.dtype, name='final_norm')(x)
-    logits = nn.Dense(self.vocab_size, dtype=self.dtype, name='vocab_head')(x)
+    x = layers.embed_sequence(self, h_BLH, self.width, self.dtype, pos_name='pos')
+    x = layers.transformer_blocks(x, self.num_layers, self.num_heads, self.mlp_ratio, self.dtype,
+                                  self.attention_impl, self.qk_norm)
+    logits = layers.project_out(x, self.vocab_size, self.dtype, name='vocab_head')
     return logits.astype(jnp.float32)
