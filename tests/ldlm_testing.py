@@ -1,4 +1,4 @@
-"""Shared helpers for model-level tests: a tiny config and a toy frozen encoder.
+"""Shared helpers for tests: a tiny config, a toy frozen encoder, random HF-layout Llama weights.
 
 The toy encoder stands in for the frozen token encoder where the test is
 about LDLM itself (losses, gradients, sharding): an embedding table followed
@@ -63,5 +63,29 @@ def train_command(workdir, *overrides):
 
 
 def subprocess_env(devices=1):
+  """Environment for a CPU subprocess with `devices` host devices and the session's test XLA flags (conftest.py)."""
+  flags = os.environ.get('LDLM_TEST_XLA_FLAGS', '')
   return dict(os.environ, JAX_PLATFORMS='cpu',
-              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+              XLA_FLAGS=f'{flags} --xla_force_host_platform_device_count={devices}'.strip())
+
+
+def random_hf_llama(config, seed, scale=0.5, norm_jitter=0.1):
+  """HF-layout Llama weights (numpy float32): matrices N(0, scale^2), norm weights 1 + N(0, norm_jitter^2)."""
+  rng = np.random.RandomState(seed)
+  c = config
+  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
+  for i in range(c.num_layers):
+    pre = f'model.layers.{i}.'
+    shapes.update({
+        pre + 'input_layernorm.weight': (c.hidden_size,),
+        pre + 'post_attention_layernorm.weight': (c.hidden_size,),
+        pre + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
+        pre + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
+        pre + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
+        pre + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size),
+    })
+  return {name: (1.0 + norm_jitter * rng.normal(size=shape) if len(shape) == 1 else scale * rng.normal(size=shape)
+                 ).astype(np.float32) for name, shape in shapes.items()}

@@ -14,6 +14,7 @@ from tokenizers import pre_tokenizers
 from ldlm_jax import evaluate
 from ldlm_jax.evaluation import genppl, gguf_model, metrics, scorers
 from ldlm_jax.evaluation.llama import LlamaConfig
+from ldlm_testing import random_hf_llama
 
 CONFIG = LlamaConfig(vocab_size=263, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                      num_kv_heads=2, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-5,
@@ -21,32 +22,13 @@ CONFIG = LlamaConfig(vocab_size=263, hidden_size=32, intermediate_size=64, num_l
 WORDS = 'the cat sat on a mat and then ran in the garden after her brother'.split()
 
 
-def _random_hf_tensors(config, seed=0):
-  rng = np.random.RandomState(seed)
-  c = config
-  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
-  for i in range(c.num_layers):
-    pre = f'model.layers.{i}.'
-    shapes.update({
-        pre + 'input_layernorm.weight': (c.hidden_size,),
-        pre + 'post_attention_layernorm.weight': (c.hidden_size,),
-        pre + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
-        pre + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
-        pre + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
-        pre + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size),
-    })
-  return {n: (np.ones(s) if len(s) == 1 else 0.3 * rng.normal(size=s)).astype(np.float32) for n, s in shapes.items()}
-
-
 @pytest.fixture(scope='module')
 def scorer_path(tmp_path_factory):
   merges = ['Ġ t', 'h e', 'Ġt he', 'i n', 'Ġ a', 'e r']
   tokens = ['<|endoftext|>'] + sorted(pre_tokenizers.ByteLevel.alphabet()) + [m.replace(' ', '') for m in merges]
   path = tmp_path_factory.mktemp('scorer') / 'tiny.gguf'
-  gguf_model.write_llama_gguf(path, CONFIG, _random_hf_tensors(CONFIG), tokens, merges, eos_id=0)
+  tensors = random_hf_llama(CONFIG, seed=0, scale=0.3, norm_jitter=0.0)
+  gguf_model.write_llama_gguf(path, CONFIG, tensors, tokens, merges, eos_id=0)
   return str(path)
 
 

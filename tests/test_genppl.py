@@ -9,31 +9,10 @@ import pytest
 from ldlm_jax.encoders.tokenizers import gpt2_bpe_files_dir, load_tokenizer
 from ldlm_jax.evaluation import genppl, scorers
 from ldlm_jax.evaluation.llama import Llama, LlamaConfig, params_from_hf_tensors
+from ldlm_testing import random_hf_llama
 
 EOS = 0
 VOCAB = 10
-
-
-def random_hf_llama(config, seed):
-  """HF-layout Llama weights (numpy) large enough for sharp, position-dependent attention."""
-  rng = np.random.RandomState(seed)
-  c = config
-  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
-  for i in range(c.num_layers):
-    pre = f'model.layers.{i}.'
-    shapes.update({
-        pre + 'input_layernorm.weight': (c.hidden_size,),
-        pre + 'post_attention_layernorm.weight': (c.hidden_size,),
-        pre + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
-        pre + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
-        pre + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
-        pre + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size),
-    })
-  return {name: (1.0 + 0.1 * rng.normal(size=shape) if len(shape) == 1 else 0.5 * rng.normal(size=shape)
-                 ).astype(np.float32) for name, shape in shapes.items()}
 
 
 class _Tok:

@@ -1,7 +1,6 @@
 """Our Flax Llama vs transformers, the GGUF reader vs llama.cpp's layout, and the real SmolLM2 scorer."""
 
 import dataclasses
-import random
 
 import gguf
 import jax
@@ -13,6 +12,7 @@ import transformers
 from ldlm_jax.evaluation import gguf_model, scorers
 from ldlm_jax.evaluation.genppl import generative_perplexity_of_texts
 from ldlm_jax.evaluation.llama import Llama, LlamaConfig, params_from_hf_tensors
+from ldlm_jax.evaluation.verify_smollm2 import shuffled_words
 
 
 def hf_llama(config: LlamaConfig, seed: int) -> transformers.LlamaForCausalLM:
@@ -235,14 +235,8 @@ def test_smollm2_config_and_tokenizer_from_metadata(smollm2):
 
 def test_smollm2_prose_scores_far_below_shuffled_words(smollm2):
   scorer, _ = smollm2
-  rng = random.Random(0)
-  shuffled = []
-  for text in PROSE:
-    words = text.split()
-    rng.shuffle(words)
-    shuffled.append(' '.join(words))
   real = generative_perplexity_of_texts(scorer, PROSE, batch_size=3)
-  mixed = generative_perplexity_of_texts(scorer, shuffled, batch_size=3)
+  mixed = generative_perplexity_of_texts(scorer, shuffled_words(PROSE), batch_size=3)
   assert real.num_tokens > 50
   assert real.gen_ppl < 40.0, real.gen_ppl
   assert mixed.gen_ppl > 10 * real.gen_ppl, (real.gen_ppl, mixed.gen_ppl)

@@ -124,11 +124,12 @@ def _free_port():
 
 def test_two_processes_equal_one_process_with_two_devices(tmp_path):
   overrides = ['--config.train.num_steps=6', '--config.train.checkpoint_every=6']
-  single = tmp_path / 'single'
-  _run(single, *overrides, devices=2)
-  multi = tmp_path / 'multi'
+  single, multi = tmp_path / 'single', tmp_path / 'multi'
   port = _free_port()
-  procs = [subprocess.Popen(
+  # All three processes at once: the reference run overlaps the two-process run's start-up.
+  procs = [subprocess.Popen(_cmd(single, *overrides), env=_env(2), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)]
+  procs += [subprocess.Popen(
       _cmd(multi, *overrides, f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2',
            f'--process_id={i}'),
       env=_env(1), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -48,6 +48,17 @@ TOKENIZER_TEXTS = [
 ]
 
 
+def shuffled_words(texts: list[str], seed: int = 0) -> list[str]:
+  """Each text with its whitespace words in a random order (same words, no syntax)."""
+  rng = random.Random(seed)
+  shuffled = []
+  for text in texts:
+    words = text.split()
+    rng.shuffle(words)
+    shuffled.append(' '.join(words))
+  return shuffled
+
+
 def main() -> None:
   import torch  # pylint: disable=import-outside-toplevel
   import transformers  # pylint: disable=import-outside-toplevel
@@ -83,14 +94,8 @@ def main() -> None:
         f'(max |logit| {np.abs(expected).max():.1f}); argmax agreement '
         f'{(logits.argmax(-1) == expected.argmax(-1)).mean():.3f}')
 
-  rng = random.Random(0)
-  shuffled = []
-  for text in PROSE:
-    words = text.split()
-    rng.shuffle(words)
-    shuffled.append(' '.join(words))
   real = generative_perplexity_of_texts(scorer, PROSE, batch_size=4)
-  mixed = generative_perplexity_of_texts(scorer, shuffled, batch_size=4)
+  mixed = generative_perplexity_of_texts(scorer, shuffled_words(PROSE), batch_size=4)
   print(f'Gen. PPL prose {real.gen_ppl:.2f} ({real.num_tokens} tokens), '
         f'shuffled words {mixed.gen_ppl:.2f} ({mixed.num_tokens} tokens)')
 
