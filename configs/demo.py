@@ -18,10 +18,13 @@ token decoder, diffusion-to-encoder warmup, adaptive timesteps, sigma_dec =
     through attention, which takes far longer than a CPU demo runs
     (BUILD_NOTES.md, "Demo").
 
-Hardware and time (2-core CPU, measured; BUILD_NOTES.md has the curves and
-samples): about 2.8 steps/s, about 9 minutes of training; token
-reconstruction accuracy rises from ~1% to ~27%, the diffusion loss falls from
-~0.5 to ~0.09.
+Hardware and time (2-core CPU, measured 2026-11-22; BUILD_NOTES.md, "Demo",
+has the curves and samples): 2.3-2.8 steps/s, 8.5-10 minutes of training;
+`bash scripts/demo.sh` on a fresh clone, set-up included, 13 minutes.
+Reached: token reconstruction accuracy 1% -> 34% (validation 35%), diffusion
+loss 0.51 -> 0.10; samples are common English words without syntax
+(Gen. PPL under SmolLM2-135M 1968 +- 86 over 3 seeds, 7.2k per word,
+MAUVE 0.28; held-out text: 197).
 """
 
 from ldlm_jax.config import base_config
