@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.encoders import loading
+from ldlm_jax.encoders import inputs, loading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,16 +151,9 @@ class BertModel(nn.Module):
                max_layer: int | None = None) -> tuple[jax.Array, ...]:
     """Hidden states 0..max_layer (HF indices, all of them when None), each (B, L, H)."""
     c = self.config
-    last = c.num_layers if max_layer is None else int(max_layer)
-    if not 0 <= last <= c.num_layers:
-      raise ValueError(f'max_layer={max_layer} is outside 0..{c.num_layers} for this BERT.')
     L = input_ids_BL.shape[1]
-    if L > c.max_positions:
-      raise ValueError(f'Sequence length {L} exceeds max_position_embeddings={c.max_positions}; '
-                       'use shorter chunks (data.seq_len).')
-    key_mask_B11L = None
-    if attention_mask_BL is not None:
-      key_mask_B11L = attention_mask_BL.astype(bool)[:, None, None, :]
+    last, key_mask_B11L = inputs.layers_and_key_mask(max_layer, c.num_layers, L, c.max_positions,
+                                                     'BERT', 'max_position_embeddings', attention_mask_BL)
 
     # token_type_ids are all 0: add row 0 of the token-type table.
     x_BLH = (self.word_embeddings(input_ids_BL) + self.position_embeddings(jnp.arange(L))[None]

@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.encoders import loading
+from ldlm_jax.encoders import inputs, loading
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,16 +155,9 @@ class GPT2Model(nn.Module):
     to entry i of the full run.
     """
     c = self.config
-    last = c.num_layers if max_layer is None else int(max_layer)
-    if not 0 <= last <= c.num_layers:
-      raise ValueError(f'max_layer={max_layer} is outside 0..{c.num_layers} for this GPT-2.')
     L = input_ids_BL.shape[1]
-    if L > c.max_positions:
-      raise ValueError(f'Sequence length {L} exceeds GPT-2 n_positions={c.max_positions}; '
-                       'use shorter chunks (data.seq_len).')
-    key_mask_B11L = None
-    if attention_mask_BL is not None:
-      key_mask_B11L = attention_mask_BL.astype(bool)[:, None, None, :]
+    last, key_mask_B11L = inputs.layers_and_key_mask(max_layer, c.num_layers, L, c.max_positions,
+                                                     'GPT-2', 'GPT-2 n_positions', attention_mask_BL)
 
     x_BLH = self.wte(input_ids_BL) + self.wpe(jnp.arange(L))[None]
     states = [x_BLH]
