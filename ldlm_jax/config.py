@@ -224,6 +224,17 @@ def _get(config, dotted):
   return node
 
 
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """A run's saved config (config.json or checkpoint meta) laid over today's schema.
+
+  A field added after the run was trained keeps its default, which is the
+  behaviour the run was trained with.
+  """
+  config = base_config()
+  config.update(saved)
+  return config
+
+
 def validate(config) -> None:
   """Raises ConfigError (one sentence naming the fix) for values that cannot work."""
   for key, choices in _CHOICES.items():

@@ -23,7 +23,7 @@ from ldlm_jax.benchmarks import encoders as encoders_lib
 from ldlm_jax.benchmarks import flops as flops_lib
 from ldlm_jax.benchmarks import memory as memory_lib
 from ldlm_jax.benchmarks import timing
-from ldlm_jax.config import ConfigError, validate
+from ldlm_jax.config import validate
 from ldlm_jax.diffusion import solver as solver_lib
 from ldlm_jax.models.ldlm import LDLM, count_params
 from ldlm_jax.training import sharding as sharding_lib
@@ -59,11 +59,7 @@ def build_model(config, log: Log, abstract: bool = False):
   validate(config)
   choice = encoders_lib.benchmark_encoder(config, abstract=abstract)
   enc = choice.encoder
-  if config.data.seq_len > enc.max_positions:
-    raise ConfigError(
-        f'data.seq_len={config.data.seq_len} exceeds the {enc.max_positions} positions of '
-        f'encoder {config.encoder.name!r}; lower data.seq_len or use a longer-context encoder.')
-  enc.layer_index(int(config.encoder.layer))
+  enc.check_config(config)
   log(choice.note)
   return LDLM(config, enc), choice
 
@@ -315,9 +311,8 @@ def _compare_python_loop(model, params, rng, batch, num_steps, t_min, opts: Opti
   # One warm-up each (the loop's compiles its denoiser and the eager ops).
   (t_scan, t_loop), (scans, loops) = timing.time_interleaved(
       [(scan_call, None), (loop_call, None)], warmup=1, iters=1, repeats=opts.repeats)
-  z_scan, z_loop = scans, loops
-  ref = np.asarray(z_scan, np.float64)
-  err = float(np.linalg.norm(np.asarray(z_loop, np.float64) - ref) / np.linalg.norm(ref))
+  ref = np.asarray(scans, np.float64)
+  err = float(np.linalg.norm(np.asarray(loops, np.float64) - ref) / np.linalg.norm(ref))
   speedup = t_loop.median_s / t_scan.median_s
   log(f'python loop: {t_loop.median_s:.4f}s vs compiled scan {t_scan.median_s:.4f}s for '
       f'{num_steps} steps: {speedup:.1f}x; relative difference of the latents {err:.2e}')

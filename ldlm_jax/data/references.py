@@ -24,7 +24,7 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='Output .jsonl file.')
   args = parser.parse_args(argv)
 
-  from ldlm_jax.config import ConfigError, base_config  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError, from_saved  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
@@ -34,9 +34,8 @@ def main(argv=None) -> int:
     print(f'error: {config_path} does not exist; pass the work directory of a training run.',
           file=sys.stderr)
     return 2
-  config = base_config()  # the saved config over today's schema (new fields: defaults)
   with open(config_path, encoding='utf-8') as f:
-    config.update(json.load(f))
+    config = from_saved(json.load(f))
   try:
     tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
     texts = pipeline.load_reference_texts(config, tokenizer, args.num_texts)

@@ -144,6 +144,14 @@ class FrozenEncoder:
           '-1 = last, -3 = third-to-last).')
     return int(layer) % (n + 1)
 
+  def check_config(self, config) -> None:
+    """ConfigError, naming the fix, unless data.seq_len and encoder.layer suit this encoder."""
+    if config.data.seq_len > self.max_positions:
+      raise ConfigError(
+          f'data.seq_len={config.data.seq_len} exceeds the {self.max_positions} positions of '
+          f'encoder {config.encoder.name!r}; lower data.seq_len or use a longer-context encoder.')
+    self.layer_index(int(config.encoder.layer))
+
   def hidden_state(self, params: Any, input_ids_BL: jax.Array, layer: int,
                    attention_mask_BL: jax.Array | None = None) -> jax.Array:
     """hidden_states[layer] (B, L, H) float32, running only the blocks it needs."""

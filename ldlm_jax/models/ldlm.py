@@ -77,38 +77,14 @@ class LDLM:
     self.schedule = schedule_from_config(config)
     self.input_kind = config.encoder.input
     self.encoder_layer = int(config.encoder.layer)
-    dtype = layers.dtype_from_name(mc.dtype)
-    impl = mc.attention_impl or None
-    qk = bool(mc.qk_norm)
     d = self.dims
 
     enc = mc.latent_encoder
-    if enc.type == 'perceiver':
-      self.latent_encoder = PerceiverResampler(
-          num_queries=d.latent_len, width=int(enc.width) or d.latent_dim, out_dim=d.latent_dim,
-          num_layers=enc.num_layers, num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-          output_norm=enc.output_norm, dtype=dtype, attention_impl=impl, qk_norm=qk)
-    elif enc.type == 'self_attention':
-      self.latent_encoder = SelfAttentionEncoder(
-          width=int(enc.width) or d.latent_dim, out_dim=d.latent_dim,
-          num_layers=enc.num_layers, num_heads=enc.num_heads, mlp_ratio=enc.mlp_ratio,
-          output_norm=enc.output_norm, dtype=dtype, attention_impl=impl, qk_norm=qk)
-    else:
-      raise ValueError(f'unknown latent encoder type {enc.type!r}')
-
-    dec = mc.latent_decoder
-    if dec.get('type', 'perceiver') == 'perceiver':
-      self.latent_decoder = PerceiverResampler(
-          num_queries=d.seq_len, width=int(dec.width) or d.latent_dim, out_dim=d.feature_dim,
-          num_layers=dec.num_layers, num_heads=dec.num_heads, mlp_ratio=dec.mlp_ratio,
-          output_norm=False, dtype=dtype, attention_impl=impl, qk_norm=qk)
-    elif dec.type == 'self_attention':
-      self.latent_decoder = SelfAttentionEncoder(
-          width=int(dec.width) or d.latent_dim, out_dim=d.feature_dim,
-          num_layers=dec.num_layers, num_heads=dec.num_heads, mlp_ratio=dec.mlp_ratio,
-          output_norm=False, dtype=dtype, attention_impl=impl, qk_norm=qk)
-    else:
-      raise ValueError(f'unknown latent decoder type {dec.type!r}')
+    self.latent_encoder = self._latent_module(enc, 'latent encoder', num_queries=d.latent_len,
+                                              out_dim=d.latent_dim, output_norm=enc.output_norm)
+    self.latent_decoder = self._latent_module(mc.latent_decoder, 'latent decoder',
+                                              num_queries=d.seq_len, out_dim=d.feature_dim,
+                                              output_norm=False)
 
     self.token_decoder = self.make_token_decoder(
         num_layers=mc.token_decoder.num_layers, width=int(mc.token_decoder.width) or d.feature_dim,
@@ -116,19 +92,32 @@ class LDLM:
 
     den = mc.denoiser
     self.denoiser = DiT(latent_dim=d.latent_dim, width=den.width, num_layers=den.num_layers,
-                        num_heads=den.num_heads, mlp_ratio=den.mlp_ratio, dtype=dtype,
-                        attention_impl=impl, qk_norm=qk)
+                        num_heads=den.num_heads, mlp_ratio=den.mlp_ratio, **self._module_options())
 
     lc = config.loss
     self.use_mse = lc.reconstruction in ('mse', 'mse+ce')
     self.use_ce = lc.reconstruction in ('ce', 'mse+ce') or bool(lc.train_token_decoder)
 
+  def _module_options(self) -> dict:
+    """Compute dtype, attention implementation and q/k norm: the same for every trainable module."""
+    mc = self.config.model
+    return dict(dtype=layers.dtype_from_name(mc.dtype), attention_impl=mc.attention_impl or None,
+                qk_norm=bool(mc.qk_norm))
+
+  def _latent_module(self, part, what: str, num_queries: int, out_dim: int, output_norm: bool):
+    """The latent encoder or hidden-state decoder of `part.type`: Perceiver or B.4 self-attention."""
+    shape = dict(width=int(part.width) or self.dims.latent_dim, out_dim=out_dim,
+                 num_layers=part.num_layers, num_heads=part.num_heads, mlp_ratio=part.mlp_ratio,
+                 output_norm=output_norm, **self._module_options())
+    if part.type == 'perceiver':
+      return PerceiverResampler(num_queries=num_queries, **shape)
+    if part.type == 'self_attention':
+      return SelfAttentionEncoder(**shape)
+    raise ValueError(f'unknown {what} type {part.type!r}')
+
   def make_token_decoder(self, num_layers, width, num_heads, mlp_ratio=4):
     return TokenDecoder(vocab_size=self.dims.vocab_size, width=width, num_layers=num_layers,
-                        num_heads=num_heads, mlp_ratio=mlp_ratio,
-                        dtype=layers.dtype_from_name(self.config.model.dtype),
-                        attention_impl=self.config.model.attention_impl or None,
-                        qk_norm=bool(self.config.model.qk_norm))
+                        num_heads=num_heads, mlp_ratio=mlp_ratio, **self._module_options())
 
   # ---------------------------------------------------------------- params --
   def init(self, rng) -> dict:

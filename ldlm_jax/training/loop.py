@@ -154,11 +154,7 @@ def train(config, workdir: str) -> dict:
 
   # 2. Frozen encoder, tokenizer, mesh. -------------------------------------------
   encoder = load_frozen_encoder(config.encoder.name, config.encoder.path, config.encoder.dtype)
-  if config.data.seq_len > encoder.max_positions:
-    raise ConfigError(
-        f'data.seq_len={config.data.seq_len} exceeds the {encoder.max_positions} positions of '
-        f'encoder {config.encoder.name!r}; lower data.seq_len or use a longer-context encoder.')
-  encoder.layer_index(int(config.encoder.layer))
+  encoder.check_config(config)
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   if tokenizer.vocab_size > encoder.vocab_size:
     raise ConfigError(

@@ -17,7 +17,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from ldlm_jax.config import ConfigError, base_config
+from ldlm_jax.config import ConfigError, from_saved
 from ldlm_jax.encoders.registry import load_encoder_tokenizer
 from ldlm_jax.encoders.tokenizers import TextTokenizer, load_tokenizer
 from ldlm_jax.models.ldlm import LDLM
@@ -73,10 +73,7 @@ def load_run(workdir: str, step: int | None = None, mesh=None) -> Run:
   elif step not in steps:
     raise ConfigError(f'No checkpoint at step {step} in {workdir}; available steps: {sorted(steps)}.')
   meta = checkpointer.read_meta(step)
-  # The saved config over today's schema: a field added after the run was
-  # trained takes its default (the behaviour the run was trained with).
-  config = base_config()
-  config.update(meta['config'])
+  config = from_saved(meta['config'])
   dims = types.SimpleNamespace(hidden_size=int(meta['feature_dim']), vocab_size=int(meta['vocab_size']))
   model = LDLM(config, dims)
   if mesh is None:
