@@ -69,6 +69,8 @@ _request_host_devices(sys.argv)
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from ldlm_jax import fileio
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _USER_ARGV = list(sys.argv)   # as typed, before --preset is expanded (for the JSON record)
 COMMANDS = ('train', 'sample', 'compile')
@@ -244,10 +246,7 @@ def _write_json(path: str, payload: dict) -> None:
   directory = os.path.dirname(path)
   if not os.path.isdir(directory):
     raise FileNotFoundError(f'--json_out directory {directory} does not exist; create it first.')
-  tmp = f'{path}.tmp{os.getpid()}'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    json.dump(payload, f, indent=2, sort_keys=True, default=float)
-  os.replace(tmp, path)
+  fileio.write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=float))
 
 
 def _select_devices(count: int):

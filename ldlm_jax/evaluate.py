@@ -35,11 +35,12 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from typing import Any, Sequence
 
 import numpy as np
+
+from ldlm_jax import fileio
 
 
 class EvaluationError(ValueError):
@@ -189,18 +190,8 @@ def _json_safe(value):
 
 def write_json_atomic(path: str, payload: dict) -> None:
   """Writes JSON to a temporary file beside `path`, then renames it into place."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix='.' + os.path.basename(path), suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-      json.dump(payload, f, indent=2, allow_nan=False)
-      f.write('\n')
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fileio.write_text(path, json.dumps(payload, indent=2, allow_nan=False) + '\n')
 
 
 def run(args: argparse.Namespace) -> dict:

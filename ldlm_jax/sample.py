@@ -14,13 +14,14 @@ eos_token, and the sampler settings.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
 
 from absl import app, flags
+
+from ldlm_jax import fileio
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory of a trained run.')
 _NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
@@ -94,11 +95,7 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
 
 def write_jsonl(path: str, records) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    for r in records:
-      f.write(json.dumps(r) + '\n')
-  os.replace(tmp, path)
+  fileio.write_jsonl(path, records)
 
 
 def main(argv):

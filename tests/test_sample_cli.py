@@ -1,11 +1,8 @@
 """`python -m ldlm_jax.sample` and the post-trained token decoder, from a real tiny run."""
 
 import json
-import os
 import subprocess
 import sys
-
-import pytest
 
 from ldlm_testing import REPO, subprocess_env
 

@@ -86,7 +86,7 @@ def test_ema_and_sampler_state_move(trained):
 
 
 def test_nonfinite_step_leaves_state_unchanged(trained):
-  c, model, mesh = trained['config'], trained['model'], trained['mesh']
+  mesh = trained['mesh']
   state = jax.tree.map(jnp.copy, trained['state'])
   before = jax.tree.map(np.array, state)
   bad = trained['frozen'].replace(norm_std=jnp.zeros_like(trained['frozen'].norm_std))

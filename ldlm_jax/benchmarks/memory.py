@@ -38,26 +38,25 @@ def compiled_memory(compiled) -> dict[str, int]:
   return out
 
 
-def device_peak_bytes(device=None) -> int | None:
-  """The allocator's peak bytes in use on `device`, or None where it is not tracked."""
+def _memory_stat(name: str, device=None) -> int | None:
+  """One entry of `device.memory_stats()` (default: the first device); None where it is not kept."""
   device = device or jax.devices()[0]
   try:
     stats = device.memory_stats()
   except (NotImplementedError, RuntimeError):
     return None
-  if not stats:
-    return None
-  peak = stats.get('peak_bytes_in_use')
-  return int(peak) if peak is not None else None
+  value = stats.get(name) if stats else None
+  return int(value) if value is not None else None
+
+
+def device_peak_bytes(device=None) -> int | None:
+  """The allocator's peak bytes in use on `device`, or None where it is not tracked."""
+  return _memory_stat('peak_bytes_in_use', device)
 
 
 def device_capacity_bytes(device=None) -> int | None:
-  device = device or jax.devices()[0]
-  try:
-    stats = device.memory_stats()
-  except (NotImplementedError, RuntimeError):
-    return None
-  return int(stats['bytes_limit']) if stats and 'bytes_limit' in stats else None
+  """The memory the allocator may use on `device`, or None where it is not reported."""
+  return _memory_stat('bytes_limit', device)
 
 
 def sharded_bytes_per_device(tree) -> int:

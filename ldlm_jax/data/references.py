@@ -24,6 +24,7 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='Output .jsonl file.')
   args = parser.parse_args(argv)
 
+  from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
   from ldlm_jax.config import ConfigError, from_saved  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
@@ -43,11 +44,7 @@ def main(argv=None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  tmp = args.out + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    for text in texts:
-      f.write(json.dumps({'text': text}) + '\n')
-  os.replace(tmp, args.out)
+  fileio.write_jsonl(args.out, ({'text': text} for text in texts))
   print(f'wrote {len(texts)} reference texts to {args.out}')
   return 0
 

@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from ldlm_jax import fileio
+
 # A training line has 'loss'; an evaluation line has 'eval_loss' (training/logging.py).
 _TRAIN_MARKER = 'loss'
 _EVAL_MARKER = 'eval_loss'
@@ -148,13 +150,8 @@ def _figure(num_panels: int, title: str):
 
 
 def _save(fig, path: str) -> str:
-  tmp = os.path.join(os.path.dirname(path), '.' + os.path.basename(path) + '.tmp')
-  try:
-    fig.savefig(tmp, format='png', dpi=110)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+  with fileio.atomic_open(path, binary=True) as f:
+    fig.savefig(f, format='png', dpi=110)
   return path
 
 
@@ -225,6 +222,14 @@ def plot_schedules(logs: RunLogs, path: str) -> str | None:
   return _save(fig, path) if any(drawn) else None
 
 
+def _finish_unit_interval_axes(axes) -> None:
+  """x from 0 to 1 (t or F(t)), a light grid and a small legend on every panel."""
+  for ax in axes:
+    ax.set_xlim(0.0, 1.0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize='small')
+
+
 def _checkpoint_colors(count: int):
   from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
   cmap = colormaps['viridis']
@@ -255,9 +260,7 @@ def plot_loss_vs_time(logs: RunLogs, path: str, num_curves: int = 4) -> str | No
   axes[1].set_xlabel('F(t)')
   for ax in axes:
     ax.set_ylabel('diffusion loss')
-    ax.set_xlim(0.0, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize='small')
+  _finish_unit_interval_axes(axes)
   return _save(fig, path)
 
 
@@ -291,9 +294,7 @@ def plot_adaptive_cdf(logs: RunLogs, path: str, num_curves: int = 4) -> str | No
     axes[1].set_yscale('log')
   for ax in axes:
     ax.set_xlabel('t')
-    ax.set_xlim(0.0, 1.0)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize='small')
+  _finish_unit_interval_axes(axes)
   return _save(fig, path)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from ldlm_jax.models import layers

@@ -17,6 +17,8 @@ from typing import Iterable
 
 import numpy as np
 
+from ldlm_jax import fileio
+
 
 def _jsonable(value):
   if isinstance(value, (np.floating, float)):
@@ -42,12 +44,7 @@ def truncate_jsonl(path: str, max_step: int) -> None:
   """Drops records logged after `max_step` (a resumed run logs them again)."""
   if not os.path.exists(path):
     return
-  kept = [r for r in read_jsonl(path) if r.get('step', 0) <= max_step]
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    for r in kept:
-      f.write(json.dumps(r) + '\n')
-  os.replace(tmp, path)
+  fileio.write_jsonl(path, [r for r in read_jsonl(path) if r.get('step', 0) <= max_step])
 
 
 def format_duration(seconds: float) -> str:
@@ -100,11 +97,7 @@ class RunLogger:
     records = list(records)
     os.makedirs(self.samples_dir, exist_ok=True)
     path = os.path.join(self.samples_dir, f'step_{int(step):08d}.jsonl')
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
-      for r in records:
-        f.write(json.dumps({k: _jsonable(v) for k, v in r.items()}) + '\n')
-    os.replace(tmp, path)
+    fileio.write_jsonl(path, ({k: _jsonable(v) for k, v in r.items()} for r in records))
     if self._tb is not None:
       text = '\n\n'.join(f'{i}: {r["text"]}' for i, r in enumerate(records))
       self._tb.add_text('samples', text, int(step))

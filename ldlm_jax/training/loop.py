@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from ldlm_jax import fileio
 from ldlm_jax.config import ConfigError, validate
 from ldlm_jax.data import pipeline as data_lib
 from ldlm_jax.encoders import normalization as norm_lib
@@ -110,11 +111,8 @@ def load_or_compute_normalization(config, workdir, model, encoder, tokenizer, me
 def _write_config(workdir: str, config) -> None:
   if jax.process_index() != 0:
     return
-  path = os.path.join(workdir, 'config.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  fileio.write_text(os.path.join(workdir, 'config.json'),
+                    config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def decode_samples(tokenizer, tokens_BL, **extra) -> list[dict]:
