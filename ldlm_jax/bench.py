@@ -353,6 +353,24 @@ def run(command: str, config, argv: list[str]) -> dict:
   return payload
 
 
+def check_flags() -> None:
+  """Every number and output path checked before anything is compiled (one sentence each)."""
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  cli.check_positive(iters=_ITERS.value, repeats=_REPEATS.value, devices=_DEVICES.value)
+  for name, value in (('batch_size', _BATCH.value), ('warmup', _WARMUP.value), ('fsdp', _FSDP.value),
+                      ('matmul_size', _MATMUL.value), ('device_memory_gib', _MEMORY_GIB.value),
+                      ('peak_tflops', _PEAK.value)):
+    if value < 0:
+      raise ConfigError(f'--{name} must be >= 0 (got {value}; 0 = the default).')
+  if _JSON.value:
+    path = cli.check_output_file(_JSON.value, '--json_out')
+    if not os.path.isdir(os.path.dirname(path)):
+      raise ConfigError(f'--json_out directory {os.path.dirname(path)} does not exist; create it first.')
+  if _PROFILE.value:
+    cli.check_output_dir(_PROFILE.value, '--profile_dir')
+
+
 def main(argv):
   logging.set_verbosity(logging.WARNING)    # jax's backend probing is not for this output
   if len(argv) != 2 or argv[1] not in COMMANDS:
@@ -361,6 +379,7 @@ def main(argv):
   if config is None:
     raise app.UsageError('Give --config FILE or --preset NAME.')
   from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  check_flags()
   try:
     payload = run(argv[1], config, sys.argv)
     if _JSON.value:
@@ -377,7 +396,8 @@ def entry():
   except app.UsageError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  app.run(main)
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.run_absl(main)
 
 
 if __name__ == '__main__':

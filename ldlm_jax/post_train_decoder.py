@@ -16,7 +16,6 @@ WORKDIR/token_decoder_k{k}/ and used with
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 import jax
@@ -112,18 +111,25 @@ _LOG_EVERY = flags.DEFINE_integer('log_every', 100, 'Steps between progress line
 
 def main(argv):
   del argv
-  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   if not _WORKDIR.value:
-    print('error: --workdir is required.', file=sys.stderr)
-    sys.exit(2)
-  try:
-    post_train(_WORKDIR.value, _NUM_LAYERS.value, _STEPS.value, _BATCH.value, _LR.value,
-               _HEADS.value, _WIDTH.value, _SEED.value, log_every=_LOG_EVERY.value,
-               checkpoint_step=_STEP.value, out=_OUT.value)
-  except (ConfigError, DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+    raise ConfigError('--workdir is required.')
+  # Every number and the output folder checked before the run is restored.
+  cli.check_positive(num_layers=_NUM_LAYERS.value, steps=_STEPS.value, batch_size=_BATCH.value,
+                     log_every=_LOG_EVERY.value)
+  for name, value in (('num_heads', _HEADS.value), ('width', _WIDTH.value),
+                      ('checkpoint_step', _STEP.value)):
+    if value is not None and value < 0:
+      raise ConfigError(f'--{name} must be >= 0 (got {value}).')
+  if not _LR.value > 0:
+    raise ConfigError(f'--learning_rate must be > 0 (got {_LR.value}).')
+  if _OUT.value:
+    cli.check_output_dir(_OUT.value, '--out')
+  post_train(_WORKDIR.value, _NUM_LAYERS.value, _STEPS.value, _BATCH.value, _LR.value,
+             _HEADS.value, _WIDTH.value, _SEED.value, log_every=_LOG_EVERY.value,
+             checkpoint_step=_STEP.value, out=_OUT.value)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
+  _cli.run_absl(main)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 
 from absl import app, flags
@@ -98,26 +97,36 @@ def write_jsonl(path: str, records) -> None:
   fileio.write_jsonl(path, records)
 
 
+def check_flags() -> str:
+  """Every flag checked before the run is restored; returns the absolute --out path."""
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  if not _WORKDIR.value or not _OUT.value:
+    raise ConfigError('--workdir and --out are required.')
+  cli.check_positive(num_samples=_NUM.value, steps=_STEPS.value, batch_size=_BATCH.value)
+  if _STEP.value is not None and _STEP.value < 0:
+    raise ConfigError(f'--checkpoint_step must be >= 0 (got {_STEP.value}).')
+  if _TMIN.value is not None and not 0.0 < _TMIN.value < 1.0:
+    raise ConfigError(f'--t_min must be in (0, 1) (got {_TMIN.value}).')
+  if _TOKEN_DECODER.value and not os.path.isdir(_TOKEN_DECODER.value):
+    raise ConfigError(f'--token_decoder {_TOKEN_DECODER.value} is not a directory; pass the '
+                      'folder post_train_decoder wrote.')
+  return cli.check_output_file(_OUT.value, '--out')
+
+
 def main(argv):
   del argv
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
-  if not _WORKDIR.value or not _OUT.value:
-    print('error: --workdir and --out are required.', file=sys.stderr)
-    sys.exit(2)
-  try:
-    run = restore.load_run(_WORKDIR.value, _STEP.value)
-    sc = run.config.sample
-    steps = _STEPS.value or int(sc.num_steps)
-    t0 = time.time()
-    records = generate_samples(
-        run, _NUM.value, steps, _SEED.value, _BATCH.value or int(sc.batch_size),
-        time_grid=_GRID.value or sc.time_grid, t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
-        solver=_SOLVER.value or sc.solver, token_decoder=_TOKEN_DECODER.value, use_ema=not _NO_EMA.value)
-  except ConfigError as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
-  write_jsonl(_OUT.value, records)
+  out = check_flags()
+  run = restore.load_run(_WORKDIR.value, _STEP.value)
+  sc = run.config.sample
+  steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
+  t0 = time.time()
+  records = generate_samples(
+      run, _NUM.value, steps, _SEED.value, _BATCH.value if _BATCH.value is not None else int(sc.batch_size),
+      time_grid=_GRID.value or sc.time_grid, t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
+      solver=_SOLVER.value or sc.solver, token_decoder=_TOKEN_DECODER.value, use_ema=not _NO_EMA.value)
+  write_jsonl(out, records)
   print(f'wrote {len(records)} samples from step {run.step} to {_OUT.value} '
         f'({time.time() - t0:.1f}s including compilation)')
   for r in records[:3]:
@@ -125,4 +134,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
+  _cli.run_absl(main)

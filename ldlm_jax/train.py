@@ -16,7 +16,6 @@ processes by hand (CPU included).
 from __future__ import annotations
 
 import os
-import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -56,23 +55,25 @@ def init_distributed(coordinator=None, num_processes=None, process_id=None, forc
 
 
 def main(argv):
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if '://' in _WORKDIR.value:
-    print(f'error: --workdir {_WORKDIR.value} is a URL, but the work directory is written with local '
-          'file I/O; mount the bucket on every host (e.g. gcsfuse) or use a shared filesystem '
-          'and pass that path.', file=sys.stderr)
-    sys.exit(2)
+    raise ConfigError(
+        f'--workdir {_WORKDIR.value} is a URL, but the work directory is written with local '
+        'file I/O; mount the bucket on every host (e.g. gcsfuse) or use a shared filesystem '
+        'and pass that path.')
+  workdir = cli.check_output_dir(_WORKDIR.value, '--workdir')
   init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import loop  # pylint: disable=import-outside-toplevel
-  try:
-    loop.train(_CONFIG.value, _WORKDIR.value)
-  except (ConfigError, DataError, loop.NonFiniteLossError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  import jax  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import loop, refusal  # pylint: disable=import-outside-toplevel
+  # A run refused during setup leaves the work directory as it found it (training/refusal.py).
+  with refusal.undone_if_refused(workdir, cli.USER_ERRORS, enabled=jax.process_index() == 0):
+    loop.train(_CONFIG.value, workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training.loop import NonFiniteLossError  # pylint: disable=import-outside-toplevel
+  _cli.run_absl(main, extra_errors=(NonFiniteLossError,))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 
 import grain
@@ -47,6 +48,38 @@ class CheckpointMismatchError(ConfigError):
   pass
 
 
+class CheckpointDamagedError(ConfigError):
+  """A checkpoint step whose files cannot be read (truncated, missing an item): not a config fault."""
+
+  def __init__(self, step: int, directory: str, reason: str):
+    self.step, self.reason = step, reason
+    super().__init__(f'The checkpoint at step {step} in {directory} is damaged ({reason}).')
+
+
+def _reason(e: BaseException) -> str:
+  text = str(e).strip().splitlines()[0] if str(e).strip() else ''
+  text = text.split('. See full TensorStore')[0][:160]
+  return f'{type(e).__name__}: {text}' if text else type(e).__name__
+
+
+def _leaf_name(path) -> str:
+  return '.'.join(str(getattr(k, 'key', getattr(k, 'name', getattr(k, 'idx', k)))) for k in path)
+
+
+def shape_mismatch(stored_tree, abstract_tree) -> str | None:
+  """The first leaf of `abstract_tree` whose stored shape differs (or is missing), else None."""
+  stored = {getattr(leaf, 'name', None) or _leaf_name(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(stored_tree)[0]
+            if hasattr(leaf, 'shape')}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract_tree)[0]:
+    name = _leaf_name(path)
+    if name not in stored:
+      return f'it has no {name}'
+    if stored[name] != tuple(leaf.shape):
+      return f'{name} has shape {stored[name]}, the model needs {tuple(leaf.shape)}'
+  return None
+
+
 def check_signature(saved: dict, config, where: str) -> None:
   current = model_signature(config)
   for key in MODEL_DEFINING_KEYS:
@@ -62,7 +95,9 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int = 3, async_save: bool = True, read_only: bool = False):
     self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=not read_only, read_only=read_only,
+        # A reader passes neither a keep count nor a save interval (orbax warns about both).
+        max_to_keep=None if read_only else keep, save_interval_steps=0 if read_only else 1,
+        create=not read_only, read_only=read_only,
         enable_async_checkpointing=async_save, cleanup_tmp_directories=not read_only)
     self.manager = ocp.CheckpointManager(
         self.directory, options=options,
@@ -93,7 +128,14 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    try:
+      meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
+    except Exception as e:  # pylint: disable=broad-except
+      # A missing item is a KeyError, a truncated file a JSON or tensorstore error.
+      raise CheckpointDamagedError(step, self.directory, f'its meta item: {_reason(e)}') from e
+    if not isinstance(meta, dict) or 'config' not in meta:
+      raise CheckpointDamagedError(step, self.directory, 'its meta item has no config')
+    return meta
 
   def restore(self, step: int, abstract_state, abstract_metrics=None, data_iterator=None):
     """Restores into the given abstract pytrees (ShapeDtypeStructs with shardings)."""
@@ -102,13 +144,24 @@ class Checkpointer:
       items['train_metrics'] = ocp.args.StandardRestore(abstract_metrics)
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    # Shapes are compared from the stored metadata first, so that a model that does not fit
+    # (the user's config) and files that cannot be read (damage) are told apart.
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    except (ValueError, KeyError, TypeError) as e:
+      stored = self.manager.metadata(step).item_metadata['state']
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointDamagedError(step, self.directory, f'its state metadata: {_reason(e)}') from e
+    if stored is None:
+      raise CheckpointDamagedError(step, self.directory, 'it has no state item')
+    mismatch = shape_mismatch(stored, abstract_state)
+    if mismatch:
       raise CheckpointMismatchError(
           f'The checkpoint at step {step} in {self.directory} does not fit this model '
-          f'({type(e).__name__}: {str(e).splitlines()[0][:200]}); use the config it was trained '
-          'with or a new --workdir (nothing was overwritten).') from e
+          f'({mismatch}); use the config it was trained with or a new --workdir '
+          '(nothing was overwritten).')
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointDamagedError(step, self.directory, _reason(e)) from e
     return restored
 
   def wait(self) -> None:
@@ -125,3 +178,41 @@ def abstract_with_shardings(tree, shardings):
 
 def ensure_abstract(tree) -> Any:
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, 'sharding', None)), tree)
+
+
+DAMAGED_DIR = 'damaged_checkpoints'
+
+
+def restore_latest_intact(checkpointer: Checkpointer, restore_fn, log, *, steps=None,
+                          set_aside: bool = False):
+  """(step, restore_fn(step)) for the newest step that reads; damaged newer steps are skipped.
+
+  One warning names each damaged step. The damaged step stays on disk for inspection: in
+  place for readers (`set_aside=False`, sampling), or moved to workdir/damaged_checkpoints/
+  by a resuming trainer (`set_aside=True`), so that orbax neither writes the next save of
+  that step number into it nor counts it among the `keep` newest steps it prunes.
+  A mismatch with the config (CheckpointMismatchError) is not damage and is raised at once.
+  """
+  steps = sorted(checkpointer.all_steps() if steps is None else steps, reverse=True)
+  for step in steps:
+    try:
+      return step, restore_fn(step)
+    except CheckpointDamagedError as e:
+      if len(steps) == 1:
+        raise  # one step was asked for: nothing to fall back to
+      where = os.path.join(checkpointer.directory, str(step))
+      if set_aside and jax.process_index() == 0:
+        target = os.path.join(os.path.dirname(checkpointer.directory), DAMAGED_DIR, str(step))
+        if os.path.exists(target):
+          target = f'{target}.{int(time.time())}'
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(where, target)
+        checkpointer.manager.reload()
+        where = target
+      older = [s for s in steps if s < step]
+      then = f'trying step {older[0]}' if older else 'no older step is left'
+      log(f'WARNING: checkpoint step {step} is damaged ({e.reason}); {then}; '
+          f'the damaged step is kept in {where} for inspection.')
+  raise CheckpointDamagedError(
+      steps[0] if steps else -1, checkpointer.directory,
+      'and so is every older step; move the checkpoints/ folder aside to train from scratch')

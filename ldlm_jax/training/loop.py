@@ -44,22 +44,33 @@ class NonFiniteLossError(RuntimeError):
 
 
 class _Preemption:
-  """Records SIGTERM so the loop can checkpoint at the current step and exit."""
+  """Records SIGTERM or SIGINT (Ctrl-C) so the loop can checkpoint at the current step and exit.
+
+  A second Ctrl-C while that checkpoint is written interrupts at once.
+  """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self.requested = False
-    self._previous = None
+    self.name = ''
+    self._previous = {}
 
   def __enter__(self):
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    for sig in self.SIGNALS:
+      self._previous[sig] = signal.signal(sig, self._handle)
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
+    if self.requested and signum == signal.SIGINT:
+      raise KeyboardInterrupt
     self.requested = True
+    self.name = signal.Signals(signum).name
 
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
 
 
 def _log(msg: str) -> None:
@@ -144,10 +155,11 @@ def train(config, workdir: str) -> dict:
   is_primary = process_index == 0
   tc = config.train
   checkpointer = ckpt_lib.Checkpointer(workdir, keep=int(tc.keep_checkpoints))
-  latest = checkpointer.latest_step()
-  meta = None
-  if latest is not None:
-    meta = checkpointer.read_meta(latest)
+  latest, meta = None, None
+  if checkpointer.latest_step() is not None:
+    # A damaged newest step is set aside with a warning; the newest intact one is used.
+    latest, meta = ckpt_lib.restore_latest_intact(checkpointer, checkpointer.read_meta, _log,
+                                                  set_aside=True)
     ckpt_lib.check_signature(meta.get('model', {}), config, workdir)
 
   # 2. Frozen encoder, tokenizer, mesh. -------------------------------------------
@@ -186,9 +198,11 @@ def train(config, workdir: str) -> dict:
   fresh_metrics = jax.jit(step_lib.empty_train_metrics, out_shardings=replicated)
   logger = RunLogger(workdir, enabled=is_primary)
   if latest is not None:
-    restored = checkpointer.restore(
-        latest, ckpt_lib.abstract_with_shardings(state_shapes, state_sh),
-        ckpt_lib.ensure_abstract(fresh_metrics()), train_iter)
+    latest, restored = ckpt_lib.restore_latest_intact(
+        checkpointer, lambda s: checkpointer.restore(
+            s, ckpt_lib.abstract_with_shardings(state_shapes, state_sh),
+            ckpt_lib.ensure_abstract(fresh_metrics()), train_iter),
+        _log, steps=[s for s in checkpointer.all_steps() if s <= latest], set_aside=True)
     state, metrics_acc = restored['state'], restored['train_metrics']
     logger.resume_from(latest)
     _log(f'resumed from step {latest} in {checkpointer.directory}')
@@ -289,7 +303,8 @@ def train(config, workdir: str) -> dict:
                        if step % log_every else {}, step)
           save(step)
       if stop:
-        _log(f'SIGTERM: checkpoint at step {step} written; exiting.')
+        checkpointer.wait()  # the line below is the last one: the checkpoint is on disk
+        _log(f'{preemption.name or "SIGTERM"}: checkpoint at step {step} written; exiting.')
         break
 
   if step >= num_steps and not preemption.requested:

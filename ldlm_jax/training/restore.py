@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import types
 from typing import Any
 
@@ -57,6 +58,11 @@ def _tokenizer_for(config, meta: dict) -> TextTokenizer:
       '); set LDLM_*_PATH or encoder.path so that the encoder directory is found.')
 
 
+def _warn(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, file=sys.stderr, flush=True)
+
+
 def load_run(workdir: str, step: int | None = None, mesh=None) -> Run:
   """Restores the checkpoint at `step` (latest if None) of the run in `workdir`."""
   workdir = os.path.abspath(workdir)
@@ -68,20 +74,25 @@ def load_run(workdir: str, step: int | None = None, mesh=None) -> Run:
   steps = checkpointer.all_steps()
   if not steps:
     raise ConfigError(f'{workdir}/checkpoints holds no complete checkpoint yet; train longer.')
-  if step is None:
-    step = max(steps)
-  elif step not in steps:
+  if step is not None and step not in steps:
     raise ConfigError(f'No checkpoint at step {step} in {workdir}; available steps: {sorted(steps)}.')
-  meta = checkpointer.read_meta(step)
-  config = from_saved(meta['config'])
-  dims = types.SimpleNamespace(hidden_size=int(meta['feature_dim']), vocab_size=int(meta['vocab_size']))
-  model = LDLM(config, dims)
   if mesh is None:
     mesh = sharding_lib.make_mesh(ml_collections.ConfigDict({'mesh': {'data': -1, 'fsdp': 1}}))
-  rng = jax.random.PRNGKey(0)
-  shapes = jax.eval_shape(lambda r: state_lib.create_train_state(model, config, r), rng)
-  state_sh = sharding_lib.state_shardings(mesh, shapes)
-  restored = checkpointer.restore(step, ckpt_lib.abstract_with_shardings(shapes, state_sh))
+
+  def restore_step(step):
+    meta = checkpointer.read_meta(step)
+    config = from_saved(meta['config'])
+    dims = types.SimpleNamespace(hidden_size=int(meta['feature_dim']), vocab_size=int(meta['vocab_size']))
+    model = LDLM(config, dims)
+    rng = jax.random.PRNGKey(0)
+    shapes = jax.eval_shape(lambda r: state_lib.create_train_state(model, config, r), rng)
+    state_sh = sharding_lib.state_shardings(mesh, shapes)
+    restored = checkpointer.restore(step, ckpt_lib.abstract_with_shardings(shapes, state_sh))
+    return meta, config, model, restored
+
+  # The latest step unless it is damaged (then the newest intact one, with a warning).
+  step, (meta, config, model, restored) = ckpt_lib.restore_latest_intact(
+      checkpointer, restore_step, _warn, steps=steps if step is None else [step])
   checkpointer.close()
   return Run(workdir=workdir, step=int(step), config=config, model=model,
              state=restored['state'], tokenizer=_tokenizer_for(config, meta), meta=meta, mesh=mesh)
