@@ -81,6 +81,9 @@ def read_samples(path: str, max_samples: int = 0) -> list[dict]:
         break
   if not records:
     raise EvaluationError(f'Samples file {path!r} has no samples; pass a non-empty JSONL file.')
+  if not any(r['text'].strip() for r in records):
+    raise EvaluationError(f'Every one of the {len(records)} texts in {path!r} is empty, so there is '
+                          'nothing to score; check the sampler (its token decoder, --steps).')
   return records
 
 
@@ -205,6 +208,8 @@ def run(args: argparse.Namespace) -> dict:
     raise EvaluationError(f'--max_references must be >= 0 (0 = all), got {args.max_references}.')
   if os.path.isdir(args.out):
     raise EvaluationError(f'--out {args.out!r} is a directory; pass a file name such as metrics.json.')
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.check_output_file(args.out, '--out')  # a file on the way is refused before the scorer loads
   # Every input is read before the (slow) scorer load, so bad input fails fast.
   samples = [(path, read_samples(path, args.max_samples)) for path in args.samples]
   references = read_references(args.references, args.max_references) if args.references else None
@@ -256,10 +261,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   from ldlm_jax.evaluation.gguf_model import GGUFModelError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluation.mauve_score import MauveUnavailableError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluation.scorers import ScorerError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   args = parse_args(argv)
   try:
     payload = run(args)
-  except (EvaluationError, ScorerError, GGUFModelError, MauveUnavailableError, FileNotFoundError) as e:
+  except (EvaluationError, ScorerError, GGUFModelError, MauveUnavailableError, *cli.USER_ERRORS) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(json.dumps(payload, indent=2))

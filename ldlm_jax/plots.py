@@ -35,10 +35,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  import os  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluation import plots  # pylint: disable=import-outside-toplevel
   try:
+    # The output folder checked before anything is drawn.
+    cli.check_output_dir(args.out_dir or os.path.join(args.workdir, 'plots'), '--out_dir')
     report = plots.write_plots(args.workdir, args.out_dir, args.num_curves)
-  except plots.PlotsError as e:
+  except (plots.PlotsError, *cli.USER_ERRORS) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
   for path in report.written:

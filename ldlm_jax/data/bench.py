@@ -55,6 +55,14 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
   try:
+    for name in ('batch_size', 'seconds'):
+      if not getattr(args, name) > 0:
+        raise ConfigError(f'--{name} must be > 0 (got {getattr(args, name)}).')
+    if not all(v.strip().isdigit() and int(v) > 0 for v in args.seq_lens.split(',')):
+      raise ConfigError(f'--seq_lens must be comma-separated positive integers (got {args.seq_lens!r}).')
+    for name in ('read_threads', 'num_workers'):
+      if getattr(args, name) < 0:
+        raise ConfigError(f'--{name} must be >= 0 (got {getattr(args, name)}).')
     tokenizer = prepare.load_tokenizer_by_name(args.tokenizer)
     root = args.root or brown.default_root()
     text_dir = brown.ensure_text(root)

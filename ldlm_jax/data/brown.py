@@ -199,6 +199,12 @@ def write_text_splits(out_dir: str, tgz_path: str = '', overwrite: bool = False)
   if _text_complete(out_dir) and not overwrite:
     raise DataError(f'{out_dir} already holds the Brown text splits; pass --overwrite '
                     'to write them again.')
+  if os.path.isdir(out_dir) and os.listdir(out_dir) and not _text_complete(out_dir):
+    # The folder is replaced below: only ever one this module wrote.
+    raise DataError(f'{out_dir} exists and does not hold Brown text splits written here (no '
+                    'brown.json); nothing was deleted: remove it yourself or choose another folder.')
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise DataError(f'{out_dir} is a file, not a directory; choose another folder.')
   os.makedirs(os.path.dirname(out_dir), exist_ok=True)
   with tempfile.TemporaryDirectory(prefix='brown-fetch-') as fetch_dir:
     tgz = tgz_path or fetch_tarball(fetch_dir)

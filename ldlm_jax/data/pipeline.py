@@ -138,18 +138,33 @@ def open_split(config, tokenizer, split: str):
   return 'documents', docs
 
 
-def _check_one_chunk(docs, tokenizer, seq_len: int, split: str) -> None:
-  """Stops early when a split cannot fill one chunk (else training would spin)."""
+def _check_one_chunk(docs, tokenizer, seq_len: int, split: str, min_chunks: int = 1) -> int:
+  """Stops early when a split cannot fill one chunk (else training would spin).
+
+  Reads documents only until `min_chunks` chunks are filled; returns how many were
+  (at most `min_chunks`).
+  """
   if len(docs) == 0:
     raise DataError(f'The {split!r} split has no documents; add text or fix data.path.')
-  tokens = 0
-  to_tokens = DocumentTokenizer(tokenizer)
+  tokens = undecodable = 0
   for i in range(len(docs)):
-    tokens += to_tokens(docs[i]).size
-    if tokens >= seq_len:
-      return
-  raise DataError(f'The {split!r} split has only {tokens} tokens, fewer than one chunk '
-                  f'of data.seq_len={seq_len}; add text or lower data.seq_len.')
+    text = docs[i]
+    if text is None:  # bytes that are not UTF-8 (sources.py)
+      undecodable += 1
+      continue
+    ids = tokenizer.encode(text)
+    tokens += len(ids) + 1 if ids else 0  # + EOS, as DocumentTokenizer
+    if tokens >= seq_len * max(1, min_chunks):
+      return max(1, min_chunks)
+  if tokens < seq_len:
+    if undecodable == len(docs):
+      raise DataError(f'All {undecodable} documents of the {split!r} split were skipped as '
+                      'undecodable (not valid UTF-8); point data.path at UTF-8 text.')
+    skipped = (f' ({undecodable} of {len(docs)} documents were skipped as undecodable, not '
+               'valid UTF-8)' if undecodable else '')
+    raise DataError(f'The {split!r} split has only {tokens} tokens{skipped}, fewer than one '
+                    f'chunk of data.seq_len={seq_len}; add text or lower data.seq_len.')
+  return tokens // seq_len
 
 
 class _ReadChunks:
@@ -259,7 +274,12 @@ def make_train_iterator(config, tokenizer, *, process_index: int = 0, process_co
   prefetch = int(_data(config, 'prefetch', 0))
   window = int(_data(config, 'shuffle_window', DEFAULT_SHUFFLE_WINDOW))
 
-  kind, src = open_split(config, tokenizer, _data(config, 'train_split'))
+  train_split = _data(config, 'train_split')
+  kind, src = open_split(config, tokenizer, train_split)
+  _warn_if_smaller_than_a_batch(
+      len(src) if kind == 'prepared' else _check_one_chunk(
+          src, tokenizer, seq_len, train_split, batch_size * process_count),
+      batch_size * process_count, train_split, seq_len)
   order_seed = seed if shuffle else None
   if kind == 'prepared':
     # One group = one batch: a single batched ArrayRecord read per batch.
@@ -294,6 +314,14 @@ def make_train_iterator(config, tokenizer, *, process_index: int = 0, process_co
       'num_items': len(src),
   }
   return _TrainIterator(iter(ids), signature)
+
+
+def _warn_if_smaller_than_a_batch(num_chunks: int, global_batch: int, split: str,
+                                  seq_len: int) -> None:
+  if num_chunks < global_batch:
+    log.warning('The %r split holds only %d chunk(s) of data.seq_len=%d tokens, fewer than one '
+                'batch of %d: every batch repeats the same chunks. Add text, or lower '
+                'data.seq_len or train.batch_size.', split, num_chunks, seq_len, global_batch)
 
 
 def _as_batch(tokens_BL: np.ndarray) -> dict:

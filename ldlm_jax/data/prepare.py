@@ -146,6 +146,39 @@ def _write_split(texts: Iterable[str | None], tokenizer, seq_len: int, tmp_dir: 
   return stats
 
 
+def is_prepared_dataset(path: str) -> bool:
+  """True if `path` holds a manifest this module wrote (the only folders --overwrite replaces)."""
+  try:
+    with open(os.path.join(path, MANIFEST_NAME), encoding='utf-8') as f:
+      return json.load(f).get('format') == FORMAT_NAME
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def check_out_dir(out_dir: str, overwrite: bool) -> str:
+  """The absolute output folder, or DataError if writing there would lose something."""
+  out_dir = os.path.abspath(os.path.expanduser(out_dir))
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise DataError(f'--out {out_dir} is a file, not a directory; choose another --out.')
+  if not os.path.exists(out_dir) or not os.listdir(out_dir):
+    parent = os.path.dirname(out_dir)
+    while parent and not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    if parent and not os.path.isdir(parent):
+      raise DataError(f'--out {out_dir} cannot be created: {parent} is a file, not a directory.')
+    return out_dir
+  ours = is_prepared_dataset(out_dir)
+  if ours and not overwrite:
+    raise DataError(f'{out_dir} already holds a prepared dataset; pass '
+                    '--overwrite to replace it or choose another --out.')
+  if not ours:
+    # --overwrite replaces only what this step wrote: never a user's own folder.
+    raise DataError(f'{out_dir} exists and is not a prepared dataset (no {MANIFEST_NAME} '
+                    'written by ldlm_jax.data.prepare), so it is not replaced even with '
+                    '--overwrite; nothing was deleted: remove it yourself or choose another --out.')
+  return out_dir
+
+
 def prepare_dataset(documents_by_split: Mapping[str, object], tokenizer, seq_len: int,
                     out_dir: str, *, source: Mapping, overwrite: bool = False,
                     records_per_shard: int = 0) -> dict:
@@ -164,14 +197,7 @@ def prepare_dataset(documents_by_split: Mapping[str, object], tokenizer, seq_len
   """
   if seq_len <= 0:
     raise DataError(f'seq_len must be positive (got {seq_len}).')
-  out_dir = os.path.abspath(os.path.expanduser(out_dir))
-  if os.path.exists(out_dir) and not overwrite:
-    if os.path.isfile(os.path.join(out_dir, MANIFEST_NAME)):
-      raise DataError(f'{out_dir} already holds a prepared dataset; pass '
-                      '--overwrite to replace it or choose another --out.')
-    if os.listdir(out_dir):
-      raise DataError(f'{out_dir} exists and is not a prepared dataset; remove it '
-                      'or choose another --out.')
+  out_dir = check_out_dir(out_dir, overwrite)
   dtype = token_dtype(tokenizer.vocab_size)
   records_per_shard = records_per_shard or max(1, _SHARD_BYTES // (seq_len * dtype.itemsize))
   parent = os.path.dirname(out_dir)
@@ -369,6 +395,12 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
   try:
+    # Numbers and the output folder first: nothing is read or tokenized for a refused run.
+    if args.seq_len <= 0:
+      raise DataError(f'--seq_len must be >= 1 (got {args.seq_len}).')
+    if args.records_per_shard < 0:
+      raise DataError(f'--records_per_shard must be >= 0 (got {args.records_per_shard}; 0 = auto).')
+    check_out_dir(args.out, args.overwrite)
     tokenizer = load_tokenizer_by_name(args.tokenizer)
     if args.splits:
       splits = [s.strip() for s in args.splits.split(',') if s.strip()]

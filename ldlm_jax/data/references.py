@@ -30,6 +30,13 @@ def main(argv=None) -> int:
   from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
 
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  if args.num_texts < 1:
+    cli.fail(f'--num_texts must be >= 1 (got {args.num_texts}).')
+  try:
+    cli.check_output_file(args.out, '--out')
+  except ConfigError as e:
+    cli.fail(str(e))
   config_path = os.path.join(args.workdir, 'config.json')
   if not os.path.isfile(config_path):
     print(f'error: {config_path} does not exist; pass the work directory of a training run.',
