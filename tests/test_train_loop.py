@@ -107,11 +107,14 @@ def test_mismatched_checkpoint_is_a_clear_error_and_untouched(straight_run, tmp_
   workdir = tmp_path / 'run'
   shutil.copytree(straight_run, workdir)
   listing = sorted(os.listdir(workdir / 'checkpoints' / '24'))
+  everything = {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()}
   proc = _run(workdir, '--config.model.latent_dim=8', check=False)
   assert proc.returncode == 2
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith('error: ') and 'model.latent_dim=16' in last and 'new --workdir' in last
   assert sorted(os.listdir(workdir / 'checkpoints' / '24')) == listing
+  # Nothing added (no TensorBoard events file), nothing changed.
+  assert {p: p.read_bytes() for p in workdir.rglob('*') if p.is_file()} == everything
   assert _checkpoint_steps(workdir) == _checkpoint_steps(straight_run)
 
 

@@ -15,8 +15,10 @@ mid-save resumes from the previous complete step.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -183,6 +185,21 @@ def ensure_abstract(tree) -> Any:
 DAMAGED_DIR = 'damaged_checkpoints'
 
 
+def _collect_failed_reads() -> None:
+  """Collects the read coroutines a failed restore leaves behind, without their tracebacks.
+
+  Python would otherwise print "Exception ignored in <coroutine ...>" with the tensorstore
+  error (kilobytes) whenever the garbage collector happens to reach them; the damage has
+  already been reported in one sentence.
+  """
+  previous = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: None
+  try:
+    gc.collect()
+  finally:
+    sys.unraisablehook = previous
+
+
 def restore_latest_intact(checkpointer: Checkpointer, restore_fn, log, *, steps=None,
                           set_aside: bool = False):
   """(step, restore_fn(step)) for the newest step that reads; damaged newer steps are skipped.
@@ -198,6 +215,7 @@ def restore_latest_intact(checkpointer: Checkpointer, restore_fn, log, *, steps=
     try:
       return step, restore_fn(step)
     except CheckpointDamagedError as e:
+      _collect_failed_reads()
       if len(steps) == 1:
         raise  # one step was asked for: nothing to fall back to
       where = os.path.join(checkpointer.directory, str(step))
