@@ -168,6 +168,10 @@ def test_checkpoint_mismatch_and_damage_read_differently(tiny_run, tmp_path):
   checkpointer = ckpt_lib.Checkpointer(str(workdir), read_only=True)
   with pytest.raises(ckpt_lib.CheckpointMismatchError, match='step has shape'):
     checkpointer.restore(24, wrong)
+  import flax  # pylint: disable=import-outside-toplevel
+  fewer = {k: v for k, v in flax.serialization.to_state_dict(abstract).items() if k != 'opt_state'}
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match='tree of arrays differs'):
+    checkpointer.restore(24, fewer)  # the checkpoint holds more than this model
   # A step without its meta item, then one with a truncated array file: both damage.
   shutil.rmtree(workdir / 'checkpoints' / '24' / 'meta')
   with pytest.raises(ckpt_lib.CheckpointDamagedError, match='step 24 .* is damaged .*meta item'):

@@ -163,6 +163,12 @@ class Checkpointer:
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # pylint: disable=broad-except
+      if isinstance(e, ValueError) and 'structures do not match' in str(e):
+        # The checkpoint holds parts this model lacks: a config (or code) change, not damage.
+        raise CheckpointMismatchError(
+            f'The checkpoint at step {step} in {self.directory} does not fit this model '
+            f'(its tree of arrays differs: {_reason(e)}); use the config it was trained with '
+            'or a new --workdir (nothing was overwritten).') from e
       raise CheckpointDamagedError(step, self.directory, _reason(e)) from e
     return restored
 
