@@ -35,7 +35,7 @@ EXIT_USER_ERROR = 2
 
 
 def fail(message: str) -> NoReturn:
-  """Prints `error: message` (first line only) to stderr and exits with code 2."""
+  """Prints `error: message` to stderr and exits with code 2."""
   print(f'error: {str(message).strip()}', file=sys.stderr, flush=True)
   sys.exit(EXIT_USER_ERROR)
 
@@ -252,7 +252,6 @@ def quiet_library_logs(argv: Sequence[str]) -> None:
   The project's own INFO lines stay. An explicit --verbosity (or -v) on the command line
   shows everything, as absl would.
   """
-  import logging  # pylint: disable=import-outside-toplevel
   from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   if any(a.split('=', 1)[0] in ('--verbosity', '-verbosity', '-v', '--v') for a in argv[1:]):
     return
@@ -260,4 +259,3 @@ def quiet_library_logs(argv: Sequence[str]) -> None:
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _ProjectInfoOnly) for f in handler.filters):
     handler.addFilter(_ProjectInfoOnly())
-  del logging

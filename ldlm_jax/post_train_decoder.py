@@ -21,7 +21,7 @@ import time
 import jax
 import jax.numpy as jnp
 import optax
-from absl import app, flags
+from absl import flags
 
 from ldlm_jax.config import ConfigError
 from ldlm_jax.training.post_decoder import make_module, save_decoder

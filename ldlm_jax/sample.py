@@ -18,7 +18,7 @@ import math
 import os
 import time
 
-from absl import app, flags
+from absl import flags
 
 from ldlm_jax import fileio
 
