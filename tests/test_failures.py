@@ -72,9 +72,7 @@ def test_config_errors_are_one_sentence(tmp_path):
   # bench takes --config too and shares the parser.
   _one_sentence(_cli('train', *_tiny('--config.model.latent_dimm=8'), module='ldlm_jax.bench'),
                 'did you mean --config.model.latent_dim?')
-  # A value the config check refuses, and a work directory under a regular file.
-  _one_sentence(_cli(*_tiny('--config.train.batch_size=0', '--workdir', workdir)),
-                'train.batch_size must be > 0')
+  # A work directory under a regular file.
   _one_sentence(_cli(*_tiny('--workdir', kept / 'notes.txt' / 'run')),
                 f'{kept / "notes.txt"} is a file, not a directory')
   assert _snapshot(tmp_path) == before and not workdir.exists()
@@ -121,6 +119,18 @@ def test_refused_fresh_run_leaves_nothing_and_names_undecodable_files(tmp_path):
                 'All 3 documents', 'skipped as undecodable')
   assert not workdir.exists()  # no empty checkpoints/, no normalization file
   assert _snapshot(tmp_path) == before
+
+
+def test_refused_resume_adds_no_files(tiny_run, tmp_path):
+  # Refused after the restore, when the logger has opened a TensorBoard events file.
+  workdir = tmp_path / 'run'
+  shutil.copytree(tiny_run, workdir)
+  before = _snapshot(workdir)
+  proc = subprocess.run(train_command(workdir, '--config.train.num_steps=30',
+                                      '--config.train.eval_every=8', '--config.data.eval_split=nosuch'),
+                        env=subprocess_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
+  _one_sentence(proc, "has no split 'nosuch'")
+  assert _snapshot(workdir) == before
 
 
 def test_evaluate_all_empty_samples_and_prepare_overwrite_of_a_foreign_folder(tmp_path, capsys):
