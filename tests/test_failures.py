@@ -240,6 +240,15 @@ def test_damaged_latest_step_resumes_from_intact_one_and_sigint_checkpoints(tiny
   assert 16 < step < 100000
   steps = sorted(int(n) for n in os.listdir(workdir / 'checkpoints') if n.isdigit())
   assert steps == [8, 16, step]
+  # Resumed from step 16 exactly: the logged losses equal the uninterrupted run's.
+  timing = ('steps_per_sec', 'tokens_per_sec')
+  def losses(run):
+    with open(os.path.join(run, 'metrics.jsonl')) as f:
+      return [{k: v for k, v in json.loads(l).items() if k not in timing} for l in f]
+  resumed, straight = losses(workdir), losses(tiny_run)
+  assert resumed[-1]['step'] >= 18
+  assert ([r for r in resumed if r['step'] <= 24] ==
+          [r for r in straight if r['step'] <= resumed[-1]['step']])
   # The damaged step is kept, byte for byte, out of orbax's way.
   assert _snapshot(workdir / 'damaged_checkpoints' / '24') == damaged
   # Library INFO lines (orbax writes over a hundred) are hidden by default.
