@@ -232,7 +232,7 @@ def test_damaged_latest_step_resumes_from_intact_one_and_sigint_checkpoints(tiny
   assert proc.returncode == 0, stderr[-3000:]
   assert 'Traceback' not in out + stderr
   warning = [l for l in out.splitlines() if l.startswith('WARNING: checkpoint step 24 is damaged')]
-  assert len(warning) == 1 and 'trying step 16' in warning[0] and 'does not fit' not in out
+  assert len(warning) == 1 and 'using step 16 instead' in warning[0] and 'does not fit' not in out
   assert 'resumed from step 16' in out
   last = out.strip().splitlines()[-1]
   assert last.startswith('SIGINT: checkpoint at step ') and last.endswith(' written; exiting.')
@@ -253,3 +253,24 @@ def test_damaged_latest_step_resumes_from_intact_one_and_sigint_checkpoints(tiny
   assert _snapshot(workdir / 'damaged_checkpoints' / '24') == damaged
   # Library INFO lines (orbax writes over a hundred) are hidden by default.
   assert not [l for l in (out + stderr).splitlines() if l[:1] == 'I' and l[1:5].isdigit()]
+
+
+def test_every_step_damaged_moves_nothing(tmp_path):
+  from ldlm_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+
+  class Steps:  # the part of Checkpointer that restore_latest_intact uses
+    directory = str(tmp_path / 'checkpoints')
+
+    def all_steps(self):
+      return [8, 16]
+
+  for step in (8, 16):
+    os.makedirs(tmp_path / 'checkpoints' / str(step))
+  before = _snapshot(tmp_path)
+
+  def damaged(step):
+    raise ckpt_lib.CheckpointDamagedError(step, Steps.directory, 'truncated')
+  logged = []
+  with pytest.raises(ckpt_lib.CheckpointDamagedError, match='step 16 .* every older step; nothing was moved'):
+    ckpt_lib.restore_latest_intact(Steps(), damaged, logged.append, set_aside=True)
+  assert _snapshot(tmp_path) == before and not logged  # a rerun must not start from scratch

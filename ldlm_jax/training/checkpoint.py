@@ -213,30 +213,36 @@ def restore_latest_intact(checkpointer: Checkpointer, restore_fn, log, *, steps=
   One warning names each damaged step. The damaged step stays on disk for inspection: in
   place for readers (`set_aside=False`, sampling), or moved to workdir/damaged_checkpoints/
   by a resuming trainer (`set_aside=True`), so that orbax neither writes the next save of
-  that step number into it nor counts it among the `keep` newest steps it prunes.
+  that step number into it nor counts it among the `keep` newest steps it prunes. Nothing
+  is moved unless an intact step was found (a rerun must not silently start from scratch).
   A mismatch with the config (CheckpointMismatchError) is not damage and is raised at once.
   """
   steps = sorted(checkpointer.all_steps() if steps is None else steps, reverse=True)
+  damaged = []
   for step in steps:
     try:
-      return step, restore_fn(step)
+      result = restore_fn(step)
     except CheckpointDamagedError as e:
       _collect_failed_reads()
       if len(steps) == 1:
         raise  # one step was asked for: nothing to fall back to
-      where = os.path.join(checkpointer.directory, str(step))
+      damaged.append((step, e.reason))
+      continue
+    for bad, reason in damaged:
+      where = os.path.join(checkpointer.directory, str(bad))
       if set_aside and jax.process_index() == 0:
-        target = os.path.join(os.path.dirname(checkpointer.directory), DAMAGED_DIR, str(step))
+        target = os.path.join(os.path.dirname(checkpointer.directory), DAMAGED_DIR, str(bad))
         if os.path.exists(target):
           target = f'{target}.{int(time.time())}'
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.replace(where, target)
-        checkpointer.manager.reload()
         where = target
-      older = [s for s in steps if s < step]
-      then = f'trying step {older[0]}' if older else 'no older step is left'
-      log(f'WARNING: checkpoint step {step} is damaged ({e.reason}); {then}; '
+      log(f'WARNING: checkpoint step {bad} is damaged ({reason}); using step {step} instead; '
           f'the damaged step is kept in {where} for inspection.')
+    if damaged and set_aside:
+      checkpointer.manager.reload()
+    return step, result
   raise CheckpointDamagedError(
       steps[0] if steps else -1, checkpointer.directory,
-      'and so is every older step; move the checkpoints/ folder aside to train from scratch')
+      'and so is every older step; nothing was moved: restore them from a backup, or move '
+      'the checkpoints/ folder aside to train from scratch')
