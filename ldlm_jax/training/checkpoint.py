@@ -135,8 +135,8 @@ class Checkpointer:
     except Exception as e:  # pylint: disable=broad-except
       # A missing item is a KeyError, a truncated file a JSON or tensorstore error.
       raise CheckpointDamagedError(step, self.directory, f'its meta item: {_reason(e)}') from e
-    if not isinstance(meta, dict) or 'config' not in meta:
-      raise CheckpointDamagedError(step, self.directory, 'its meta item has no config')
+    if not isinstance(meta, dict):
+      raise CheckpointDamagedError(step, self.directory, 'its meta item is not a JSON object')
     return meta
 
   def restore(self, step: int, abstract_state, abstract_metrics=None, data_iterator=None):

@@ -81,6 +81,10 @@ def load_run(workdir: str, step: int | None = None, mesh=None) -> Run:
 
   def restore_step(step):
     meta = checkpointer.read_meta(step)
+    missing = [k for k in ('config', 'feature_dim', 'vocab_size') if k not in meta]
+    if missing:
+      raise ckpt_lib.CheckpointDamagedError(step, checkpointer.directory,
+                                            f'its meta item has no {missing[0]!r}')
     config = from_saved(meta['config'])
     dims = types.SimpleNamespace(hidden_size=int(meta['feature_dim']), vocab_size=int(meta['vocab_size']))
     model = LDLM(config, dims)
