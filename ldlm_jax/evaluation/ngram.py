@@ -167,3 +167,27 @@ def main(argv=None) -> int:
 
 if __name__ == '__main__':
   sys.exit(main())
+
+
+def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: int = 0,
+                         references: Sequence[str] = ()) -> dict[str, list[list[dict]]]:
+  """The reference rows of a run, for `evaluate --ngram_baselines`.
+
+  {'unigram' | 'bigram' | 'trigram': `num_sets` sample sets (seeds 0..num_sets-1) of
+  `num_samples` records of `length` tokens (0 = data.seq_len), fitted to the run's
+  training split; 'held_out': one set of held-out texts, the run's reference-split
+  chunks that are not among `references` (the MAUVE references)}.
+  """
+  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  config = load_run_config(workdir)
+  tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+  length = length or int(config.data.seq_len)
+  sets = {name: [records(model.sample(num_samples, length, seed), tokenizer, name, seed) for seed in range(num_sets)]
+          for name, model in fit_models(config, tokenizer).items()}
+  taken = set(references)
+  texts = [t for t in pipeline.load_reference_texts(config, tokenizer, len(taken) + num_samples) if t not in taken]
+  held_out = [{'index': i, 'text': t, 'generator': 'held_out'} for i, t in enumerate(texts[:num_samples])]
+  if len(held_out) >= 2:
+    sets['held_out'] = [held_out]
+  return sets
