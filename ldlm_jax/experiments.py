@@ -103,7 +103,7 @@ SCALES = {
                          'encoder.layer': 1, 'model.denoiser.num_layers': 1,
                          'diffusion.self_cond_prob': 0.0, 'model.qk_norm': False}),
         sample_steps=(2, 4, 8), num_samples=4, num_references=8, scorer='tiny-random', score_batch=4,
-        minutes_per_run='seconds'),
+        minutes_per_run='a fraction of a'),
     'cpu': Scale(
         'cpu', 'configs/demo.py',
         dict(_COMMON, **{'train.checkpoint_every': 175}),
@@ -512,7 +512,7 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
           'unavailable': unavailable, 'command': command, 'machine': machine_description(),
           'started': _now(), 'sample_steps': list(scale.sample_steps), 'num_samples': scale.num_samples,
           'num_references': scale.num_references, 'scorer': scale.scorer, 'base_config': scale.base_config,
-          'scale_overrides': scale.overrides}
+          'scale_overrides': scale.overrides, 'expected_minutes_per_run': scale.minutes_per_run}
   if os.path.isfile(plan_path):
     old = _read_json(plan_path)
     if (old['table'], old['scale']) != (table, scale_name):
@@ -670,7 +670,8 @@ def verdict_collapses(data: dict, plan: dict, large: str, default: str) -> tuple
   if a is None or b is None:
     return 'not measured', f'{large} or {default} has no finished run'
   (ea, sa), (eb, sb) = a['entropy'], b['entropy']
-  numbers = f'entropy {large} {ea:.2f} ± {sa:.2f} vs {default} {eb:.2f} ± {sb:.2f} (Gen. PPL {a["gen_ppl"][0]:.1f} vs {b["gen_ppl"][0]:.1f})'
+  numbers = (f'entropy {large} {ea:.2f} ± {sa:.2f} vs {default} {eb:.2f} ± {sb:.2f} '
+             f'(Gen. PPL {a["gen_ppl"][0]:.1f} vs {b["gen_ppl"][0]:.1f})')
   if abs(ea - eb) <= math.hypot(sa, sb):
     return 'inside the error bars', numbers
   return ('reproduced' if ea < eb and _collapsed(a, data) else 'not reproduced'), numbers
@@ -682,7 +683,8 @@ def orderings(table: str, data: dict, plan: dict) -> list[tuple[str, str, str]]:
   if table == 'table1':
     out.append(('MSE beats CE', *verdict_beats(data, plan, 'recon_mse', 'recon_ce')))
     out.append(('enough warmup beats none', *verdict_beats(data, plan, 'warmup_long', 'warmup_none')))
-    out.append(('adaptive beats uniform timesteps', *verdict_beats(data, plan, 'timesteps_adaptive', 'timesteps_uniform')))
+    out.append(('adaptive beats uniform timesteps',
+                *verdict_beats(data, plan, 'timesteps_adaptive', 'timesteps_uniform')))
     grid = [f'sigma_dec_{s}' for s in SIGMA_GRID]
     out.append(('an intermediate sigma_dec is best', *verdict_intermediate_best(data, plan, grid)))
     out.append(('a large sigma_dec collapses', *verdict_collapses(data, plan, grid[-1], 'sigma_dec_0.5')))
@@ -704,15 +706,18 @@ RULE = (f'Rule: at the headline step count, a difference of mean Gen. PPL within
 def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:
   """Gen. PPL (log) against entropy: one curve per row across step counts, reference rows as markers."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
-  fig = Figure(figsize=(7.5, 5.5), layout='constrained')
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(9.5, 5.5), layout='constrained')
   ax = fig.subplots()
-  for name, entry in data['rows'].items():
+  colors = colormaps['tab20'].colors
+  for index, (name, entry) in enumerate(data['rows'].items()):
     pts = [(entry['steps'][str(s)]['entropy'][0], entry['steps'][str(s)]['gen_ppl'][0], s)
            for s in plan['sample_steps'] if entry['steps'].get(str(s), {}).get('gen_ppl', (None,))[0] is not None]
     if not pts:
       continue
     xs, ys, ss = zip(*pts)
-    line, = ax.plot(xs, ys, marker='o', label=name)
+    line, = ax.plot(xs, ys, marker='os^D'[index // 10 % 4], color=colors[index % 20], label=name,
+                    linestyle=('-', '--')[index // 10 % 2])
     ax.annotate(str(ss[-1]), (xs[-1], ys[-1]), fontsize=7, color=line.get_color())
   markers = {'unigram': 'x', 'bigram': '+', 'trigram': '1', 'held_out': '*'}
   for name, entry in data['reference'].items():
@@ -722,9 +727,10 @@ def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:
   ax.set_yscale('log')
   ax.set_xlabel('unigram entropy (nats, scorer tokens)')
   ax.set_ylabel(f'Gen. PPL ({plan["scorer"]})')
-  ax.set_title(f'{TITLES[table]} [{plan["scale"]}]; steps {plan["sample_steps"]} (last annotated)', fontsize=9)
+  ax.set_title(f'{table} [{plan["scale"]}]: one curve per row over {plan["sample_steps"]} denoising steps '
+               '(the last annotated)', fontsize=9)
   ax.grid(True, which='both', alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
+  ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
   with fileio.atomic_open(path, binary=True) as f:
     fig.savefig(f, format='png', dpi=110)
   return path
@@ -739,7 +745,8 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
            f'- date: started {plan["started"]}, finished {plan.get("finished", "(not finished)")}; report {_now()}',
            f'- base config `{plan["base_config"]}` with `{json.dumps(plan["scale_overrides"])}`; '
            f'{plan["seeds"]} seed(s); {plan["num_samples"]} samples per run and step count; '
-           f'MAUVE against {plan["num_references"]} held-out chunks; scorer `{plan["scorer"]}`']
+           f'MAUVE against {plan["num_references"]} held-out chunks; scorer `{plan["scorer"]}`; '
+           f'expected time per run: {plan.get("expected_minutes_per_run", "?")} minutes']
   if plan['scorer'] == 'tiny-random':
     lines.append('- **smoke scale: the scorer is a tiny random Llama and training runs a few steps; '
                  'these numbers only show that the pipeline runs.**')
