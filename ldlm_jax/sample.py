@@ -35,7 +35,8 @@ _TMIN = flags.DEFINE_float('t_min', None, 'Last time of the grid (default: the r
 _SOLVER = flags.DEFINE_enum('solver', None, ['euler_maruyama', 'ddim'], 'Solver (default: the run\'s).')
 _TOKEN_DECODER = flags.DEFINE_string('token_decoder', '', 'A post-trained token decoder directory.')
 _FINAL = flags.DEFINE_enum('final', None, ['z', 'x0'],
-                           'Latent decoded: the last z, or the last clean estimate x0_hat (default: the run\'s sample.final).')
+                           'Latent decoded: the last z, or the last clean estimate x0_hat '
+                           '(default: the run\'s sample.final).')
 _NO_EMA = flags.DEFINE_bool('no_ema', False, 'Use the raw parameters instead of the EMA.')
 
 

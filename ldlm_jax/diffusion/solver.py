@@ -8,7 +8,7 @@ Euler-Maruyama on the reverse VP SDE, from t to t_next (dt < 0):
   z_mean = z_t + drift dt
   z      = z_mean + sqrt(beta(t)) sqrt(-dt) noise
 
-and the last z_mean is returned. Self-conditioning carries the previous
+and the last z_mean is returned (with final='x0', the last x0_hat). Self-conditioning carries the previous
 x0_hat (zeros at the first step). 'ddim' is the deterministic DDIM step
 z_next = a_next x0_hat + s_next eps_hat, with eps_hat = (z_t - a_t x0_hat) / s_t,
 returning the final x0_hat-consistent z.
