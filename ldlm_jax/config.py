@@ -168,6 +168,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.warmup_steps = 5000       # Linear warmup from 0, then constant.
   c.optim.grad_clip_norm = 1.0
   c.optim.ema_decay = 0.9999        # Parameter EMA used for sampling. *default*.
+  # Warm the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) after n
+  # updates (torch_ema's num_updates, used by COSMOS); False = constant decay.
+  c.optim.ema_warmup = False
 
   # --- Training loop --------------------------------------------------------
   c.train = ml_collections.ConfigDict()
@@ -192,6 +195,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.solver = 'euler_maruyama'  # 'euler_maruyama' | 'ddim' (deterministic).
   c.sample.batch_size = 64
   c.sample.use_ema = True
+  # Latent handed to the decoders: 'z' = the chain's last latent (z_mean at
+  # t_min; the original behaviour), 'x0' = the denoiser's last clean estimate
+  # x0_hat. *default* 'z'; ours (issue 12 A/B).
+  c.sample.final = 'z'
 
   # --- Device mesh ----------------------------------------------------------
   c.mesh = ml_collections.ConfigDict()
@@ -214,6 +221,7 @@ _CHOICES = {
     'timesteps.sampler': ('adaptive', 'uniform'),
     'sample.time_grid': ('uniform', 'adaptive'),
     'sample.solver': ('euler_maruyama', 'ddim'),
+    'sample.final': ('z', 'x0'),
 }
 
 

@@ -2,7 +2,8 @@
 
   python -m ldlm_jax.evaluate --samples seed0.jsonl seed1.jsonl ... --out metrics.json \
       [--references refs.txt|refs.jsonl] [--scorer smollm2|gguf|gpt2|gpt2-large|...] \
-      [--scorer_path PATH] [--batch_size 8] [--max_samples N] [--metric_tokens scorer|generator]
+      [--scorer_path PATH] [--batch_size 8] [--max_samples N] [--metric_tokens scorer|generator] \
+      [--ngram_baselines RUN_WORKDIR]
 
 Each samples file is one seed: JSONL, one object per line with at least
 "text" (also "tokens", "seed", "steps", "checkpoint_step", and "eos_token", the
@@ -15,6 +16,14 @@ Entropy and diversity are computed on `--metric_tokens`: 'scorer' (default)
 the scorer's retokenization of the whole text, generator EOS markers mapped to
 the scorer's EOS id (one tokenization for every model compared); 'generator'
 the record's own "tokens".
+
+`--ngram_baselines WORKDIR` adds the reference rows of that run
+(`evaluation/ngram.py`): unigram, bigram and trigram samples fitted to the
+run's training split in its tokenizer (one set per samples file, as many
+samples of data.seq_len tokens as the first file has), and the run's held-out
+text (reference-split chunks other than the MAUVE references), evaluated the
+same way; they go into the output's "baselines" and a summary table beside
+the samples is printed to stderr (stdout stays one JSON object).
 
 `word_ppl` is the same scored NLL divided by whitespace words instead of
 scorer tokens (exp(nll / words)): Gen. PPL per token rewards text that the
@@ -213,6 +222,11 @@ def run(args: argparse.Namespace) -> dict:
   # Every input is read before the (slow) scorer load, so bad input fails fast.
   samples = [(path, read_samples(path, args.max_samples)) for path in args.samples]
   references = read_references(args.references, args.max_references) if args.references else None
+  baseline_sets = {}
+  if args.ngram_baselines:
+    from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+    baseline_sets = ngram.baseline_sample_sets(args.ngram_baselines, len(samples), len(samples[0][1]),
+                                               references=references or ())
   if references is not None:
     from ldlm_jax.evaluation.mauve_score import require_mauve  # pylint: disable=import-outside-toplevel
     require_mauve()
@@ -225,6 +239,12 @@ def run(args: argparse.Namespace) -> dict:
   file_results = [evaluate_file(scorer, path, records, reference_features, args.batch_size, args.metric_tokens)
                   for path, records in samples]
   mean, std = summarize(file_results)
+  baselines = {}
+  for name, sets in baseline_sets.items():
+    results = [evaluate_file(scorer, f'{name}:seed{i}', records, reference_features, args.batch_size,
+                             args.metric_tokens) for i, records in enumerate(sets)]
+    b_mean, b_std = summarize(results)
+    baselines[name] = {'files': results, 'mean': b_mean, 'std': b_std}
   payload = _json_safe({
       'scorer': {'name': args.scorer, 'path': args.scorer_path or None, 'context_length': scorer.max_len,
                  'eos_id': scorer.tokenizer.eos_id,
@@ -235,6 +255,7 @@ def run(args: argparse.Namespace) -> dict:
       'files': file_results,
       'mean': mean,
       'std': std,
+      **({'baselines': baselines, 'ngram_baselines': args.ngram_baselines} if args.ngram_baselines else {}),
       'seconds': round(time.time() - start, 2),
   })
   write_json_atomic(args.out, payload)
@@ -252,6 +273,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   parser.add_argument('--scorer_path', default='', help='scorer weights: a .gguf file or a GPT-2 directory')
   parser.add_argument('--batch_size', type=int, default=8, help='samples per scorer batch')
   parser.add_argument('--max_samples', type=int, default=0, help='use the first N samples per file (0 = all)')
+  parser.add_argument('--ngram_baselines', default='', metavar='RUN_WORKDIR',
+                      help='also evaluate unigram/bigram/trigram samples fitted to this run\'s training split, '
+                           'and its held-out text (the reference rows)')
   parser.add_argument('--metric_tokens', default='scorer', choices=('scorer', 'generator'),
                       help='token ids for entropy and diversity')
   return parser.parse_args(argv)
@@ -269,7 +293,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(json.dumps(payload, indent=2))
+  if 'baselines' in payload:
+    print(baselines_table(payload), file=sys.stderr)
   return 0
+
+
+def baselines_table(payload: dict) -> str:
+  """The samples beside the reference rows: mean (+- std over files) of the main metrics."""
+  def cell(mean, std, name, digits):
+    value = mean.get(name)
+    return 'n/a' if value is None else f'{value:.{digits}f} +- {std[name]:.{digits}f}'
+  lines = ['rows            | Gen. PPL             | entropy       | MAUVE',
+           '----------------|----------------------|---------------|--------------']
+  rows = [('samples', payload['mean'], payload['std'])]
+  rows += [(name, b['mean'], b['std']) for name, b in payload['baselines'].items()]
+  for name, mean, std in rows:
+    lines.append(f'{name:<15} | {cell(mean, std, "gen_ppl", 1):<20} | {cell(mean, std, "entropy", 2):<13} | '
+                 f'{cell(mean, std, "mauve", 3)}')
+  return '\n'.join(lines)
 
 
 if __name__ == '__main__':

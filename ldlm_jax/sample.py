@@ -3,7 +3,7 @@ r"""Samples text from a trained run.
   python -m ldlm_jax.sample --workdir runs/demo --num_samples 64 --steps 200 \
       --out samples.jsonl [--seed 0] [--batch_size 32] [--checkpoint_step STEP] \
       [--time_grid uniform|adaptive] [--t_min 0.05] [--solver euler_maruyama|ddim] \
-      [--token_decoder runs/demo/token_decoder_k2]
+      [--token_decoder runs/demo/token_decoder_k2] [--final z|x0]
 
 Restores the EMA parameters, runs the reverse SDE as one compiled lax.scan
 (self-conditioning carried inside the scan), then the latent decoder and the
@@ -33,12 +33,15 @@ _GRID = flags.DEFINE_enum('time_grid', None, ['uniform', 'adaptive'], 'Time grid
 _TMIN = flags.DEFINE_float('t_min', None, 'Last time of the grid (default: the run\'s sample.t_min).')
 _SOLVER = flags.DEFINE_enum('solver', None, ['euler_maruyama', 'ddim'], 'Solver (default: the run\'s).')
 _TOKEN_DECODER = flags.DEFINE_string('token_decoder', '', 'A post-trained token decoder directory.')
+_FINAL = flags.DEFINE_enum('final', None, ['z', 'x0'],
+                           'Latent decoded: the last z, or the last clean estimate x0_hat '
+                           '(default: the run\'s sample.final).')
 _NO_EMA = flags.DEFINE_bool('no_ema', False, 'Use the raw parameters instead of the EMA.')
 
 
 def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
                      time_grid: str, t_min: float, solver: str, token_decoder: str = '',
-                     use_ema: bool = True, progress: bool = True) -> list[dict]:
+                     use_ema: bool = True, progress: bool = True, final: str = 'z') -> list[dict]:
   """Returns the sample records (see the module docstring)."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
@@ -70,7 +73,7 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
 
   def generate(params, rng):
     z0 = model.sample_latents(params, rng, batch_size, steps, t_min=t_min, time_grid=time_grid,
-                              solver=solver, timestep_probs=probs)
+                              solver=solver, timestep_probs=probs, final=final)
     return decode(params, z0)
 
   out_sharding = sharding_lib.batch_sharding(mesh)
@@ -88,7 +91,7 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
       records.append({'index': len(records), 'text': run.tokenizer.decode(row), 'tokens': row.tolist(),
                       'seed': seed, 'steps': steps, 'checkpoint_step': run.step, 'eos_token': eos_token,
                       'solver': solver, 'time_grid': time_grid, 't_min': t_min,
-                      'token_decoder': token_decoder or 'joint', 'ema': use_ema})
+                      'token_decoder': token_decoder or 'joint', 'ema': use_ema, 'final': final})
   return records
 
 
@@ -125,7 +128,8 @@ def main(argv):
   records = generate_samples(
       run, _NUM.value, steps, _SEED.value, _BATCH.value if _BATCH.value is not None else int(sc.batch_size),
       time_grid=_GRID.value or sc.time_grid, t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
-      solver=_SOLVER.value or sc.solver, token_decoder=_TOKEN_DECODER.value, use_ema=not _NO_EMA.value)
+      solver=_SOLVER.value or sc.solver, token_decoder=_TOKEN_DECODER.value, use_ema=not _NO_EMA.value,
+      final=_FINAL.value or sc.get('final', 'z'))
   write_jsonl(out, records)
   print(f'wrote {len(records)} samples from step {run.step} to {_OUT.value} '
         f'({time.time() - t0:.1f}s including compilation)')

@@ -146,7 +146,7 @@ def _toy_denoiser(z, t, sc):
   return 0.5 * jnp.tanh(z) + 0.1 * sc + 0.01 * t[:, None, None]
 
 
-def _python_loop_em(denoise, sched, rng, shape, grid):
+def _python_loop_em(denoise, sched, rng, shape, grid, return_x0=False):
   rng_init, rng_steps = jax.random.split(rng)
   z = jax.random.normal(rng_init, shape)
   keys = jax.random.split(rng_steps, len(grid) - 1)
@@ -161,7 +161,7 @@ def _python_loop_em(denoise, sched, rng, shape, grid):
     z_mean = z + (-0.5 * b * z - b * score) * dt
     z = z_mean + np.sqrt(b) * np.sqrt(-dt) * jax.random.normal(keys[i], shape)
     x0_sc = x0
-  return z_mean
+  return (z_mean, x0_sc) if return_x0 else z_mean
 
 
 def test_scan_sampler_equals_python_loop():
@@ -172,6 +172,27 @@ def test_scan_sampler_equals_python_loop():
   scan = jax.jit(lambda r: solver_lib.sample(_toy_denoiser, sched, r, shape, grid))(rng)
   ref = _python_loop_em(_toy_denoiser, sched, rng, shape, np.asarray(grid))
   np.testing.assert_allclose(scan, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_sampler_final_x0_is_the_last_clean_estimate():
+  """final='x0' returns the last denoiser output, final='z' (the default) the last z_mean."""
+  sched = TangentSchedule(d=5.0)
+  grid = solver_lib.time_grid(7, 0.05)
+  rng = jax.random.PRNGKey(4)
+  shape = (2, 5, 3)
+  run = lambda final: jax.jit(lambda r: solver_lib.sample(_toy_denoiser, sched, r, shape, grid, final=final))(rng)
+  z_ref, x0_ref = _python_loop_em(_toy_denoiser, sched, rng, shape, np.asarray(grid), return_x0=True)
+  np.testing.assert_allclose(run('x0'), x0_ref, rtol=1e-4, atol=1e-4)
+  np.testing.assert_array_equal(run('z'), jax.jit(lambda r: solver_lib.sample(_toy_denoiser, sched, r, shape, grid))(rng))
+  np.testing.assert_allclose(run('z'), z_ref, rtol=1e-4, atol=1e-4)
+  assert float(jnp.max(jnp.abs(run('x0') - run('z')))) > 1e-3
+  # DDIM with an oracle: x0_hat is the target at every step, so final='x0' is exact too.
+  target = jnp.ones((1, 3, 2)) * 0.7
+  oracle = lambda z, t, sc: jnp.broadcast_to(target, z.shape)
+  out = solver_lib.sample(oracle, sched, rng, (1, 3, 2), grid, solver='ddim', final='x0')
+  np.testing.assert_array_equal(out, np.broadcast_to(np.float32(0.7), (1, 3, 2)))
+  with pytest.raises(ValueError):
+    solver_lib.sample(oracle, sched, rng, (1, 3, 2), grid, final='mean')
 
 
 def test_time_grids():

@@ -155,3 +155,32 @@ def test_scored_word_count_stops_at_first_eos():
   assert evaluate.scored_word_count('the cat sat', None) == 3
   assert evaluate.scored_word_count('the cat [SEP] a dog [SEP] x', '[SEP]') == 3  # 2 words + EOS
   assert evaluate.scored_word_count('no marker here', '[SEP]') == 3
+
+
+def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
+  """--ngram_baselines RUN: n-gram samples of the run's training split and its held-out text, evaluated alike."""
+  from ldlm_testing import tiny_config  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+  samples, refs = inputs
+  run_dir = tmp_path / 'run'
+  run_dir.mkdir()
+  (run_dir / 'config.json').write_text(json.dumps(tiny_config().to_dict()), encoding='utf-8')
+  out = tmp_path / 'metrics.json'
+  assert evaluate.main(['--samples', *samples, '--references', refs, '--scorer', 'gguf', '--scorer_path',
+                        scorer_path, '--out', str(out), '--ngram_baselines', str(run_dir)]) == 0
+  captured = capsys.readouterr()
+  payload = json.loads(out.read_text())
+  assert json.loads(captured.out) == payload
+  assert set(payload['baselines']) == {'unigram', 'bigram', 'trigram', 'held_out'}
+  for name in ('unigram', 'bigram', 'trigram'):
+    files = payload['baselines'][name]['files']
+    assert [f['num_samples'] for f in files] == [12, 12]     # as many sets and samples as the model's
+    assert payload['baselines'][name]['mean']['mauve'] is not None
+  assert len(payload['baselines']['held_out']['files']) == 1
+  for row in ('samples', 'unigram', 'bigram', 'trigram', 'held_out'):
+    assert row in captured.err
+  # The evaluated bigram set is exactly the n-gram module's seed-0 sample, scored like any samples file.
+  sets = ngram.baseline_sample_sets(str(run_dir), 2, 12)
+  scorer = scorers.load_scorer('gguf', scorer_path)
+  again = evaluate.evaluate_file(scorer, 'bigram:seed0', sets['bigram'][0])
+  assert again['gen_ppl'] == pytest.approx(payload['baselines']['bigram']['files'][0]['gen_ppl'], rel=1e-6)

@@ -142,3 +142,30 @@ def test_one_device_equals_eight_devices_data_and_fsdp():
   np.testing.assert_allclose(np.array(result['fsdp']['losses']), one, rtol=2e-5, atol=1e-6)
   assert result['fsdp']['n_sharded'] > 10  # parameters really were split over fsdp
   assert result['one']['n_sharded'] == 0
+
+
+def test_ema_warmup_matches_numpy():
+  """optim.ema_warmup: ema_n = d_n ema_{n-1} + (1 - d_n) params_n, d_n = min(decay, (1+n)/(10+n))."""
+  c = tiny_config()
+  c.optim.ema_decay = 0.9
+  c.optim.ema_warmup = True
+  validate(c)
+  enc = ToyEncoder()
+  model = LDLM(c, enc)
+  frozen = model.frozen_inputs(enc.init_params(), np.zeros(enc.hidden_size), np.ones(enc.hidden_size))
+  mesh = sharding_lib.make_mesh(c)
+  state, _ = state_lib.create_sharded_train_state(model, c, mesh, jax.random.PRNGKey(0))
+  step_fn = step_lib.compile_train_step(model, c, mesh, jax.eval_shape(lambda: state), frozen)
+  tokens = jax.device_put(toy_tokens(8, c.data.seq_len), sharding_lib.batch_sharding(mesh))
+  ema_ref = jax.tree.map(lambda x: np.asarray(x, np.float64), state.ema_params)
+  for n in range(1, 4):
+    metrics = jax.device_put(step_lib.empty_train_metrics(), sharding_lib.replicated(mesh))
+    state, _ = step_fn(state, frozen, tokens, metrics)
+    decay = min(0.9, (1 + n) / (10 + n))
+    ema_ref = jax.tree.map(lambda e, p: decay * e + (1 - decay) * np.asarray(p, np.float64),
+                           ema_ref, state.params)
+    for got, want in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(ema_ref)):
+      np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  assert float(state_lib.ema_decay_at(c, 0)) == np.float32(2 / 11)
+  c.optim.ema_warmup = False
+  assert state_lib.ema_decay_at(c, 0) == 0.9  # a Python float: the constant-decay program is unchanged

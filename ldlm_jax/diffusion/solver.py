@@ -8,7 +8,7 @@ Euler-Maruyama on the reverse VP SDE, from t to t_next (dt < 0):
   z_mean = z_t + drift dt
   z      = z_mean + sqrt(beta(t)) sqrt(-dt) noise
 
-and the last z_mean is returned. Self-conditioning carries the previous
+and the last z_mean is returned (with final='x0', the last x0_hat). Self-conditioning carries the previous
 x0_hat (zeros at the first step). 'ddim' is the deterministic DDIM step
 z_next = a_next x0_hat + s_next eps_hat, with eps_hat = (z_t - a_t x0_hat) / s_t,
 returning the final x0_hat-consistent z.
@@ -28,6 +28,9 @@ from ldlm_jax.diffusion.schedule import TangentSchedule
 DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
 SOLVERS = ('euler_maruyama', 'ddim')
+# What the sampler returns: 'z' = the last latent of the chain (z_mean for
+# Euler-Maruyama, z for DDIM); 'x0' = the denoiser's last clean estimate x0_hat.
+FINALS = ('z', 'x0')
 TIME_GRIDS = ('uniform', 'adaptive')
 
 
@@ -73,14 +76,17 @@ def ddim_step(denoise_fn: DenoiseFn, schedule: TangentSchedule, z, x0_sc, t, t_n
 
 
 def sample(denoise_fn: DenoiseFn, schedule: TangentSchedule, rng, shape, grid,
-           solver: str = 'euler_maruyama', self_condition: bool = True):
+           solver: str = 'euler_maruyama', self_condition: bool = True, final: str = 'z'):
   """Runs the reverse process from z_1 ~ N(0, I) over `grid` as one lax.scan.
 
-  Returns the final latent (B, N, D): the last z_mean for Euler-Maruyama, the
-  last z for DDIM.
+  Returns the final latent (B, N, D): with final='z' the last z_mean for
+  Euler-Maruyama, the last z for DDIM; with final='x0' the x0_hat of the last
+  denoiser call (at t = grid[-2]).
   """
   if solver not in SOLVERS:
     raise ValueError(f'unknown solver {solver!r}; use one of {SOLVERS}')
+  if final not in FINALS:
+    raise ValueError(f'unknown final {final!r}; use one of {FINALS}')
   rng_init, rng_steps = jax.random.split(rng)
   z1 = jax.random.normal(rng_init, shape, jnp.float32)
   num_steps = grid.shape[0] - 1
@@ -98,5 +104,5 @@ def sample(denoise_fn: DenoiseFn, schedule: TangentSchedule, rng, shape, grid,
     z_next, x0_hat = ddim_step(denoise_fn, schedule, z, sc, t, t_next)
     return (z_next, x0_hat, z_next), None
 
-  (_, _, z_out), _ = jax.lax.scan(body, (z1, zeros, z1), (grid[:-1], grid[1:], step_keys))
-  return z_out
+  (_, x0_last, z_out), _ = jax.lax.scan(body, (z1, zeros, z1), (grid[:-1], grid[1:], step_keys))
+  return x0_last if final == 'x0' else z_out

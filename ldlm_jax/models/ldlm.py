@@ -260,13 +260,13 @@ class LDLM:
   # ------------------------------------------------------------ sampling --
   def sample_latents(self, params, rng, num_samples: int, num_steps: int, *,
                      t_min: float = 0.05, time_grid: str = 'uniform', solver: str = 'euler_maruyama',
-                     timestep_probs=None):
-    """z0 (B, N, D) from the reverse process; jit with the ints static."""
+                     timestep_probs=None, final: str = 'z'):
+    """z0 (B, N, D) from the reverse process (final: solver.FINALS); jit with the ints static."""
     d = self.dims
     grid = solver_lib.time_grid(num_steps, t_min, time_grid, timestep_probs)
     denoise = lambda z, t, sc: self.denoise(params, z, t, sc)
     return solver_lib.sample(denoise, self.schedule, rng,
-                             (num_samples, d.latent_len, d.latent_dim), grid, solver)
+                             (num_samples, d.latent_len, d.latent_dim), grid, solver, final=final)
 
   def decode_tokens(self, params, z_BND, token_decoder=None, token_decoder_params=None):
     """Latents -> tokens: Dec(z) without noise, then argmax of the token decoder."""

@@ -141,7 +141,8 @@ def make_generate_fn(model, config, num_samples: int):
 
   def generate(params, rng, probs):
     return model.generate(params, rng, num_samples, int(sc.num_steps), t_min=float(sc.t_min),
-                          time_grid=sc.time_grid, solver=sc.solver, timestep_probs=probs)
+                          time_grid=sc.time_grid, solver=sc.solver, timestep_probs=probs,
+                          final=sc.get('final', 'z'))
   return jax.jit(generate)
 
 

@@ -40,6 +40,21 @@ def learning_rate_schedule(config) -> optax.Schedule:
       boundaries=[int(oc.warmup_steps)])
 
 
+def ema_decay_at(config, step):
+  """The parameter-EMA decay for the update made at `step` (steps taken before it).
+
+  With `optim.ema_warmup` (torch_ema's `num_updates`, as COSMOS trains):
+  min(ema_decay, (1 + n) / (10 + n)), n = step + 1 the updates made so far,
+  so a short run's EMA does not keep most of its random initialisation.
+  Without it, the constant decay as a Python float (the program is unchanged).
+  """
+  decay = float(config.optim.ema_decay)
+  if not config.optim.get('ema_warmup', False):
+    return decay
+  n = jnp.asarray(step, jnp.float32) + 1.0
+  return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
   """Global-norm clipping, then AdamW (decoupled weight decay on all params,
   as torch.optim.AdamW in the TEncDM/COSMOS code the defaults come from)."""

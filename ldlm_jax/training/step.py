@@ -22,6 +22,7 @@ from clu import metrics as clu_metrics
 
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.training import sharding as sharding_lib
+from ldlm_jax.training import state as state_lib
 from ldlm_jax.training.state import TrainState, learning_rate_schedule, make_optimizer
 
 LOSS_METRICS = ('loss', 'diffusion_loss', 'reconstruction_loss', 'ce_loss',
@@ -47,7 +48,7 @@ def train_step(model, config, state: TrainState, frozen, tokens_BL, metrics):
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   ema_params = optax.incremental_update(params, state.ema_params,
-                                        step_size=1.0 - float(config.optim.ema_decay))
+                                        step_size=1.0 - state_lib.ema_decay_at(config, state.step))
   tc = config.timesteps
   sampler = timesteps_lib.train_update(
       state.timesteps, state.step, aux['timestep_bins'], aux['diffusion_per_example'],

@@ -1,0 +1,193 @@
+"""N-gram reference generators: where a diffusion model stands between word salad and text.
+
+A unigram, bigram or trigram model is fitted to a run's own training split,
+in the run's own tokenizer ids (the chunks the trainer reads, from the data
+pipeline), then sampled to the length and count of the model's samples and
+decoded with the same tokenizer. The records have the sampler's format, so
+they pass through exactly the same evaluation (Gen. PPL, entropy, MAUVE).
+
+Estimation and backoff (our choice; why: a reference row should reproduce the
+corpus statistics of its order and nothing else):
+  * maximum likelihood: p(w | context) = count(context, w) / count(context),
+    n-grams counted inside each training chunk (none spans two chunks; the
+    EOS separators between documents inside a chunk are ordinary tokens, as
+    the diffusion model sees them);
+  * no discounting or interpolation: smoothing would put mass on
+    continuations never seen after a context, i.e. add word salad that
+    belongs to neither the corpus nor the n-gram order;
+  * backoff only where a context was never followed by anything (a token
+    seen only at the end of chunks): the longest shorter context that has a
+    continuation is used, down to the unigram distribution;
+  * the first token of a sample is drawn from the unigram distribution (a
+    training chunk starts anywhere in a document, and so does a sample).
+
+Counting is exact integer work in numpy: an n-gram is one int64 key
+(sum_i w_i V^(n-1-i)), counted with np.unique; a context's continuations are
+the contiguous key range [ctx V, ctx V + V) of the sorted keys.
+
+  python -m ldlm_jax.evaluation.ngram --workdir runs/demo --order 2 \
+      --num_samples 64 --length 32 --seed 0 --out runs/demo/bigram.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+
+ORDER_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram'}
+
+
+class NGramModel:
+  """Maximum-likelihood n-gram counts of orders 1..order with backoff sampling."""
+
+  def __init__(self, order: int, vocab_size: int, keys: list[np.ndarray], counts: list[np.ndarray]):
+    self.order = order
+    self.vocab_size = vocab_size
+    self.keys = keys        # keys[k-1]: sorted unique int64 keys of the k-grams
+    self.counts = counts    # counts[k-1]: their int64 counts
+
+  @classmethod
+  def fit(cls, chunks: Sequence[Sequence[int]], order: int, vocab_size: int) -> 'NGramModel':
+    """Counts every k-gram (k = 1..order) inside each chunk of token ids."""
+    if order < 1:
+      raise ValueError(f'n-gram order must be >= 1, got {order}.')
+    if vocab_size ** order >= 2 ** 63:
+      raise ValueError(f'vocab_size {vocab_size} ** order {order} does not fit an int64 key.')
+    rows = [np.asarray(c, np.int64).ravel() for c in chunks]
+    if not rows or not any(r.size for r in rows):
+      raise ValueError('cannot fit an n-gram model to no tokens.')
+    if any(r.size and (r.min() < 0 or r.max() >= vocab_size) for r in rows):
+      raise ValueError(f'token ids must lie in [0, {vocab_size}).')
+    keys, counts = [], []
+    for k in range(1, order + 1):
+      grams = [_keys_of(r, k, vocab_size) for r in rows if r.size >= k]
+      flat = np.concatenate(grams) if grams else np.zeros((0,), np.int64)
+      unique, count = np.unique(flat, return_counts=True)
+      keys.append(unique)
+      counts.append(count.astype(np.int64))
+    return cls(order, vocab_size, keys, counts)
+
+  def continuations(self, context: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(next tokens, counts) seen after `context` (len = k - 1 for the k-grams); empty if unseen."""
+    k = len(context) + 1
+    prefix = 0
+    for w in context:
+      prefix = prefix * self.vocab_size + int(w)
+    lo, hi = np.searchsorted(self.keys[k - 1], [prefix * self.vocab_size, (prefix + 1) * self.vocab_size])
+    return self.keys[k - 1][lo:hi] % self.vocab_size, self.counts[k - 1][lo:hi]
+
+  def sample(self, num_samples: int, length: int, seed: int) -> np.ndarray:
+    """(num_samples, length) int32 token ids, each drawn left to right with backoff (module docstring)."""
+    rng = np.random.default_rng(seed)
+    out = np.zeros((num_samples, length), np.int32)
+    for b in range(num_samples):
+      for j in range(length):
+        history = out[b, max(0, j - self.order + 1):j]
+        for start in range(len(history) + 1):   # longest context first
+          tokens, counts = self.continuations(history[start:])
+          if counts.size:
+            break
+        out[b, j] = tokens[rng.choice(counts.size, p=counts / counts.sum())]
+    return out
+
+
+def _keys_of(row: np.ndarray, k: int, vocab_size: int) -> np.ndarray:
+  n = row.size - k + 1
+  key = np.zeros(n, np.int64)
+  for i in range(k):
+    key = key * vocab_size + row[i:i + n]
+  return key
+
+
+def training_chunks(config, tokenizer, max_chunks: int = 200_000) -> np.ndarray:
+  """The run's training split as the trainer reads it: (n, L) chunks, at most `max_chunks`."""
+  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  return pipeline.iter_train_chunks(config, tokenizer, max_chunks)
+
+
+def records(tokens_BL: np.ndarray, tokenizer, name: str, seed: int) -> list[dict]:
+  """Sample records in `sample.py`'s format (text decoded like the model's samples)."""
+  eos_token = tokenizer.tokenizer.id_to_token(tokenizer.eos_id)
+  return [{'index': i, 'text': tokenizer.decode(row.tolist()), 'tokens': row.tolist(), 'seed': seed,
+           'steps': None, 'checkpoint_step': None, 'eos_token': eos_token, 'generator': name}
+          for i, row in enumerate(np.asarray(tokens_BL))]
+
+
+def fit_models(config, tokenizer, orders=(1, 2, 3), max_chunks: int = 200_000) -> dict[str, NGramModel]:
+  """{'unigram': ..., 'bigram': ..., 'trigram': ...} fitted to the run's training split.
+
+  One trigram count set serves every order (its lower orders are the same counts).
+  """
+  chunks = training_chunks(config, tokenizer, max_chunks)
+  full = NGramModel.fit(chunks, max(orders), tokenizer.vocab_size)
+  return {ORDER_NAMES[k]: NGramModel(k, full.vocab_size, full.keys[:k], full.counts[:k]) for k in orders}
+
+
+def load_run_config(workdir: str):
+  """The config a run was trained with (its config.json over today's schema)."""
+  import json  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError, from_saved  # pylint: disable=import-outside-toplevel
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.isfile(path):
+    raise ConfigError(f'{path} does not exist; pass the work directory of a training run.')
+  with open(path, encoding='utf-8') as f:
+    return from_saved(json.load(f))
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True, help='a run directory (its config.json names the data)')
+  parser.add_argument('--order', type=int, default=2, choices=sorted(ORDER_NAMES))
+  parser.add_argument('--num_samples', type=int, default=64)
+  parser.add_argument('--length', type=int, default=0, help='tokens per sample (0 = data.seq_len)')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--out', required=True, help='samples JSONL to write')
+  args = parser.parse_args(argv)
+  from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  try:
+    config = load_run_config(args.workdir)
+    tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+    model = fit_models(config, tokenizer, orders=(args.order,))[ORDER_NAMES[args.order]]
+  except (ConfigError, DataError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  tokens = model.sample(args.num_samples, args.length or int(config.data.seq_len), args.seed)
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  fileio.write_jsonl(args.out, records(tokens, tokenizer, ORDER_NAMES[args.order], args.seed))
+  print(f'wrote {args.num_samples} {ORDER_NAMES[args.order]} samples to {args.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
+
+
+def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: int = 0,
+                         references: Sequence[str] = ()) -> dict[str, list[list[dict]]]:
+  """The reference rows of a run, for `evaluate --ngram_baselines`.
+
+  {'unigram' | 'bigram' | 'trigram': `num_sets` sample sets (seeds 0..num_sets-1) of
+  `num_samples` records of `length` tokens (0 = data.seq_len), fitted to the run's
+  training split; 'held_out': one set of held-out texts, the run's reference-split
+  chunks that are not among `references` (the MAUVE references)}.
+  """
+  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  config = load_run_config(workdir)
+  tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+  length = length or int(config.data.seq_len)
+  sets = {name: [records(model.sample(num_samples, length, seed), tokenizer, name, seed) for seed in range(num_sets)]
+          for name, model in fit_models(config, tokenizer).items()}
+  taken = set(references)
+  texts = [t for t in pipeline.load_reference_texts(config, tokenizer, len(taken) + num_samples) if t not in taken]
+  held_out = [{'index': i, 'text': t, 'generator': 'held_out'} for i, t in enumerate(texts[:num_samples])]
+  if len(held_out) >= 2:
+    sets['held_out'] = [held_out]
+  return sets

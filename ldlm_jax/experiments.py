@@ -1,0 +1,930 @@
+r"""The paper's tables reproduced at small scale: one command per table.
+
+  python -m ldlm_jax.experiments run TABLE --scale SCALE --seeds N --out DIR \
+      [--rows a,b,...] [--skip_unavailable]
+  python -m ldlm_jax.experiments report DIR [--publish docs/results]
+
+TABLE: table1 (reconstruction loss; diffusion-to-encoder warmup; uniform vs
+adaptive timesteps; the sigma_dec grid), table2 (latent spaces, rows from
+configs/latent_spaces.py), table4 (encoder layer), table6 (encoder family),
+table7 (Perceiver vs self-attention). SCALE: smoke (seconds per row, a tiny
+random scorer: the numbers mean nothing; for tests), cpu (configs/demo.py,
+about ten minutes of training per run on 2 cores), gpu (configs/demo.py
+scaled up; a size that means something on one accelerator).
+
+Each row x seed is one run in DIR/runs/ROW/seedS (rows whose configs are
+identical share one run): trained with the trainer (`training.loop.train`,
+which resumes from the run's latest checkpoint), sampled at every step count
+of the scale (`sample.generate_samples`), evaluated with one scorer for the
+whole table (`evaluate.evaluate_file`: Gen. PPL, entropy, diversity, MAUVE
+against held-out references), then marked done (done.json), so a killed
+sweep run again skips finished runs and continues the others from their
+checkpoints. All of it runs in this one process (one jax import, one scorer,
+one compilation cache).
+
+Reference rows, with no diffusion at all: unigram, bigram and trigram samples
+fitted to the same training split (`evaluation.ngram`), one sample set per
+seed, and held-out text itself (reference-split chunks other than the MAUVE
+references). They go through the same evaluation.
+
+Outputs: DIR/TABLE.md (mean +- std over seeds per row, the exact command,
+machine and date at the top, one verdict line per paper ordering computed
+from the numbers), DIR/TABLE.json (every number) and DIR/pareto.png (Gen. PPL
+against entropy across step counts, one curve per row: the paper's Fig. 1
+form). `report` redraws them from the runs' saved evaluations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import importlib.util
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ldlm_jax import fileio
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TABLES = ('table1', 'table2', 'table4', 'table6', 'table7')
+PLAN_FILE = 'plan.json'
+DONE_FILE = 'done.json'
+# A sample set whose mean unigram entropy is this far (nats) below held-out
+# text's is called collapsed (repeated function words: low Gen. PPL for the
+# wrong reason; BUILD_NOTES "Demo", sigma_dec = 1.0). Ours.
+COLLAPSE_NATS = 0.5
+
+
+class ExperimentError(ValueError):
+  """A sweep that cannot run as asked; the message names the fix."""
+
+
+# ----------------------------------------------------------------------------- scales
+
+
+@dataclasses.dataclass(frozen=True)
+class Scale:
+  name: str
+  base_config: str             # config file every row starts from
+  overrides: dict              # dotted key -> value, on top of the base config
+  sample_steps: tuple          # denoising step counts; the last is the headline
+  num_samples: int             # per run, per step count
+  num_references: int          # held-out texts for MAUVE (another as many are the held-out row)
+  scorer: str                  # 'smollm2' or 'tiny-random' (smoke: meaningless numbers)
+  score_batch: int = 8
+  minutes_per_run: str = ''    # expected wall time per run (BUILD_NOTES)
+
+
+_COMMON = {
+    # The EMA fix these runs need: without the warm-up a 1400-step run's EMA
+    # (decay 0.99 at cpu scale) would still be close to the initialisation early on.
+    'optim.ema_warmup': True,
+    'train.sample_every': 0,
+    'train.num_log_samples': 0,
+}
+
+SCALES = {
+    'smoke': Scale(
+        'smoke', 'configs/tiny.py',
+        dict(_COMMON, **{'train.num_steps': 2, 'train.batch_size': 4, 'train.log_every': 1,
+                         'train.checkpoint_every': 2, 'train.eval_every': 0, 'encoder.norm_num_chunks': 8,
+                         'encoder_warmup.steps': 2, 'optim.warmup_steps': 1, 'timesteps.update_every': 1,
+                         'sample.batch_size': 4,
+                         # Fewer ops to compile (every row compiles its own train step): the
+                         # encoder's first layer, one denoiser block, no self-conditioning pass.
+                         'encoder.layer': 1, 'model.denoiser.num_layers': 1,
+                         'diffusion.self_cond_prob': 0.0, 'model.qk_norm': False}),
+        sample_steps=(2, 4, 8), num_samples=4, num_references=8, scorer='tiny-random', score_batch=4,
+        minutes_per_run='a fraction of a'),
+    'cpu': Scale(
+        'cpu', 'configs/demo.py',
+        dict(_COMMON, **{'train.checkpoint_every': 175}),
+        sample_steps=(25, 50, 100), num_samples=64, num_references=256, scorer='smollm2',
+        minutes_per_run='about 11 (9-10 training, 1-2 sampling and evaluation) on 2 quiet cores'),
+    'gpu': Scale(
+        'gpu', 'configs/demo.py',
+        dict(_COMMON, **{'train.num_steps': 20_000, 'train.batch_size': 64, 'train.log_every': 200,
+                         'train.checkpoint_every': 2000, 'train.eval_every': 2000,
+                         'encoder_warmup.steps': 10_000, 'optim.ema_decay': 0.999,
+                         'timesteps.update_every': 100, 'sample.batch_size': 128,
+                         # 57x the cpu run's tokens, a DiT twice as deep and wide.
+                         'model.denoiser.num_layers': 8, 'model.denoiser.width': 384,
+                         'model.denoiser.num_heads': 6}),
+        sample_steps=(50, 100, 200), num_samples=256, num_references=512, scorer='smollm2', score_batch=32,
+        minutes_per_run='not measured (no accelerator was lent while this was built)'),
+}
+
+
+def load_config_file(spec: str):
+  """'configs/x.py' or 'configs/x.py:NAME' (relative to the repository) -> the ConfigDict."""
+  path, _, arg = spec.partition(':')
+  full = path if os.path.isabs(path) else os.path.join(REPO, path)
+  if not os.path.isfile(full):
+    raise ExperimentError(f'{path} is not available in this checkout; these rows need it.')
+  module = _load_module(full)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _load_module(path: str):
+  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def _ablation_variants() -> dict:
+  """configs/ablations.py's VARIANTS: the one place the paper's ablation overrides are written."""
+  return _load_module(os.path.join(REPO, 'configs', 'ablations.py')).VARIANTS
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  name: str
+  overrides: dict = dataclasses.field(default_factory=dict)
+  config: str = ''       # a config 'file.py:NAME' instead of the scale's base config
+  needs: str = ''        # encoder name whose weights the row needs ('' = none beyond the installed)
+
+
+def _table1(scale: Scale) -> list[Row]:
+  v = _ablation_variants()
+  steps = int(scale.overrides.get('train.num_steps', load_config_file(scale.base_config).train.num_steps))
+  rows = [Row('recon_mse', v['recon_mse']), Row('recon_ce', v['recon_ce']),
+          Row('recon_mse_ce', v['recon_mse_ce'])]
+  # Warmup rows use uniform timesteps, as configs/ablations.py's warmup_* (paper Table 1);
+  # none / short / long = 0, 5% and 50% of the run (paper: 0 .. 100k of 500k).
+  for label, fraction in (('none', 0.0), ('short', 0.05), ('long', 0.5)):
+    rows.append(Row(f'warmup_{label}', {'encoder_warmup.steps': int(round(fraction * steps)),
+                                        'timesteps.sampler': 'uniform'}))
+  rows += [Row('timesteps_uniform', v['timesteps_uniform']),
+           Row('timesteps_adaptive', v['timesteps_adaptive'])]
+  rows += [Row(f'sigma_dec_{s}', v[f'decoder_noise_{s}']) for s in SIGMA_GRID]
+  return rows
+
+
+SIGMA_GRID = ('0.0', '0.1', '0.25', '0.5', '1.0', '2.0')   # configs/ablations.py's grid
+LATENT_SPACES = ('scratch_emb', 'encoder_emb', 'tencdm', 'cosmos', 'ldlm')
+LATENT_SPACES_FILE = 'configs/latent_spaces.py'
+
+
+def _table2(scale: Scale) -> list[Row]:
+  del scale
+  return [Row(name, config=f'{LATENT_SPACES_FILE}:{name}') for name in LATENT_SPACES]
+
+
+def _table4(scale: Scale) -> list[Row]:
+  # MiniLM-L6 (the embedded encoder) has 6 layers: hidden states 2..6 span
+  # the paper's GPT-2 grid 4..12 of 12 in proportion; 4 is -3, the default.
+  del scale
+  return [Row(f'layer_{k}', {'encoder.layer': k}) for k in (2, 3, 4, 5, 6)]
+
+
+def _table6(scale: Scale) -> list[Row]:
+  del scale
+  return [Row('minilm_l6', {'encoder.name': 'minilm-l6', 'encoder.layer': -3}),
+          Row('bert_base', {'encoder.name': 'bert-base', 'encoder.layer': -3}, needs='bert-base'),
+          Row('gpt2', {'encoder.name': 'gpt2', 'encoder.layer': -3}, needs='gpt2')]
+
+
+def _table7(scale: Scale) -> list[Row]:
+  del scale
+  both = lambda kind: {'model.latent_encoder.type': kind, 'model.latent_decoder.type': kind}
+  return [Row('perceiver', both('perceiver')), Row('self_attention', both('self_attention'))]
+
+
+ROWS: dict[str, Callable[[Scale], list[Row]]] = {
+    'table1': _table1, 'table2': _table2, 'table4': _table4, 'table6': _table6, 'table7': _table7}
+
+TITLES = {
+    'table1': 'Table 1: reconstruction loss, warmup, timestep sampling, sigma_dec',
+    'table2': 'Table 2: latent spaces',
+    'table4': 'Table 4: frozen-encoder layer',
+    'table6': 'Table 6: frozen-encoder family',
+    'table7': 'Table 7: Perceiver vs self-attention latent encoder/decoder',
+}
+
+
+def _set(config, dotted: str, value) -> None:
+  node = config
+  *path, last = dotted.split('.')
+  for part in path:
+    node = node[part]
+  node[last] = value
+
+
+def row_config(scale: Scale, row: Row, seed: int):
+  """The full config of one row x seed."""
+  if row.config:
+    path, _, name = row.config.partition(':')
+    module = _load_module_checked(path)
+    overrides = getattr(module, 'VARIANTS', {}).get(name) if hasattr(module, 'VARIANTS') else None
+    if overrides is not None:   # a variants file: its overrides over the scale's base config
+      config = load_config_file(scale.base_config)
+      for key, value in overrides.items():
+        _set(config, key, value)
+    else:                        # else the row's own config, trained at the scale's length
+      config = load_config_file(row.config)
+  else:
+    config = load_config_file(scale.base_config)
+  for key, value in {**scale.overrides, **row.overrides}.items():
+    _set(config, key, value)
+  config.train.seed = seed
+  config.data.seed = seed
+  return config
+
+
+def _load_module_checked(path: str):
+  full = os.path.join(REPO, path)
+  if not os.path.isfile(full):
+    raise ExperimentError(
+        f'{path} is not available in this checkout (the latent-space configs come with the latent-space '
+        'work); merge it first, then run this table.')
+  return _load_module(full)
+
+
+def row_availability(row: Row) -> str:
+  """'' when the row can run here, else one sentence saying what it needs."""
+  if row.config:
+    path = row.config.partition(':')[0]
+    if not os.path.isfile(os.path.join(REPO, path)):
+      return f'not available: {path} is missing (it comes with the latent-space work; merge it first)'
+  if row.needs:
+    from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
+    try:
+      registry.resolve_model_dir(row.needs)
+    except Exception as e:  # pylint: disable=broad-except  # EncoderLoadError: its message is the fix
+      return f'needs real {row.needs} weights: {e}'
+  return ''
+
+
+# ----------------------------------------------------------------------------- the sweep
+
+
+def _config_key(config) -> str:
+  return json.dumps(config.to_dict(), sort_keys=True, default=str)
+
+
+def _run_groups(scale: Scale, rows: list[Row], seed: int) -> dict[str, list[str]]:
+  """Run name -> the rows it serves: rows with identical configs share one run (named by the first)."""
+  groups: dict[str, list[str]] = {}
+  first_of: dict[str, str] = {}
+  for row in rows:
+    key = _config_key(row_config(scale, row, seed))
+    run = first_of.setdefault(key, row.name)
+    groups.setdefault(run, []).append(row.name)
+  return groups
+
+
+def _tiny_random_scorer(out_dir: str) -> str:
+  """A 2-layer random Llama GGUF with a byte-level tokenizer: smoke scale only (its numbers mean nothing)."""
+  from tokenizers import pre_tokenizers  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation import gguf_model  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.llama import LlamaConfig  # pylint: disable=import-outside-toplevel
+  path = os.path.join(out_dir, 'tiny_random_scorer.gguf')
+  if os.path.isfile(path):
+    return path
+  merges = ['Ġ t', 'h e', 'Ġt he', 'i n', 'Ġ a', 'e r']
+  tokens = ['<|endoftext|>'] + sorted(pre_tokenizers.ByteLevel.alphabet()) + [m.replace(' ', '') for m in merges]
+  c = LlamaConfig(vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                  num_kv_heads=2, head_dim=8, max_position_embeddings=512)
+  rng = np.random.RandomState(0)
+  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
+  for i in range(c.num_layers):
+    p = f'model.layers.{i}.'
+    shapes.update({p + 'input_layernorm.weight': (c.hidden_size,),
+                   p + 'post_attention_layernorm.weight': (c.hidden_size,),
+                   p + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
+                   p + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+                   p + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+                   p + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
+                   p + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
+                   p + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
+                   p + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size)})
+  tensors = {k: (np.ones(s) if len(s) == 1 else 0.3 * rng.normal(size=s)).astype(np.float32)
+             for k, s in shapes.items()}
+  os.makedirs(out_dir, exist_ok=True)
+  tmp = path + f'.{os.getpid()}.tmp'
+  gguf_model.write_llama_gguf(tmp, c, tensors, tokens, merges, eos_id=0)
+  os.replace(tmp, path)
+  return path
+
+
+class Evaluator:
+  """One scorer and one set of MAUVE reference features for the whole table (loaded on first use)."""
+
+  def __init__(self, scale: Scale, out_dir: str, references: list[str]):
+    self.scale, self.out_dir, self.references = scale, out_dir, references
+    self._scorer = self._ref_features = None
+
+  def _load(self):
+    if self._scorer is None:
+      from ldlm_jax.evaluation.scorers import load_scorer  # pylint: disable=import-outside-toplevel
+      if self.scale.scorer == 'tiny-random':
+        self._scorer = load_scorer('gguf', _tiny_random_scorer(self.out_dir))
+      else:
+        self._scorer = load_scorer(self.scale.scorer)
+      self._ref_features = self._scorer.features(self.references, batch_size=self.scale.score_batch)
+    return self._scorer
+
+  def evaluate(self, path: str, records: list[dict], mauve: bool = True) -> dict:
+    from ldlm_jax import evaluate  # pylint: disable=import-outside-toplevel
+    scorer = self._load()
+    return evaluate._json_safe(evaluate.evaluate_file(  # pylint: disable=protected-access
+        scorer, path, records, self._ref_features if mauve else None, self.scale.score_batch, 'scorer'))
+
+
+def _write_json(path: str, payload) -> None:
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fileio.write_text(path, json.dumps(payload, indent=2, allow_nan=False) + '\n')
+
+
+def _read_json(path: str):
+  with open(path, encoding='utf-8') as f:
+    return json.load(f)
+
+
+def _log(msg: str) -> None:
+  print(f'[experiments {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+def reference_texts(config, num_references: int, num_held_out: int) -> tuple[list[str], list[str]]:
+  """(MAUVE references, held-out row): the first chunks of the reference split, then the next ones."""
+  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+  texts = pipeline.load_reference_texts(config, tokenizer, num_references + num_held_out)
+  if len(texts) < num_references + 2:
+    raise ExperimentError(f'The reference split has {len(texts)} chunks, fewer than {num_references} MAUVE '
+                          'references plus a held-out row; lower the number of references.')
+  return texts[:num_references], texts[num_references:]
+
+
+def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator: Evaluator,
+                       held_out: list[str]) -> None:
+  """Unigram/bigram/trigram samples (one set per seed) and the held-out text, evaluated like the runs."""
+  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+  ref_dir = os.path.join(out_dir, 'reference')
+  tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+  models = None
+  for seed in range(seeds):
+    done = os.path.join(ref_dir, f'seed{seed}', DONE_FILE)
+    if os.path.isfile(done):
+      continue
+    if models is None:
+      t0 = time.time()
+      models = ngram.fit_models(config, tokenizer)
+      _log(f'n-gram models fitted to the training split in {time.time() - t0:.1f}s')
+    results = {}
+    for name, model in models.items():
+      path = os.path.join(ref_dir, f'seed{seed}', f'{name}.jsonl')
+      tokens = model.sample(scale.num_samples, int(config.data.seq_len), seed=seed)
+      records = ngram.records(tokens, tokenizer, name, seed)
+      sample_lib.write_jsonl(path, records)
+      results[name] = evaluator.evaluate(path, records)
+    if seed == 0:
+      path = os.path.join(ref_dir, 'held_out.jsonl')
+      records = [{'index': i, 'text': t, 'seed': None, 'generator': 'held_out'} for i, t in enumerate(held_out)]
+      sample_lib.write_jsonl(path, records)
+      results['held_out'] = evaluator.evaluate(path, records)
+    _write_json(done, {'results': results, 'finished': _now()})
+    _log(f'reference rows, seed {seed}: ' + ', '.join(
+        f'{k} Gen. PPL {v["gen_ppl"]:.1f}' for k, v in results.items() if v.get('gen_ppl') is not None))
+
+
+def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator) -> dict:
+  """Train (or resume), sample at every step count, evaluate; returns the done record."""
+  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import loop, restore  # pylint: disable=import-outside-toplevel
+  done_path = os.path.join(run_dir, DONE_FILE)
+  if os.path.isfile(done_path):
+    return _read_json(done_path)
+  t0 = time.time()
+  loop.train(config, run_dir)
+  t_train = time.time() - t0
+  run = restore.load_run(run_dir)
+  if run.step < int(config.train.num_steps):   # the trainer returns early on SIGTERM
+    raise ExperimentError(f'Training of {run_dir} stopped at step {run.step} of {config.train.num_steps} '
+                          '(preempted); run the same command again to continue from that checkpoint.')
+  sc = config.sample
+  results, t_sample, t_eval = {}, 0.0, 0.0
+  for steps in scale.sample_steps:
+    path = os.path.join(run_dir, 'samples', f'steps{steps}.jsonl')
+    t1 = time.time()
+    if os.path.isfile(path):
+      from ldlm_jax.evaluate import read_samples  # pylint: disable=import-outside-toplevel
+      records = read_samples(path)
+    else:
+      records = sample_lib.generate_samples(
+          run, scale.num_samples, steps, seed, int(sc.batch_size), time_grid=sc.time_grid,
+          t_min=float(sc.t_min), solver=sc.solver, final=sc.get('final', 'z'), progress=False)
+      sample_lib.write_jsonl(path, records)
+    t2 = time.time()
+    # MAUVE at the headline step count only: the table reports it there, the Pareto plot not at all.
+    results[str(steps)] = evaluator.evaluate(path, records, mauve=steps == scale.sample_steps[-1])
+    t_sample += t2 - t1
+    t_eval += time.time() - t2
+  record = {'results': results, 'checkpoint_step': run.step, 'finished': _now(),
+            'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
+  _write_json(done_path, record)
+  return record
+
+
+def _seed_normalization(out_dir: str, run_dir: str) -> None:
+  """Copies another run's normalization statistics into a new run directory.
+
+  The trainer reads WORKDIR/normalization.npz only when its signature (encoder,
+  layer, data, chunk count) matches the run's config and recomputes otherwise,
+  so this only saves the encoder pass (seconds per run) where the rows agree.
+  Only the same seed's runs are used: the chunks sampled for the statistics
+  depend on data.seed, which the signature does not record.
+  """
+  import shutil  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training.loop import NORM_FILE  # pylint: disable=import-outside-toplevel
+  target = os.path.join(run_dir, NORM_FILE)
+  if os.path.exists(target):
+    return
+  runs = os.path.join(out_dir, 'runs')
+  for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else ():
+    source = os.path.join(runs, name, os.path.basename(run_dir), NORM_FILE)
+    if os.path.isfile(source):
+      os.makedirs(run_dir, exist_ok=True)
+      shutil.copyfile(source, target + '.tmp')
+      os.replace(target + '.tmp', target)
+      return
+
+
+def _now() -> str:
+  return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')
+
+
+def machine_description() -> str:
+  import jax  # pylint: disable=import-outside-toplevel
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open('/proc/cpuinfo', encoding='utf-8') as f:
+      names = [l.split(':', 1)[1].strip() for l in f if l.startswith('model name')]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  devices = jax.devices()
+  return (f'{devices[0].platform} x{len(devices)} ({getattr(devices[0], "device_kind", "")}); host: {cpu}, '
+          f'{os.cpu_count()} cores; jax {jax.__version__}')
+
+
+def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: Sequence[str] = (),
+              skip_unavailable: bool = False, command: str = '') -> dict:
+  """The whole sweep (resumable), then the report."""
+  if table not in TABLES:
+    raise ExperimentError(f'Unknown table {table!r}; choose one of {", ".join(TABLES)}.')
+  if scale_name not in SCALES:
+    raise ExperimentError(f'Unknown scale {scale_name!r}; choose one of {", ".join(SCALES)}.')
+  if seeds < 1:
+    raise ExperimentError(f'--seeds must be >= 1, got {seeds}.')
+  scale = SCALES[scale_name]
+  rows = all_rows = ROWS[table](scale)
+  if only_rows:
+    unknown = sorted(set(only_rows) - {r.name for r in rows})
+    if unknown:
+      raise ExperimentError(f'{table} has no rows {unknown}; its rows are {[r.name for r in rows]}.')
+    rows = [r for r in rows if r.name in only_rows]
+  unavailable = {r.name: why for r in rows if (why := row_availability(r))}
+  if unavailable and not skip_unavailable:
+    raise ExperimentError(
+        f'{table} rows {sorted(unavailable)} cannot run here ({"; ".join(sorted(set(unavailable.values())))}); '
+        'provide them or pass --skip_unavailable to report them as not run.')
+  runnable = [r for r in rows if r.name not in unavailable]
+  if not runnable:
+    raise ExperimentError(f'No row of {table} can run here: {unavailable}.')
+  plan_path = os.path.join(out_dir, PLAN_FILE)
+  plan = {'table': table, 'scale': scale_name, 'seeds': seeds, 'rows': [r.name for r in rows],
+          'unavailable': unavailable, 'command': command, 'machine': machine_description(),
+          'started': _now(), 'sample_steps': list(scale.sample_steps), 'num_samples': scale.num_samples,
+          'num_references': scale.num_references, 'scorer': scale.scorer, 'base_config': scale.base_config,
+          'scale_overrides': scale.overrides, 'expected_minutes_per_run': scale.minutes_per_run}
+  if os.path.isfile(plan_path):
+    old = _read_json(plan_path)
+    if (old['table'], old['scale']) != (table, scale_name):
+      raise ExperimentError(f'{out_dir} holds a {old["table"]} sweep at scale {old["scale"]}; '
+                            'pass another --out for this one.')
+    plan['started'] = old.get('started', plan['started'])
+    plan['rows'] = old['rows'] + [r for r in plan['rows'] if r not in old['rows']]
+    plan['seeds'] = max(seeds, int(old['seeds']))
+  _write_json(plan_path, plan)
+
+  base = row_config(scale, runnable[0], 0)
+  references, held_out = reference_texts(base, scale.num_references, scale.num_samples)
+  evaluator = Evaluator(scale, out_dir, references)
+  run_reference_rows(base, scale, plan['seeds'], out_dir, evaluator, held_out)
+  selected = {r.name for r in runnable}
+  for seed in range(seeds):
+    # Grouped over every available row, so run names do not depend on --rows.
+    groups = _run_groups(scale, [r for r in all_rows if not row_availability(r)], seed)
+    groups = {run: served for run, served in groups.items() if selected & set(served)}
+    for run_name, served in groups.items():
+      row = next(r for r in all_rows if r.name == run_name)
+      for name in served[1:]:   # the rows served by another row's run point at it
+        _write_json(os.path.join(out_dir, 'runs', name, 'alias.json'), {'run': run_name})
+      run_dir = os.path.join(out_dir, 'runs', run_name, f'seed{seed}')
+      if os.path.isfile(os.path.join(run_dir, DONE_FILE)):
+        _log(f'{run_name} seed {seed}: done, skipped')
+        continue
+      _log(f'{run_name} seed {seed} (rows {", ".join(served)}): training')
+      _seed_normalization(out_dir, run_dir)
+      record = run_one(row_config(scale, row, seed), scale, run_dir, seed, evaluator)
+      headline = record['results'][str(scale.sample_steps[-1])]
+      _log(f'{run_name} seed {seed}: Gen. PPL {headline["gen_ppl"]:.1f}, entropy {headline["entropy"]:.2f} '
+           f'({record["seconds"]})')
+  plan['finished'] = _now()
+  _write_json(plan_path, plan)
+  return report(out_dir)
+
+
+# ----------------------------------------------------------------------------- the report
+
+
+def _stats(values: list) -> tuple[float | None, float | None]:
+  values = [v for v in values if v is not None]
+  if not values:
+    return None, None
+  return float(np.mean(values)), float(np.std(values))   # ddof=0, as `evaluate` reports
+
+
+METRICS = ('gen_ppl', 'entropy', 'mauve', 'diversity', 'word_ppl')
+
+
+def _collect(out_dir: str, plan: dict) -> dict:
+  """{'rows': {row: {steps: {metric: (mean, std, n)}}}, 'reference': {name: {metric: ...}}}."""
+  rows = {}
+  for name in plan['rows']:
+    if name in plan.get('unavailable', {}):
+      continue
+    row_dir = os.path.join(out_dir, 'runs', name)
+    alias = os.path.join(row_dir, 'alias.json')
+    run_dir = os.path.join(out_dir, 'runs', _read_json(alias)['run']) if os.path.isfile(alias) else row_dir
+    per_seed = []
+    for seed in range(int(plan['seeds'])):
+      done = os.path.join(run_dir, f'seed{seed}', DONE_FILE)
+      if os.path.isfile(done):
+        per_seed.append(_read_json(done)['results'])
+    if not per_seed:
+      continue
+    rows[name] = {'run': os.path.relpath(run_dir, out_dir), 'seeds': len(per_seed), 'steps': {}}
+    for steps in plan['sample_steps']:
+      vals = [r[str(steps)] for r in per_seed if str(steps) in r]
+      rows[name]['steps'][str(steps)] = {m: _stats([v.get(m) for v in vals]) for m in METRICS}
+  reference = {}
+  ref_seeds = []
+  for seed in range(int(plan['seeds'])):
+    done = os.path.join(out_dir, 'reference', f'seed{seed}', DONE_FILE)
+    if os.path.isfile(done):
+      ref_seeds.append(_read_json(done)['results'])
+  for name in ('unigram', 'bigram', 'trigram', 'held_out'):
+    vals = [r[name] for r in ref_seeds if name in r]
+    if vals:
+      reference[name] = {'seeds': len(vals), **{m: _stats([v.get(m) for v in vals]) for m in METRICS}}
+  return {'rows': rows, 'reference': reference}
+
+
+def _fmt(stat, digits: int = 1) -> str:
+  mean, std = stat
+  if mean is None:
+    return 'n/a'
+  return f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+# --- verdicts: computed from the numbers, never written by hand.
+
+
+def _headline(data: dict, row: str, plan: dict):
+  steps = str(plan['sample_steps'][-1])
+  entry = data['rows'].get(row)
+  return entry['steps'][steps] if entry else None
+
+
+def _collapsed(metrics: dict, data: dict) -> bool:
+  held = data['reference'].get('held_out')
+  return bool(held and metrics['entropy'][0] is not None and held['entropy'][0] is not None
+              and metrics['entropy'][0] < held['entropy'][0] - COLLAPSE_NATS)
+
+
+def verdict_beats(data: dict, plan: dict, better: str, worse: str) -> tuple[str, str]:
+  """(verdict, numbers) for 'better has lower Gen. PPL than worse' at the headline step count.
+
+  Rule: the difference of the means against the combined spread sqrt(std_a^2 + std_b^2)
+  (std over seeds): within it -> 'inside the error bars'; lower beyond it, without
+  collapsed entropy -> 'reproduced'; otherwise 'not reproduced'.
+  """
+  a, b = _headline(data, better, plan), _headline(data, worse, plan)
+  if a is None or b is None:
+    return 'not measured', f'{better} or {worse} has no finished run'
+  (pa, sa), (pb, sb) = a['gen_ppl'], b['gen_ppl']
+  if pa is None or pb is None:
+    return 'not measured', 'Gen. PPL missing'
+  spread = math.hypot(sa, sb)
+  numbers = (f'Gen. PPL {better} {pa:.1f} ± {sa:.1f} vs {worse} {pb:.1f} ± {sb:.1f} (entropy '
+             f'{a["entropy"][0]:.2f} vs {b["entropy"][0]:.2f})')
+  if min(data['rows'][better]['seeds'], data['rows'][worse]['seeds']) < 2:
+    numbers += '; one seed, so no error bars'
+  if abs(pa - pb) <= spread:
+    return 'inside the error bars', numbers
+  if pa < pb and not (_collapsed(a, data) and not _collapsed(b, data)):
+    return 'reproduced', numbers
+  if pa < pb:
+    return 'not reproduced (lower Gen. PPL with collapsed entropy)', numbers
+  return 'not reproduced', numbers
+
+
+def verdict_intermediate_best(data: dict, plan: dict, grid: list[str]) -> tuple[str, str]:
+  """The lowest Gen. PPL among non-collapsed grid rows is neither end of the grid, by more than the spread."""
+  rows = [(r, _headline(data, r, plan)) for r in grid]
+  rows = [(r, m) for r, m in rows if m is not None and m['gen_ppl'][0] is not None]
+  if len(rows) < 3:
+    return 'not measured', 'fewer than 3 grid rows finished'
+  ok = [(r, m) for r, m in rows if not _collapsed(m, data)]
+  numbers = ', '.join(f'{r} {m["gen_ppl"][0]:.1f}{" (collapsed)" if _collapsed(m, data) else ""}' for r, m in rows)
+  if not ok:
+    return 'not reproduced (every row collapsed)', numbers
+  best_name, best = min(ok, key=lambda rm: rm[1]['gen_ppl'][0])
+  if best_name in (grid[0], grid[-1]):
+    return f'not reproduced (best: {best_name})', numbers
+  ends = [m for r, m in ok if r in (grid[0], grid[-1])]
+  clear = all(m['gen_ppl'][0] - best['gen_ppl'][0] > math.hypot(m['gen_ppl'][1], best['gen_ppl'][1]) for m in ends)
+  return ('reproduced' if clear else 'inside the error bars') + f' (best: {best_name})', numbers
+
+
+def verdict_collapses(data: dict, plan: dict, large: str, default: str) -> tuple[str, str]:
+  """The large-sigma row's entropy is collapsed and below the default's by more than the spread."""
+  a, b = _headline(data, large, plan), _headline(data, default, plan)
+  if a is None or b is None:
+    return 'not measured', f'{large} or {default} has no finished run'
+  (ea, sa), (eb, sb) = a['entropy'], b['entropy']
+  numbers = (f'entropy {large} {ea:.2f} ± {sa:.2f} vs {default} {eb:.2f} ± {sb:.2f} '
+             f'(Gen. PPL {a["gen_ppl"][0]:.1f} vs {b["gen_ppl"][0]:.1f})')
+  if abs(ea - eb) <= math.hypot(sa, sb):
+    return 'inside the error bars', numbers
+  return ('reproduced' if ea < eb and _collapsed(a, data) else 'not reproduced'), numbers
+
+
+def orderings(table: str, data: dict, plan: dict) -> list[tuple[str, str, str]]:
+  """(paper ordering, verdict, numbers) for each ordering the paper reports for this table."""
+  out = []
+  if table == 'table1':
+    out.append(('MSE beats CE', *verdict_beats(data, plan, 'recon_mse', 'recon_ce')))
+    out.append(('enough warmup beats none', *verdict_beats(data, plan, 'warmup_long', 'warmup_none')))
+    out.append(('adaptive beats uniform timesteps',
+                *verdict_beats(data, plan, 'timesteps_adaptive', 'timesteps_uniform')))
+    grid = [f'sigma_dec_{s}' for s in SIGMA_GRID]
+    out.append(('an intermediate sigma_dec is best', *verdict_intermediate_best(data, plan, grid)))
+    out.append(('a large sigma_dec collapses', *verdict_collapses(data, plan, grid[-1], 'sigma_dec_0.5')))
+  elif table == 'table2':
+    chain = ['ldlm', 'cosmos', 'tencdm', 'encoder_emb']
+    names = {'ldlm': 'LDLM', 'cosmos': 'COSMOS', 'tencdm': 'TEncDM', 'encoder_emb': 'embeddings'}
+    for better, worse in zip(chain, chain[1:]):
+      out.append((f'{names[better]} beats {names[worse]}', *verdict_beats(data, plan, better, worse)))
+    out.append(('TEncDM beats embeddings trained from scratch', *verdict_beats(data, plan, 'tencdm', 'scratch_emb')))
+  return out
+
+
+RULE = (f'Rule: at the headline step count, a difference of mean Gen. PPL within sqrt(std_a^2 + std_b^2) '
+        f'(std over seeds, ddof=0) is "inside the error bars"; lower beyond it is "reproduced" unless the winner '
+        f'collapsed (mean unigram entropy more than {COLLAPSE_NATS} nats below held-out text) and the loser did '
+        'not. With one seed there are no error bars. "A large sigma_dec collapses" compares entropies the same way.')
+
+
+def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:
+  """Gen. PPL (log) against entropy: one curve per row across step counts, reference rows as markers."""
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  fig = Figure(figsize=(9.5, 5.5), layout='constrained')
+  ax = fig.subplots()
+  colors = colormaps['tab20'].colors
+  for index, (name, entry) in enumerate(data['rows'].items()):
+    pts = [(entry['steps'][str(s)]['entropy'][0], entry['steps'][str(s)]['gen_ppl'][0], s)
+           for s in plan['sample_steps'] if entry['steps'].get(str(s), {}).get('gen_ppl', (None,))[0] is not None]
+    if not pts:
+      continue
+    xs, ys, ss = zip(*pts)
+    line, = ax.plot(xs, ys, marker='os^D'[index // 10 % 4], color=colors[index % 20], label=name,
+                    linestyle=('-', '--')[index // 10 % 2])
+    ax.annotate(str(ss[-1]), (xs[-1], ys[-1]), fontsize=7, color=line.get_color())
+  markers = {'unigram': 'x', 'bigram': '+', 'trigram': '1', 'held_out': '*'}
+  for name, entry in data['reference'].items():
+    if entry['gen_ppl'][0] is not None:
+      ax.scatter([entry['entropy'][0]], [entry['gen_ppl'][0]], marker=markers[name], s=90, color='black',
+                 label=name.replace('_', '-'), zorder=5)
+  ax.set_yscale('log')
+  ax.set_xlabel('unigram entropy (nats, scorer tokens)')
+  ax.set_ylabel(f'Gen. PPL ({plan["scorer"]})')
+  ax.set_title(f'{table} [{plan["scale"]}]: one curve per row over {plan["sample_steps"]} denoising steps '
+               '(the last annotated)', fontsize=9)
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=7, loc='center left', bbox_to_anchor=(1.01, 0.5))
+  with fileio.atomic_open(path, binary=True) as f:
+    fig.savefig(f, format='png', dpi=110)
+  return path
+
+
+def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
+  steps = plan['sample_steps']
+  head = str(steps[-1])
+  lines = [f'# {TITLES[table]} (scale: {plan["scale"]})', '',
+           f'- command: `{plan.get("command") or "python -m ldlm_jax.experiments run " + table}`',
+           f'- machine: {plan["machine"]}',
+           f'- date: started {plan["started"]}, finished {plan.get("finished", "(not finished)")}; report {_now()}',
+           f'- base config `{plan["base_config"]}` with `{json.dumps(plan["scale_overrides"])}`; '
+           f'{plan["seeds"]} seed(s); {plan["num_samples"]} samples per run and step count; '
+           f'MAUVE against {plan["num_references"]} held-out chunks; scorer `{plan["scorer"]}`; '
+           f'expected time per run: {plan.get("expected_minutes_per_run", "?")} minutes']
+  if plan['scorer'] == 'tiny-random':
+    lines.append('- **smoke scale: the scorer is a tiny random Llama and training runs a few steps; '
+                 'these numbers only show that the pipeline runs.**')
+  lines += ['', f'Mean ± std over seeds at {head} denoising steps (Gen. PPL lower is better; entropy of '
+            'held-out text is the target; MAUVE higher is better).', '',
+            '| row | seeds | Gen. PPL | entropy | MAUVE | 2-4-gram diversity | PPL per word |',
+            '|---|---|---|---|---|---|---|']
+  for name in plan['rows']:
+    if name in plan.get('unavailable', {}):
+      lines.append(f'| {name} | - | {plan["unavailable"][name]} | | | | |')
+      continue
+    entry = data['rows'].get(name)
+    if entry is None:
+      lines.append(f'| {name} | 0 | (not finished) | | | | |')
+      continue
+    m = entry['steps'][head]
+    lines.append(f'| {name} | {entry["seeds"]} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | '
+                 f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} |')
+  for name, label in (('unigram', 'unigram samples'), ('bigram', 'bigram samples'),
+                      ('trigram', 'trigram samples'), ('held_out', 'held-out text')):
+    m = data['reference'].get(name)
+    if m:
+      lines.append(f'| *{label}* | {m["seeds"]} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | '
+                   f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} |')
+  checks = orderings(table, data, plan)
+  if checks:
+    lines += ['', '## The paper\'s orderings', '']
+    lines += [f'- **{claim}**: {verdict}. {numbers}.' for claim, verdict, numbers in checks]
+    lines += ['', RULE]
+  lines += ['', '## Every step count (Gen. PPL / entropy)', '',
+            '| row | ' + ' | '.join(f'{s} steps' for s in steps) + ' |', '|---|' + '---|' * len(steps)]
+  for name, entry in data['rows'].items():
+    cells = [f'{_fmt(entry["steps"][str(s)]["gen_ppl"])} / {_fmt(entry["steps"][str(s)]["entropy"], 2)}'
+             for s in steps]
+    lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  lines += ['', f'![Gen. PPL against entropy]({plot_name})', '']
+  return '\n'.join(lines)
+
+
+def report(out_dir: str, publish: str = '') -> dict:
+  """Redraws DIR/TABLE.md, DIR/TABLE.json and DIR/pareto.png from the saved evaluations."""
+  plan_path = os.path.join(out_dir, PLAN_FILE)
+  if not os.path.isfile(plan_path):
+    raise ExperimentError(f'{out_dir} holds no sweep ({PLAN_FILE} is missing); run '
+                          '`python -m ldlm_jax.experiments run TABLE --out DIR` first.')
+  plan = _read_json(plan_path)
+  table = plan['table']
+  data = _collect(out_dir, plan)
+  checks = orderings(table, data, plan)
+  payload = {'plan': plan, 'rows': data['rows'], 'reference': data['reference'],
+             'orderings': [{'claim': c, 'verdict': v, 'numbers': n} for c, v, n in checks], 'report': _now()}
+  targets = [(out_dir, 'pareto.png')]
+  if publish:
+    os.makedirs(publish, exist_ok=True)
+    targets.append((publish, f'{table}_pareto.png'))
+  for directory, plot_name in targets:
+    pareto_plot(table, data, plan, os.path.join(directory, plot_name))
+    fileio.write_text(os.path.join(directory, f'{table}.md'), render_markdown(table, data, plan, plot_name))
+    _write_json(os.path.join(directory, f'{table}.json'), payload)
+  return payload
+
+
+# ----------------------------------------------------------------------------- A/B of the decoded latent
+
+
+def ab_final(workdir: str, out_dir: str, steps: Sequence[int], seeds: int, num_samples: int,
+             scorer: str = 'smollm2', num_references: int = 256, command: str = '') -> str:
+  """Decoding the last latent z (today) against the last clean estimate x0_hat, on one trained run.
+
+  Same checkpoint, seeds and step counts for both arms (so the same initial
+  noise and solver noise); every sample set evaluated like the tables'. Writes
+  OUT/ab_final.md and OUT/ab_final.json (resumable: sample files are kept).
+  """
+  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluate import read_samples  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  run = restore.load_run(workdir)
+  sc = run.config.sample
+  references, _ = reference_texts(run.config, num_references, 2)
+  scale = dataclasses.replace(SCALES['smoke' if scorer == 'tiny-random' else 'cpu'], scorer=scorer)
+  evaluator = Evaluator(scale, out_dir, references)
+  results = {}
+  for final in ('z', 'x0'):
+    for n in steps:
+      per_seed = []
+      for seed in range(seeds):
+        path = os.path.join(out_dir, f'final_{final}', f'steps{n}_seed{seed}.jsonl')
+        if os.path.isfile(path):
+          records = read_samples(path)
+        else:
+          records = sample_lib.generate_samples(
+              run, num_samples, n, seed, int(sc.batch_size), time_grid=sc.time_grid, t_min=float(sc.t_min),
+              solver=sc.solver, final=final, progress=False)
+          sample_lib.write_jsonl(path, records)
+        per_seed.append(evaluator.evaluate(path, records))
+      results.setdefault(final, {})[str(n)] = {m: _stats([r.get(m) for r in per_seed]) for m in METRICS}
+  lines = [f'# A/B: decode the last latent z vs the last clean estimate x0_hat', '',
+           f'- command: `{command}`', f'- run: `{workdir}` (checkpoint step {run.step}), solver {sc.solver}, '
+           f'time grid {sc.time_grid}, t_min {sc.t_min}',
+           f'- machine: {machine_description()}', f'- date: {_now()}',
+           f'- {seeds} seed(s) x {num_samples} samples per arm and step count; scorer `{scorer}`; MAUVE against '
+           f'{len(references)} held-out chunks', '',
+           '| steps | arm | Gen. PPL | entropy | MAUVE |', '|---|---|---|---|---|']
+  for n in steps:
+    for final in ('z', 'x0'):
+      m = results[final][str(n)]
+      lines.append(f'| {n} | {final} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | {_fmt(m["mauve"], 3)} |')
+  lines += ['', 'Verdict per step count: "x0 better" / "z better" when the Gen. PPL means differ by more than '
+            'sqrt(std_x0^2 + std_z^2) (std over seeds, ddof=0), else "inside the error bars".', '']
+  for n in steps:
+    data = {'rows': {f: {'seeds': seeds, 'steps': {str(n): results[f][str(n)]}} for f in ('z', 'x0')},
+            'reference': {}}
+    verdict, numbers = verdict_beats(data, {'sample_steps': [n]}, 'x0', 'z')
+    verdict = {'reproduced': 'x0 better', 'not reproduced': 'z better'}.get(verdict, verdict)
+    lines.append(f'- {n} steps: {verdict}. {numbers}.')
+  path = os.path.join(out_dir, 'ab_final.md')
+  fileio.write_text(path, '\n'.join(lines) + '\n')
+  _write_json(os.path.join(out_dir, 'ab_final.json'), {'workdir': workdir, 'results': results, 'command': command})
+  return path
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(prog='python -m ldlm_jax.experiments', description=__doc__.split('\n')[0])
+  sub = parser.add_subparsers(dest='command', required=True)
+  run = sub.add_parser('run', help='train, sample and evaluate every row of a table (resumable)')
+  run.add_argument('table', choices=TABLES)
+  run.add_argument('--scale', default='cpu', choices=tuple(SCALES))
+  run.add_argument('--seeds', type=int, default=2)
+  run.add_argument('--out', required=True, help='sweep directory (runs, evaluations, TABLE.md)')
+  run.add_argument('--rows', default='', help='comma-separated subset of the rows (default: all)')
+  run.add_argument('--skip_unavailable', action='store_true',
+                   help='report rows that cannot run here (missing weights or configs) instead of stopping')
+  rep = sub.add_parser('report', help='redraw TABLE.md, TABLE.json and pareto.png from a sweep directory')
+  rep.add_argument('dir')
+  rep.add_argument('--publish', default='', help='also write TABLE.md, TABLE.json, TABLE_pareto.png here')
+  ab = sub.add_parser('ab_final', help='A/B on one trained run: decode the last z vs the last x0_hat')
+  ab.add_argument('workdir')
+  ab.add_argument('--out', required=True)
+  ab.add_argument('--steps', default='25,50,100', help='comma-separated denoising step counts')
+  ab.add_argument('--seeds', type=int, default=2)
+  ab.add_argument('--num_samples', type=int, default=64)
+  ab.add_argument('--num_references', type=int, default=256)
+  ab.add_argument('--scorer', default='smollm2', choices=('smollm2', 'tiny-random'))
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  try:
+    if args.command == 'run':
+      command = 'python -m ldlm_jax.experiments ' + ' '.join(
+          shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+      payload = run_table(args.table, args.scale, args.seeds, args.out,
+                          [r for r in args.rows.split(',') if r], args.skip_unavailable, command)
+    elif args.command == 'ab_final':
+      command = 'python -m ldlm_jax.experiments ' + ' '.join(
+          shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+      path = ab_final(args.workdir, args.out, [int(s) for s in args.steps.split(',') if s], args.seeds,
+                      args.num_samples, args.scorer, args.num_references, command)
+      print(open(path, encoding='utf-8').read())
+      return 0
+    else:
+      payload = report(args.dir, args.publish)
+  except (ExperimentError, ConfigError, DataError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  table = payload['plan']['table']
+  out = args.out if args.command == 'run' else args.dir
+  print(f'wrote {os.path.join(out, table + ".md")}, {table}.json and pareto.png')
+  for item in payload['orderings']:
+    print(f'  {item["claim"]}: {item["verdict"]}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

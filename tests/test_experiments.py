@@ -1,0 +1,81 @@
+"""`python -m ldlm_jax.experiments`: a smoke-scale Table 1 end to end, its report and its resume."""
+
+import json
+import os
+
+from ldlm_jax import experiments
+from ldlm_testing import REPO
+
+VERDICTS = ('reproduced', 'not reproduced', 'inside the error bars', 'not measured')
+
+
+def _run(out, capsys):
+  # In this process (the CLI's main): one jax import and one compilation cache for both sweeps.
+  assert experiments.main(['run', 'table1', '--scale', 'smoke', '--seeds', '1', '--out', str(out)]) == 0
+  return capsys.readouterr().out
+
+
+def test_table1_smoke_report_and_resume(tmp_path, capsys):
+  out = tmp_path / 'sweep'
+  _run(out, capsys)
+  rows = [r.name for r in experiments.ROWS['table1'](experiments.SCALES['smoke'])]
+  assert len(rows) == 14
+  md = (out / 'table1.md').read_text(encoding='utf-8')
+  assert md.startswith('# Table 1') and '- command: `python -m ldlm_jax.experiments run table1 --scale smoke' in md
+  assert 'tiny random Llama' in md
+  for name in rows:
+    assert f'| {name} | 1 | ' in md, name
+  for label in ('unigram samples', 'bigram samples', 'trigram samples', 'held-out text'):
+    assert f'| *{label}* | 1 | ' in md, label
+  payload = json.loads((out / 'table1.json').read_text(encoding='utf-8'))
+  assert sorted(payload['rows']) == sorted(rows)
+  for name in rows:
+    for steps in ('2', '4', '8'):
+      mean, std = payload['rows'][name]['steps'][steps]['gen_ppl']
+      assert mean > 1 and std == 0.0
+    assert 0 < payload['rows'][name]['steps']['8']['mauve'][0] <= 1
+  assert set(payload['reference']) == {'unigram', 'bigram', 'trigram', 'held_out'}
+  assert len(payload['orderings']) == 5
+  for item in payload['orderings']:
+    assert item['verdict'].startswith(VERDICTS), item
+    assert f'**{item["claim"]}**: {item["verdict"]}.' in md
+  # Rows with one config share a run (recon_mse = timesteps_adaptive = sigma_dec_0.5).
+  assert json.loads((out / 'runs' / 'sigma_dec_0.5' / 'alias.json').read_text())['run'] == 'recon_mse'
+  assert (out / 'pareto.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+  # report redraws the table from the saved evaluations alone.
+  os.remove(out / 'table1.md')
+  os.remove(out / 'pareto.png')
+  assert experiments.main(['report', str(out)]) == 0
+  strip = lambda text: [l for l in text.splitlines() if not l.startswith('- date:')]
+  assert strip((out / 'table1.md').read_text(encoding='utf-8')) == strip(md)
+  assert (out / 'pareto.png').is_file()
+
+  # Resume: finished runs are skipped; a run whose evaluation was lost continues from its
+  # checkpoint (the trainer finds nothing to do) and is sampled and evaluated again.
+  kept = out / 'runs' / 'recon_mse' / 'seed0' / 'done.json'
+  kept_before = kept.read_bytes()
+  redo = out / 'runs' / 'recon_ce' / 'seed0'
+  os.remove(redo / 'done.json')
+  os.remove(redo / 'samples' / 'steps8.jsonl')
+  log = _run(out, capsys)
+  assert 'recon_mse seed 0: done, skipped' in log
+  assert 'recon_ce seed 0 (rows recon_ce): training' in log
+  assert 'nothing to do: the checkpoint is at step 2' in log
+  assert kept.read_bytes() == kept_before
+  assert (redo / 'done.json').is_file() and (redo / 'samples' / 'steps8.jsonl').is_file()
+  assert strip((out / 'table1.md').read_text(encoding='utf-8')) == strip(md)
+
+
+def test_errors_name_the_fix(tmp_path, capsys):
+  assert experiments.main(['report', str(tmp_path)]) == 2
+  assert 'plan.json is missing' in capsys.readouterr().err
+  rows = experiments.ROWS['table6'](experiments.SCALES['cpu'])
+  needs = {r.name: experiments.row_availability(r) for r in rows}
+  assert needs['minilm_l6'] == ''
+  if not os.environ.get('LDLM_GPT2_PATH'):
+    assert 'needs real gpt2 weights' in needs['gpt2'] and 'LDLM_GPT2_PATH' in needs['gpt2']
+  if not os.path.isfile(os.path.join(REPO, experiments.LATENT_SPACES_FILE)):
+    assert experiments.main(['run', 'table2', '--scale', 'smoke', '--out', str(tmp_path / 't2')]) == 2
+    assert 'configs/latent_spaces.py is missing' in capsys.readouterr().err
+    assert not (tmp_path / 't2').exists()
