@@ -52,6 +52,8 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
 
   model, mesh = run.model, run.mesh
   params = run.state.ema_params if use_ema else run.state.params
+  if params is None:
+    raise ValueError(f'load_run was asked for the other params kind than use_ema={use_ema}')
   if steps < 1 or num_samples < 1 or batch_size < 1:
     raise ConfigError('--steps, --num_samples and --batch_size must be >= 1.')
   if not 0.0 < t_min < 1.0:
@@ -106,7 +108,8 @@ def main(argv):
     print('error: --workdir and --out are required.', file=sys.stderr)
     sys.exit(2)
   try:
-    run = restore.load_run(_WORKDIR.value, _STEP.value)
+    run = restore.load_run(_WORKDIR.value, _STEP.value,
+                           params='params' if _NO_EMA.value else 'ema_params')
     sc = run.config.sample
     steps = _STEPS.value or int(sc.num_steps)
     t0 = time.time()
