@@ -25,6 +25,25 @@ def _shapes(tree):
   return jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), tree)
 
 
+def source_meta(config) -> dict:
+  """The source run's checkpoint meta: its normalization statistics must be reused,
+  or frozen components would read differently normalized features."""
+  from ldlm_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  fc = config.train.init_from
+  if not os.path.isdir(os.path.join(os.path.abspath(fc.workdir), 'checkpoints')):
+    raise ConfigError(f'train.init_from.workdir={fc.workdir!r} holds no checkpoints/; '
+                      'train that run first or fix the path.')
+  checkpointer = ckpt_lib.Checkpointer(os.path.abspath(fc.workdir), read_only=True)
+  try:
+    steps = checkpointer.all_steps()
+    if not steps:
+      raise ConfigError(f'train.init_from.workdir={fc.workdir!r} holds no checkpoint; '
+                        'train that run first or fix the path.')
+    return checkpointer.read_meta(int(fc.step) or max(steps))
+  finally:
+    checkpointer.close()
+
+
 def load_components(config, model, mesh) -> dict:
   """{component: params} from the source run, checked against this model's shapes."""
   from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel  (restore imports loop deps)

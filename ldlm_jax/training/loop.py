@@ -166,7 +166,10 @@ def train(config, workdir: str) -> dict:
   model = LDLM(config, encoder)
 
   # 3. Normalization statistics. -------------------------------------------------
-  stats = load_or_compute_normalization(config, workdir, model, encoder, tokenizer, meta)
+  norm_meta = meta
+  if norm_meta is None and config.train.init_from.workdir:
+    norm_meta = init_from_lib.source_meta(config)   # the statistics the taken components saw
+  stats = load_or_compute_normalization(config, workdir, model, encoder, tokenizer, norm_meta)
   frozen = jax.device_put(model.frozen_inputs(encoder.params, stats.mean_H, stats.std_H), replicated)
 
   # 4. Data. -------------------------------------------------------------------------

@@ -1,0 +1,176 @@
+"""Latent spaces as parts (paper Table 2): every variant trains, frozen components
+stay bitwise frozen, the cosmos two-stage run equals one frozen by hand, a
+checkpoint refuses another latent space, and sampling honours self_cond_prob=0."""
+
+import importlib.util
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ldlm_jax.config import ConfigError, validate
+from ldlm_jax.diffusion import solver as solver_lib
+from ldlm_jax.models.ldlm import LDLM
+from ldlm_jax.training import checkpoint as ckpt_lib
+from ldlm_jax.training import sharding as sharding_lib
+from ldlm_jax.training import state as state_lib
+from ldlm_jax.training import step as step_lib
+
+from ldlm_testing import REPO, ToyEncoder, tiny_config, toy_tokens
+
+
+def _variants_module():
+  spec = importlib.util.spec_from_file_location('latent_spaces_config',
+                                                os.path.join(REPO, 'configs', 'latent_spaces.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+VARIANTS = _variants_module().VARIANTS
+AUTOENCODER = ('latent_encoder', 'latent_decoder', 'token_decoder')
+
+
+def _tiny(variant, **overrides):
+  """configs/tiny.py with a latent-space variant's settings (and the given overrides)."""
+  c = tiny_config()
+  for key, value in {**VARIANTS[variant], **overrides}.items():
+    node = c
+    *path, last = key.split('.')
+    for part in path:
+      node = node[part]
+    node[last] = value
+  c.optim.warmup_steps = 0
+  return c
+
+
+def _np(tree):
+  return jax.tree.map(np.array, tree)
+
+
+def _assert_tree_equal(a, b):
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize('variant', sorted(VARIANTS))
+def test_every_variant_trains_a_few_steps(variant):
+  """Four compiled steps on a toy encoder: the loss terms the space owns are finite and
+  move, every trainable component moves, and frozen components (cosmos stage two,
+  given by hand) are bitwise unchanged, with no optimizer slot or EMA."""
+  enc = ToyEncoder()
+  overrides = {'train.init_from.workdir': '/stage_one'} if variant == 'cosmos_stage2' else {}
+  # One denoiser layer and no self-conditioning pass: a cheaper compile (both tested elsewhere).
+  c = _tiny(variant, **overrides, **{'model.denoiser.num_layers': 1, 'diffusion.self_cond_prob': 0.0})
+  validate(c)
+  model = LDLM(c, enc)
+  rng = jax.random.PRNGKey(1)
+  components = {k: v for k, v in model.init_components(rng).items() if k in model.frozen_names}
+  frozen = model.frozen_inputs(enc.init_params(), np.zeros(enc.hidden_size), np.ones(enc.hidden_size),
+                               components=components)
+  frozen_before = _np(frozen)
+  mesh = sharding_lib.make_mesh(c)
+  state, _ = state_lib.create_sharded_train_state(model, c, mesh, jax.random.PRNGKey(0))
+  before = _np(state)
+  assert not set(state.params) & set(model.frozen_names)
+  assert set(state.params) | set(model.frozen_names) == set(model.init_components(rng))
+  step_fn = step_lib.compile_train_step(model, c, mesh, jax.eval_shape(lambda: state), frozen)
+  tokens = toy_tokens(8, c.data.seq_len)
+  history = []
+  for _ in range(4):
+    metrics = step_lib.empty_train_metrics()
+    state, metrics = step_fn(state, frozen, tokens, metrics)
+    history.append({k: float(v) for k, v in metrics.compute().items()})
+  assert all(np.isfinite(h['loss']) and h['nonfinite'] == 0 for h in history)
+  space = model.latent_space
+  assert (history[-1]['diffusion_loss'] > 0) == space.trains_diffusion
+  assert (history[-1]['ce_loss'] > 0) == ('token_decoder' not in model.frozen_names)
+  assert history[-1]['loss'] != history[0]['loss']
+  for name in state.params:
+    moved = any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before.params[name]),
+                                                          jax.tree.leaves(_np(state.params[name]))))
+    assert moved, name
+  _assert_tree_equal(frozen, frozen_before)
+  # Latents have the space's own width; the denoiser keeps its configured width.
+  d = model.dims
+  if space.trains_diffusion:
+    # (z_t, x0_sc) concatenated -> the DiT width.
+    assert state.params['denoiser']['input_proj']['kernel'].shape == (2 * d.latent_dim, c.model.denoiser.width)
+  if variant in ('tencdm', 'encoder_emb'):
+    assert d.latent_dim == enc.hidden_size and d.latent_len == c.data.seq_len
+  # Sampling reads the trainable EMA params with the frozen components added.
+  if variant == 'cosmos_stage2':
+    out = model.generate(model.with_frozen(state.ema_params, frozen), jax.random.PRNGKey(2), 2, 2)
+    assert out.shape == (2, c.data.seq_len)
+
+
+def test_self_condition_off_at_sampling_when_trained_without():
+  enc = ToyEncoder()
+  c = tiny_config()
+  c.diffusion.self_cond_prob = 0.0
+  c.model.denoiser.num_layers = 1
+  model = LDLM(c, enc)
+  params = model.init(jax.random.PRNGKey(0))
+  # Perturb every weight: the zero-initialized adaLN / output layers would ignore x0_sc.
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(5), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.2 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  d = model.dims
+  rng = jax.random.PRNGKey(3)
+  denoise = lambda z, t, sc: model.denoise(params, z, t, sc)
+  grid = solver_lib.time_grid(4, 0.05)
+  shape = (2, d.latent_len, d.latent_dim)
+  got = model.sample_latents(params, rng, 2, 4)
+  without = solver_lib.sample(denoise, model.schedule, rng, shape, grid, self_condition=False)
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(without))
+  c.diffusion.self_cond_prob = 0.5   # the default still self-conditions, which changes the path
+  assert not np.allclose(np.asarray(LDLM(c, enc).sample_latents(params, rng, 2, 4)), np.asarray(got))
+
+
+def _old_meta(config):
+  """Checkpoint meta as the first version wrote it (hand-kept key list + full config)."""
+  model = {}
+  for key in ckpt_lib.MODEL_DEFINING_KEYS:
+    node = config
+    for part in key.split('.'):
+      node = node[part]
+    model[key] = node.to_dict() if hasattr(node, 'to_dict') else node
+  return {'model': json.loads(json.dumps(model)), 'config': json.loads(config.to_json_best_effort())}
+
+
+def test_signature_is_derived_and_refuses_another_latent_space():
+  c = tiny_config()
+  # Today's meta and the first version's meta both accept their own config ...
+  ckpt_lib.check_signature({'model': ckpt_lib.model_signature(c), 'config': json.loads(c.to_json())}, c, 'W')
+  ckpt_lib.check_signature(_old_meta(c), c, 'W')
+  ckpt_lib.check_signature(_old_meta(c)['model'], c, 'W')   # the old call passed meta['model']
+  # ... and refuse another latent space, in one sentence naming the field.
+  other = _tiny('tencdm')
+  for meta in (_old_meta(c), {'model': ckpt_lib.model_signature(c), 'config': json.loads(c.to_json())}):
+    with pytest.raises(ckpt_lib.CheckpointMismatchError) as e:
+      ckpt_lib.check_signature(meta, other, 'W')
+    assert "latent_space.name='ldlm' but the config says 'tencdm'" in str(e.value)
+    assert str(e.value).count('. ') == 0 and 'new --workdir' in str(e.value)
+  # A field added to a model-defining section is in the signature without listing it.
+  c.model.some_future_field = 3
+  assert ckpt_lib.model_signature(c)['model.some_future_field'] == 3
+  assert 'model.dtype' not in ckpt_lib.model_signature(c)       # compute-only fields stay out
+  c.model.qk_norm = False                                       # missing from the old key list
+  with pytest.raises(ckpt_lib.CheckpointMismatchError, match='model.qk_norm'):
+    ckpt_lib.check_signature(_old_meta(tiny_config()), c, 'W')
+
+
+def test_config_errors_name_the_fix():
+  with pytest.raises(ConfigError, match='encoder.input=hidden'):
+    validate(_tiny('tencdm', **{'encoder.input': 'embeddings'}))
+  with pytest.raises(ConfigError, match='init_from.workdir=STAGE1_WORKDIR'):
+    validate(_tiny('cosmos_stage2'))
+  with pytest.raises(ConfigError, match='latent_space.stage'):
+    validate(_tiny('cosmos', **{'latent_space.stage': ''}))
+  with pytest.raises(ConfigError, match='not one of'):
+    validate(_tiny('ldlm', **{'latent_space.name': 'vae'}))
+  with pytest.raises(ValueError, match='unknown latent space variant'):
+    _variants_module().get_config('nope_cpu')
