@@ -56,7 +56,14 @@ def _assert_tree_equal(a, b):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-@pytest.mark.parametrize('variant', sorted(VARIANTS))
+# Both cosmos stages train end to end in test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand;
+# LDLM_TEST_ALL_VARIANTS=1 runs them here too (toy encoder, stage-one weights given by hand).
+# 'ldlm' is configs/tiny.py itself, trained in tests/test_train_step.py and test_train_loop.py.
+SINGLE_STAGE = ('scratch_emb', 'encoder_emb', 'tencdm')
+ROWS = sorted(VARIANTS) if os.environ.get('LDLM_TEST_ALL_VARIANTS') else SINGLE_STAGE
+
+
+@pytest.mark.parametrize('variant', ROWS)
 def test_every_variant_trains_a_few_steps(variant):
   """Four compiled steps on a toy encoder: the loss terms the space owns are finite and
   move, every trainable component moves, and frozen components (cosmos stage two,
@@ -174,3 +181,82 @@ def test_config_errors_name_the_fix():
     validate(_tiny('ldlm', **{'latent_space.name': 'vae'}))
   with pytest.raises(ValueError, match='unknown latent space variant'):
     _variants_module().get_config('nope_cpu')
+
+
+def _cosmos_run_config(variant, **overrides):
+  c = _tiny(variant, **{'model.denoiser.num_layers': 1, 'diffusion.self_cond_prob': 0.0}, **overrides)
+  c.train.log_every = 1
+  c.train.checkpoint_every = 4
+  c.train.eval_every = 0
+  c.train.sample_every = 0
+  c.train.num_log_samples = 0
+  return c
+
+
+def _logged_losses(workdir):
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [r['loss'] for r in map(json.loads, f) if 'loss' in r]
+
+
+def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
+  """Stage one trains the autoencoder; stage two (train.init_from, frozen) logs exactly the
+  losses of the same step run on the stage-one EMA autoencoder loaded and frozen by hand;
+  the frozen components stay bitwise equal to it in the checkpoint, a resume reads them
+  from the run's own checkpoint, and the run samples from its inference state."""
+  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import pipeline as data_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training.loop import train  # pylint: disable=import-outside-toplevel
+
+  stage_one, stage_two = str(tmp_path / 'cosmos_ae'), str(tmp_path / 'cosmos')
+  train(_cosmos_run_config('cosmos', **{'train.num_steps': 4}), stage_one)
+  c2 = _cosmos_run_config('cosmos_stage2', **{'train.num_steps': 3, 'train.init_from.workdir': stage_one})
+  train(c2, stage_two)
+
+  # By hand: the stage-one EMA autoencoder, read straight from its checkpoint, frozen.
+  step_dir = os.path.join(stage_one, 'checkpoints', '4')
+  with ocp.StandardCheckpointer() as ckptr:
+    ema = ckptr.restore(os.path.join(step_dir, 'state'))['ema_params']
+  autoencoder = {k: ema[k] for k in AUTOENCODER}
+  with ocp.Checkpointer(ocp.JsonCheckpointHandler()) as ckptr:
+    meta = ckptr.restore(os.path.join(step_dir, 'meta'))
+  encoder = load_frozen_encoder(c2.encoder.name, c2.encoder.path, c2.encoder.dtype)
+  tokenizer = load_encoder_tokenizer(c2.encoder.name, c2.encoder.path)
+  mesh = sharding_lib.make_mesh(c2)
+  replicated = sharding_lib.replicated(mesh)
+  encoder = encoder.on_device(replicated)
+  model = LDLM(c2, encoder)
+  frozen = jax.device_put(model.frozen_inputs(encoder.params, meta['norm_mean'], meta['norm_std'],
+                                              components=autoencoder), replicated)
+  state, _ = state_lib.create_sharded_train_state(model, c2, mesh, jax.random.PRNGKey(c2.train.seed))
+  assert set(state.params) == set(state.ema_params) == {'denoiser'}
+  step_fn = step_lib.compile_train_step(model, c2, mesh, jax.eval_shape(lambda: state), frozen)
+  batches = data_lib.make_train_iterator(c2, tokenizer, process_index=0, process_count=1,
+                                         batch_size=int(c2.train.batch_size))
+  by_hand = []
+  for _ in range(4):
+    tokens = jax.device_put(np.asarray(next(batches)['tokens']), sharding_lib.batch_sharding(mesh))
+    metrics = jax.device_put(step_lib.empty_train_metrics(), replicated)
+    state, metrics = step_fn(state, frozen, tokens, metrics)
+    by_hand.append(float(metrics.compute()['loss']))
+  assert _logged_losses(stage_two) == by_hand[:3]
+
+  # Frozen by construction: bitwise the stage-one EMA, outside the state.
+  run = restore.load_run(stage_two)
+  with ocp.StandardCheckpointer() as ckptr:
+    saved = ckptr.restore(os.path.join(stage_two, 'checkpoints', '3', 'state'))
+  assert set(saved['params']) == set(saved['ema_params']) == {'denoiser'}
+  _assert_tree_equal({k: run.state.ema_params[k] for k in AUTOENCODER}, autoencoder)
+  assert run.state.params is None   # the inference state holds no raw params or optimizer state
+
+  # Resume without the stage-one directory: the frozen components come from the run's checkpoint.
+  os.rename(stage_one, stage_one + '_moved')
+  c2.train.num_steps = 4
+  train(c2, stage_two)
+  assert _logged_losses(stage_two) == by_hand
+
+  records = sample_lib.generate_samples(run, 2, 2, 0, 2, time_grid='uniform', t_min=0.05,
+                                        solver='euler_maruyama', progress=False)
+  assert len(records) == 2 and all(len(r['tokens']) == c2.data.seq_len for r in records)
