@@ -170,6 +170,20 @@ def test_signature_is_derived_and_refuses_another_latent_space():
     ckpt_lib.check_signature(_old_meta(tiny_config()), c, 'W')
 
 
+def test_every_variant_config_validates_at_both_sizes():
+  module = _variants_module()
+  assert set(module.ROWS) | set(module.TWO_STAGE.values()) == set(VARIANTS)
+  for name in VARIANTS:
+    for suffix in ('', '_cpu'):
+      c = module.get_config(name + suffix)
+      if name in module.TWO_STAGE.values():
+        c.train.init_from.workdir = '/runs/stage_one'
+      validate(c)
+      assert c.latent_space.name == VARIANTS[name].get('latent_space.name', 'ldlm')
+      assert c.encoder.name == ('minilm-l6' if suffix else 'gpt2')
+  assert module.get_config('cosmos_cpu').train.num_steps == module.get_config('ldlm_cpu').train.num_steps // 2
+
+
 def test_config_errors_name_the_fix():
   with pytest.raises(ConfigError, match='encoder.input=hidden'):
     validate(_tiny('tencdm', **{'encoder.input': 'embeddings'}))
@@ -250,6 +264,22 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   assert set(saved['params']) == set(saved['ema_params']) == {'denoiser'}
   _assert_tree_equal({k: run.state.ema_params[k] for k in AUTOENCODER}, autoencoder)
   assert run.state.params is None   # the inference state holds no raw params or optimizer state
+
+  # init_from with frozen=False: the taken components initialize trainable params and their EMA.
+  from ldlm_jax.training import init_from as init_from_lib  # pylint: disable=import-outside-toplevel
+  c3 = _cosmos_run_config('ldlm', **{'train.init_from.workdir': stage_one, 'train.init_from.frozen': False,
+                                     'train.init_from.components': 'latent_encoder,latent_decoder'})
+  model3 = LDLM(c3, encoder)
+  state3, shardings3 = state_lib.create_sharded_train_state(model3, c3, mesh, jax.random.PRNGKey(0))
+  fresh3 = _np(state3)
+  state3, frozen3 = init_from_lib.apply(c3, model3, state3, mesh, shardings3)
+  assert frozen3 == {} and model3.frozen_names == ()
+  for name in ('latent_encoder', 'latent_decoder'):
+    _assert_tree_equal(state3.params[name], autoencoder[name])
+    _assert_tree_equal(state3.ema_params[name], autoencoder[name])
+  for name in ('token_decoder', 'denoiser'):
+    _assert_tree_equal(state3.params[name], fresh3.params[name])
+  _assert_tree_equal(state3.opt_state, fresh3.opt_state)
 
   # Resume without the stage-one directory: the frozen components come from the run's checkpoint.
   os.rename(stage_one, stage_one + '_moved')
