@@ -225,7 +225,9 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   from ldlm_jax.training.loop import train  # pylint: disable=import-outside-toplevel
 
   stage_one, stage_two = str(tmp_path / 'cosmos_ae'), str(tmp_path / 'cosmos')
-  train(_cosmos_run_config('cosmos', **{'train.num_steps': 4}), stage_one)
+  # Stage one asks for end-of-run samples: it has no denoiser, so the loop skips them.
+  train(_cosmos_run_config('cosmos', **{'train.num_steps': 4, 'train.num_log_samples': 2}), stage_one)
+  assert not os.path.isdir(os.path.join(stage_one, 'samples')) or not os.listdir(os.path.join(stage_one, 'samples'))
   c2 = _cosmos_run_config('cosmos_stage2', **{'train.num_steps': 3, 'train.init_from.workdir': stage_one})
   train(c2, stage_two)
 
@@ -287,6 +289,9 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   train(c2, stage_two)
   assert _logged_losses(stage_two) == by_hand
 
+  with pytest.raises(ConfigError, match='autoencoder stage without a denoiser'):
+    sample_lib.generate_samples(restore.load_run(stage_one + '_moved'), 2, 2, 0, 2, time_grid='uniform',
+                                t_min=0.05, solver='euler_maruyama', progress=False)
   records = sample_lib.generate_samples(run, 2, 2, 0, 2, time_grid='uniform', t_min=0.05,
                                         solver='euler_maruyama', progress=False)
   assert len(records) == 2 and all(len(r['tokens']) == c2.data.seq_len for r in records)

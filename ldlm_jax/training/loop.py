@@ -228,7 +228,9 @@ def train(config, workdir: str) -> dict:
     eval_batches = data_lib.make_eval_batches(config, tokenizer, int(tc.eval_batches), int(tc.batch_size))
     eval_fn = step_lib.compile_eval_step(model, mesh, state_shapes.params, frozen)
   num_samples = int(tc.num_log_samples)
-  generate_fn = make_generate_fn(model, config, num_samples) if num_samples > 0 else None
+  # An autoencoder stage (cosmos stage one) has no denoiser to sample with.
+  can_sample = num_samples > 0 and model.latent_space.trains_diffusion
+  generate_fn = make_generate_fn(model, config, num_samples) if can_sample else None
 
   def evaluate(step: int) -> dict:
     total = None
