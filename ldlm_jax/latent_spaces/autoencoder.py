@@ -84,7 +84,8 @@ class JointAutoencoder(LatentSpace):
           keys['scratch_embedding'], (d.vocab_size, d.feature_dim), jnp.float32)
     return params
 
-  def encode(self, params, h_n_BLH):
+  def encode(self, params, h_n_BLH, rng=None):
+    del rng
     return self.latent_encoder.apply({'params': params['latent_encoder']}, h_n_BLH).astype(jnp.float32)
 
   def decode(self, params, z_BND):

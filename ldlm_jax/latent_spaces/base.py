@@ -3,7 +3,7 @@
 A latent space decides what the diffusion model diffuses:
 
   features(frozen, params, tokens_BL) -> h_n_BLH   normalized frozen features (or a trained table)
-  encode(params, h_n_BLH)             -> z_BND     the clean latents x0 of the diffusion loss
+  encode(params, h_n_BLH, rng=None)   -> z_BND     the clean latents x0 of the diffusion loss
   decode(params, z_BND)               -> h_hat     what the shared token decoder reads
   reconstruction(params, h_n, z, tokens, rng) -> named loss terms (and metrics)
 
@@ -105,7 +105,8 @@ class LatentSpace:
   def init(self, keys: dict) -> dict:
     raise NotImplementedError
 
-  def encode(self, params, h_n_BLH):
+  def encode(self, params, h_n_BLH, rng=None):
+    """`rng` is given in training only (e.g. a VAE's reparameterization); None = deterministic."""
     raise NotImplementedError
 
   def decode(self, params, z_BND):

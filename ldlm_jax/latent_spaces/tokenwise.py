@@ -52,10 +52,12 @@ class FrozenFeatureLatents(LatentSpace):
     h = jnp.zeros((1, d.seq_len, d.feature_dim), jnp.float32)
     return {'token_decoder': self.model.token_decoder.init(keys['token_decoder'], h)['params']}
 
-  def encode(self, params, h_n_BLH):
+  def encode(self, params, h_n_BLH, rng=None):
+    del params, rng
     return h_n_BLH
 
   def decode(self, params, z_BND):
+    del params
     return z_BND
 
   def reconstruction(self, params, h_n_BLH, z_BND, tokens_BL, rng):
@@ -96,7 +98,8 @@ class ScratchEmbeddingLatents(FrozenFeatureLatents):
         keys['scratch_embedding'], (self.vocab_size, self._dims.latent_dim), jnp.float32)
     return params
 
-  def encode(self, params, h_n_BLH):
+  def encode(self, params, h_n_BLH, rng=None):
+    del params, rng
     # CDCD: every embedding row has norm sqrt(D), i.e. unit mean square per dimension.
     sq = jnp.mean(jnp.square(h_n_BLH), axis=-1, keepdims=True)
     return h_n_BLH * jax.lax.rsqrt(sq + 1e-12)

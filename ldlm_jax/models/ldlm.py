@@ -117,8 +117,8 @@ class LDLM:
     """h_n (B, L, H): normalized frozen features, or trainable scratch embeddings."""
     return self.latent_space.features(frozen, params, tokens_BL)
 
-  def encode(self, params, h_n_BLH):
-    return self.latent_space.encode(params, h_n_BLH)
+  def encode(self, params, h_n_BLH, rng=None):
+    return self.latent_space.encode(params, h_n_BLH, rng)
 
   def decode(self, params, z_BND):
     return self.latent_space.decode(params, z_BND)
@@ -146,7 +146,8 @@ class LDLM:
     space = self.latent_space
 
     h_n = self.features(frozen, params, tokens_BL)
-    z = self.encode(params, h_n)                                   # (B, N, D)
+    # A stochastic encoder (a VAE) draws from its own stream; the four above stay as they were.
+    z = self.encode(params, h_n, jax.random.fold_in(rng, 4))       # (B, N, D)
 
     # Reconstruction branch (the latent space's own terms; noisy decoder input).
     terms = space.reconstruction(params, h_n, z, tokens_BL, rng_dec)
