@@ -294,7 +294,8 @@ def validate(config) -> None:
     raise ConfigError(
         "loss.reconstruction='ce' with loss.ce_stop_gradient=True leaves the latent encoder "
         'without any reconstruction signal; set --config.loss.ce_stop_gradient=False (Table 1 ablation).')
-  if config.encoder.input == 'scratch' and lc.reconstruction != 'ce' and config.latent_space.name == 'ldlm':
+  ldlm_space = config.latent_space.name == 'ldlm'   # the others own their reconstruction terms
+  if config.encoder.input == 'scratch' and lc.reconstruction != 'ce' and ldlm_space:
     raise ConfigError(
         "encoder.input='scratch' trains the embedding table itself, so an MSE target would "
         "collapse; use --config.loss.reconstruction=ce --config.loss.ce_stop_gradient=False.")

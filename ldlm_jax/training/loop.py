@@ -207,8 +207,8 @@ def train(config, workdir: str) -> dict:
     if config.train.init_from.workdir:
       state, components = init_from_lib.apply(config, model, state, mesh, state_sh)
       frozen = frozen.replace(components=components)
-      _log(f'initialized {sorted(components) or "trainable"} components from '
-           f'{config.train.init_from.workdir} (frozen: {sorted(components)})')
+      _log(f'train.init_from: {config.train.init_from.components} from '
+           f'{config.train.init_from.workdir} (frozen: {sorted(components) or "none"})')
     metrics_acc = fresh_metrics()
     _write_config(workdir, config)
   start_step = int(state.step)
