@@ -145,7 +145,8 @@ def base_config() -> ml_collections.ConfigDict:
   # --- Joint objective (SPEC 5) --------------------------------------------
   c.loss = ml_collections.ConfigDict()
   # Reconstruction signal reaching the latent encoder: 'mse' (paper),
-  # 'ce', 'mse+ce' (Table 1 ablation).
+  # 'ce', 'mse+ce' (Table 1 ablation). For the autoencoder latent spaces
+  # ('ldlm', 'cosmos'); the token-level ones are trained by CE alone.
   c.loss.reconstruction = 'mse'
   # Stop the CE gradient at h_hat (paper). False for the Table 1 ablations.
   c.loss.ce_stop_gradient = True

@@ -74,6 +74,10 @@ class FrozenFeatureLatents(LatentSpace):
     if int(mc.latent_len) not in (0, int(config.data.seq_len)):
       raise ConfigError(
           f'latent_space.name={cls.name!r} has one latent per token; set --config.model.latent_len=0.')
+    if not config.loss.train_token_decoder:
+      raise ConfigError(
+          f'latent_space.name={cls.name!r} decodes only through the jointly trained token decoder; '
+          'set --config.loss.train_token_decoder=True.')
 
 
 class EncoderEmbeddingLatents(FrozenFeatureLatents):
