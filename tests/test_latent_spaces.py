@@ -187,6 +187,8 @@ def test_every_variant_config_validates_at_both_sizes():
 def test_config_errors_name_the_fix():
   with pytest.raises(ConfigError, match='encoder.input=hidden'):
     validate(_tiny('tencdm', **{'encoder.input': 'embeddings'}))
+  with pytest.raises(ConfigError, match='train_token_decoder=True'):
+    validate(_tiny('scratch_emb', **{'loss.train_token_decoder': False}))
   with pytest.raises(ConfigError, match='init_from.workdir=STAGE1_WORKDIR'):
     validate(_tiny('cosmos_stage2'))
   with pytest.raises(ConfigError, match='latent_space.stage'):
