@@ -60,10 +60,7 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
     raise ConfigError(f'--t_min must be in (0, 1) (got {t_min}).')
   shards = mesh.shape['data'] * mesh.shape['fsdp']
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
-  if 'denoiser' not in params:
-    raise ConfigError(
-        f'The run in {run.workdir} is an autoencoder stage without a denoiser '
-        f'(latent_space.stage={run.config.latent_space.stage!r}); sample from its stage-two run.')
+  run.check_can_sample()
   if token_decoder:
     module, dec_params, _ = load_decoder(token_decoder, model)
     decode = lambda p, z: jax.numpy.argmax(module.apply({'params': dec_params}, z), -1).astype(jax.numpy.int32)

@@ -220,7 +220,6 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   the frozen components stay bitwise equal to it in the checkpoint, a resume reads them
   from the run's own checkpoint, and the run samples from its inference state."""
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data import pipeline as data_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
@@ -292,8 +291,7 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   assert _logged_losses(stage_two) == by_hand
 
   with pytest.raises(ConfigError, match='autoencoder stage without a denoiser'):
-    sample_lib.generate_samples(restore.load_run(stage_one + '_moved'), 2, 2, 0, 2, time_grid='uniform',
-                                t_min=0.05, solver='euler_maruyama', progress=False)
-  records = sample_lib.generate_samples(run, 2, 2, 0, 2, time_grid='uniform', t_min=0.05,
-                                        solver='euler_maruyama', progress=False)
-  assert len(records) == 2 and all(len(r['tokens']) == c2.data.seq_len for r in records)
+    restore.load_run(stage_one + '_moved').check_can_sample()   # what `ldlm_jax.sample` calls first
+  run.check_can_sample()
+  tokens = run.model.generate(run.state.ema_params, jax.random.PRNGKey(0), 2, 2)
+  assert tokens.shape == (2, c2.data.seq_len)

@@ -57,6 +57,12 @@ class Run:
   meta: dict
   mesh: Any
 
+  def check_can_sample(self) -> None:
+    if not self.model.latent_space.trains_diffusion:
+      raise ConfigError(
+          f'The run in {self.workdir} is an autoencoder stage without a denoiser '
+          f'(latent_space.stage={self.config.latent_space.stage!r}); sample from its stage-two run.')
+
 
 def _tokenizer_for(config, meta: dict) -> TextTokenizer:
   errors = []
