@@ -114,6 +114,21 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.denoiser.num_heads = 12
   c.model.denoiser.mlp_ratio = 4
 
+  # --- Latent space (paper Table 2; ldlm_jax/latent_spaces) -----------------
+  c.latent_space = ml_collections.ConfigDict()
+  # What the diffusion model diffuses: 'ldlm' (the jointly trained autoencoder,
+  # paper), 'scratch_emb' (Li et al. 2022), 'encoder_emb' (Strudel et al. 2023),
+  # 'tencdm' (Shabalin et al. 2025), 'cosmos' (Meshchaninov et al. 2025, two
+  # stages). Variants with their settings: configs/latent_spaces.py.
+  c.latent_space.name = 'ldlm'
+  # Two-stage spaces only ('cosmos'): 'autoencoder' (stage one) or 'diffusion'
+  # (stage two, on the frozen stage-one autoencoder); '' for the others. Ours.
+  c.latent_space.stage = ''
+  # 'cosmos' stage one: fraction of encoder-input positions masked (set to the
+  # features' mean) while the autoencoder learns to reconstruct them (COSMOS's
+  # input masking; *default* 0.15, BERT's rate, ours).
+  c.latent_space.mask_prob = 0.15
+
   # --- Diffusion (SPEC 4) --------------------------------------------------
   c.diffusion = ml_collections.ConfigDict()
   # Tangent schedule a_t = 1/sqrt(1 + d^2 tan^2(pi t/2)). *default* d = 5
@@ -130,7 +145,8 @@ def base_config() -> ml_collections.ConfigDict:
   # --- Joint objective (SPEC 5) --------------------------------------------
   c.loss = ml_collections.ConfigDict()
   # Reconstruction signal reaching the latent encoder: 'mse' (paper),
-  # 'ce', 'mse+ce' (Table 1 ablation).
+  # 'ce', 'mse+ce' (Table 1 ablation). For the autoencoder latent spaces
+  # ('ldlm', 'cosmos'); the token-level ones are trained by CE alone.
   c.loss.reconstruction = 'mse'
   # Stop the CE gradient at h_hat (paper). False for the Table 1 ablations.
   c.loss.ce_stop_gradient = True
@@ -184,6 +200,16 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_log_samples = 8
   c.train.eval_every = 10_000       # Validation losses (0 = off).
   c.train.eval_batches = 8
+  # Start from another run's weights (two-stage training; ours, DESIGN seam 4).
+  c.train.init_from = ml_collections.ConfigDict()
+  c.train.init_from.workdir = ''     # That run's work directory ('' = off).
+  c.train.init_from.step = 0         # Its checkpoint step (0 = latest).
+  # Comma-separated components to take, e.g. 'latent_encoder,latent_decoder,token_decoder'.
+  c.train.init_from.components = ''
+  # True: the taken components stay frozen (outside the train state: no
+  # optimizer, weight decay, EMA or donation); False: they initialize training.
+  c.train.init_from.frozen = True
+  c.train.init_from.use_ema = True   # Take that run's EMA params (else its raw params).
 
   # --- Sampling (SPEC 6) ----------------------------------------------------
   c.sample = ml_collections.ConfigDict()
@@ -277,7 +303,8 @@ def validate(config) -> None:
     raise ConfigError(
         "loss.reconstruction='ce' with loss.ce_stop_gradient=True leaves the latent encoder "
         'without any reconstruction signal; set --config.loss.ce_stop_gradient=False (Table 1 ablation).')
-  if config.encoder.input == 'scratch' and lc.reconstruction != 'ce':
+  ldlm_space = config.latent_space.name == 'ldlm'   # the others own their reconstruction terms
+  if config.encoder.input == 'scratch' and lc.reconstruction != 'ce' and ldlm_space:
     raise ConfigError(
         "encoder.input='scratch' trains the embedding table itself, so an MSE target would "
         "collapse; use --config.loss.reconstruction=ce --config.loss.ce_stop_gradient=False.")
@@ -287,6 +314,17 @@ def validate(config) -> None:
       raise ConfigError(
           f'the self-attention {part.replace("_", " ")} pairs one latent with one token, so '
           f'model.latent_len must be 0 or data.seq_len={config.data.seq_len} (got {mc.latent_len}).')
+  from ldlm_jax import latent_spaces  # pylint: disable=import-outside-toplevel  (models import config)
+  latent_spaces.latent_space_class(config).check_config(config)
+  fc = config.train.init_from
+  taken = [s for s in fc.components.split(',') if s]
+  if bool(fc.workdir) != bool(taken):
+    raise ConfigError('train.init_from needs both a workdir and the components to take '
+                      '(e.g. --config.train.init_from.components=latent_encoder,latent_decoder).')
+  unknown = [s for s in taken if s not in latent_spaces.COMPONENTS]
+  if unknown:
+    raise ConfigError(f'train.init_from.components names unknown components {unknown}; '
+                      f'choose from {latent_spaces.COMPONENTS}.')
   if mc.attention_impl == 'cudnn' and mc.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs --config.model.dtype=bfloat16.")
   widths = {

@@ -54,12 +54,15 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
 
   model, mesh = run.model, run.mesh
   params = run.state.ema_params if use_ema else run.state.params
+  if params is None:
+    raise ValueError(f'load_run was asked for the other params kind than use_ema={use_ema}')
   if steps < 1 or num_samples < 1 or batch_size < 1:
     raise ConfigError('--steps, --num_samples and --batch_size must be >= 1.')
   if not 0.0 < t_min < 1.0:
     raise ConfigError(f'--t_min must be in (0, 1) (got {t_min}).')
   shards = mesh.shape['data'] * mesh.shape['fsdp']
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
+  run.check_can_sample()
   if token_decoder:
     module, dec_params, _ = load_decoder(token_decoder, model)
     decode = lambda p, z: jax.numpy.argmax(module.apply({'params': dec_params}, z), -1).astype(jax.numpy.int32)
@@ -121,7 +124,8 @@ def main(argv):
   del argv
   from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
   out = check_flags()
-  run = restore.load_run(_WORKDIR.value, _STEP.value)
+  run = restore.load_run(_WORKDIR.value, _STEP.value,
+                         params='params' if _NO_EMA.value else 'ema_params')
   sc = run.config.sample
   steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
   t0 = time.time()

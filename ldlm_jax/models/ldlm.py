@@ -8,83 +8,56 @@ pure functions of explicit parameters:
   loss_fn(params, frozen, tokens, rng, step, sampler_state) -> (loss, aux)
   generate(params, rng, ...)        -> tokens, via one compiled lax.scan
 
-Trainable parameters and the frozen token encoder are kept apart by
-construction: the frozen weights arrive in a separate `FrozenInputs` pytree
-that is never differentiated, never in the optimizer and never donated.
+What is diffused comes from the latent space (`config.latent_space.name`,
+ldlm_jax/latent_spaces); the denoiser, token decoder and sampler are shared.
+Trainable parameters and frozen weights (the token encoder, components taken
+frozen from `train.init_from`) are kept apart by construction: the frozen
+ones arrive in a separate `FrozenInputs` pytree that is never differentiated,
+never in the optimizer or the EMA and never donated.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ldlm_jax.diffusion import solver as solver_lib
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.diffusion.schedule import schedule_from_config
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda, scale_gradient
+from ldlm_jax.latent_spaces import COMPONENTS, Dims, FrozenInputs, latent_space_class
 from ldlm_jax.models import layers
 from ldlm_jax.models.dit import DiT
-from ldlm_jax.models.perceiver import PerceiverResampler, SelfAttentionEncoder
 from ldlm_jax.models.token_decoder import TokenDecoder
 
-COMPONENTS = ('latent_encoder', 'latent_decoder', 'token_decoder', 'denoiser',
-              'scratch_embedding')
+__all__ = ['COMPONENTS', 'Dims', 'FrozenInputs', 'LDLM', 'count_params', 'frozen_component_names']
 
 
-@flax.struct.dataclass
-class FrozenInputs:
-  """Everything the loss needs that is not trained.
-
-  encoder_params: the frozen token encoder's weights ('hidden'), only its
-    embedding table ('embeddings'), or empty ('scratch').
-  norm_mean / norm_std: (H,) per-dimension statistics of the features (SPEC 2).
-  """
-  encoder_params: Any
-  norm_mean: jax.Array
-  norm_std: jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class Dims:
-  seq_len: int        # L
-  latent_len: int     # N
-  latent_dim: int     # D
-  feature_dim: int    # H: width of the features the autoencoder reconstructs
-  vocab_size: int     # V
+def frozen_component_names(config) -> tuple[str, ...]:
+  """Components taken frozen from `train.init_from` (kept outside the train state)."""
+  fc = config.train.init_from
+  if not fc.workdir or not fc.frozen:
+    return ()
+  return tuple(s for s in fc.components.split(',') if s)
 
 
 class LDLM:
-  """Latent encoder + latent decoder + token decoder + DiT denoiser."""
+  """A latent space (ldlm_jax.latent_spaces) + token decoder + DiT denoiser."""
 
   def __init__(self, config, encoder):
     """`encoder` is the frozen token encoder (ldlm_jax.encoders.registry.FrozenEncoder)."""
     self.config = config
     self.encoder = encoder
     mc = config.model
-    seq_len = int(config.data.seq_len)
-    self.dims = Dims(
-        seq_len=seq_len,
-        latent_len=int(mc.latent_len) or seq_len,
-        latent_dim=int(mc.latent_dim),
-        feature_dim=int(encoder.hidden_size),
-        vocab_size=int(encoder.vocab_size))
     self.schedule = schedule_from_config(config)
     self.input_kind = config.encoder.input
     self.encoder_layer = int(config.encoder.layer)
+    self.latent_space = latent_space_class(config)(config, encoder, self)
+    self.dims = self.latent_space.dims()
     d = self.dims
-
-    enc = mc.latent_encoder
-    self.latent_encoder = self._latent_module(enc, 'latent encoder', num_queries=d.latent_len,
-                                              out_dim=d.latent_dim, output_norm=enc.output_norm)
-    self.latent_decoder = self._latent_module(mc.latent_decoder, 'latent decoder',
-                                              num_queries=d.seq_len, out_dim=d.feature_dim,
-                                              output_norm=False)
+    self.frozen_names = tuple(sorted(set(frozen_component_names(config))
+                                     | set(self.latent_space.frozen_components)))
 
     self.token_decoder = self.make_token_decoder(
         num_layers=mc.token_decoder.num_layers, width=int(mc.token_decoder.width) or d.feature_dim,
@@ -92,86 +65,63 @@ class LDLM:
 
     den = mc.denoiser
     self.denoiser = DiT(latent_dim=d.latent_dim, width=den.width, num_layers=den.num_layers,
-                        num_heads=den.num_heads, mlp_ratio=den.mlp_ratio, **self._module_options())
+                        num_heads=den.num_heads, mlp_ratio=den.mlp_ratio, **self.module_options())
 
-    lc = config.loss
-    self.use_mse = lc.reconstruction in ('mse', 'mse+ce')
-    self.use_ce = lc.reconstruction in ('ce', 'mse+ce') or bool(lc.train_token_decoder)
+  # The autoencoder's modules and switches (LDLM / COSMOS spaces), for the benchmarks.
+  latent_encoder = property(lambda self: self.latent_space.latent_encoder)
+  latent_decoder = property(lambda self: self.latent_space.latent_decoder)
+  use_ce = property(lambda self: 'token_decoder' in self.latent_space.components)
 
-  def _module_options(self) -> dict:
+  def module_options(self) -> dict:
     """Compute dtype, attention implementation and q/k norm: the same for every trainable module."""
     mc = self.config.model
     return dict(dtype=layers.dtype_from_name(mc.dtype), attention_impl=mc.attention_impl or None,
                 qk_norm=bool(mc.qk_norm))
 
-  def _latent_module(self, part, what: str, num_queries: int, out_dim: int, output_norm: bool):
-    """The latent encoder or hidden-state decoder of `part.type`: Perceiver or B.4 self-attention."""
-    shape = dict(width=int(part.width) or self.dims.latent_dim, out_dim=out_dim,
-                 num_layers=part.num_layers, num_heads=part.num_heads, mlp_ratio=part.mlp_ratio,
-                 output_norm=output_norm, **self._module_options())
-    if part.type == 'perceiver':
-      return PerceiverResampler(num_queries=num_queries, **shape)
-    if part.type == 'self_attention':
-      return SelfAttentionEncoder(**shape)
-    raise ValueError(f'unknown {what} type {part.type!r}')
-
   def make_token_decoder(self, num_layers, width, num_heads, mlp_ratio=4):
     return TokenDecoder(vocab_size=self.dims.vocab_size, width=width, num_layers=num_layers,
-                        num_heads=num_heads, mlp_ratio=mlp_ratio, **self._module_options())
+                        num_heads=num_heads, mlp_ratio=mlp_ratio, **self.module_options())
 
   # ---------------------------------------------------------------- params --
-  def init(self, rng) -> dict:
+  def init_components(self, rng) -> dict:
+    """Every component's params, trainable and frozen (the frozen ones' shapes)."""
     d = self.dims
     keys = dict(zip(COMPONENTS, jax.random.split(rng, len(COMPONENTS))))
-    h = jnp.zeros((1, d.seq_len, d.feature_dim), jnp.float32)
-    z = jnp.zeros((1, d.latent_len, d.latent_dim), jnp.float32)
-    params = {
-        'latent_encoder': self.latent_encoder.init(keys['latent_encoder'], h)['params'],
-        'latent_decoder': self.latent_decoder.init(keys['latent_decoder'], z)['params'],
-        'denoiser': self.denoiser.init(keys['denoiser'], z, jnp.zeros((1,)), z)['params'],
-    }
-    if self.use_ce:
-      params['token_decoder'] = self.token_decoder.init(keys['token_decoder'], h)['params']
-    if self.input_kind == 'scratch':
-      params['scratch_embedding'] = layers.EMBED_INIT(
-          keys['scratch_embedding'], (d.vocab_size, d.feature_dim), jnp.float32)
+    params = self.latent_space.init(keys)
+    if self.latent_space.trains_diffusion:
+      z = jnp.zeros((1, d.latent_len, d.latent_dim), jnp.float32)
+      params['denoiser'] = self.denoiser.init(keys['denoiser'], z, jnp.zeros((1,)), z)['params']
     return params
 
-  def frozen_inputs(self, encoder_params, norm_mean, norm_std) -> FrozenInputs:
-    """Packs what the loss needs from the frozen encoder (only that)."""
-    if self.input_kind == 'hidden':
-      enc = encoder_params
-    elif self.input_kind == 'embeddings':
-      enc = {'embedding': jnp.asarray(self.encoder.embedding_table(encoder_params), jnp.float32)}
-    else:
-      enc = {}
-    return FrozenInputs(encoder_params=enc,
-                        norm_mean=jnp.asarray(norm_mean, jnp.float32),
-                        norm_std=jnp.asarray(norm_std, jnp.float32))
+  def init(self, rng) -> dict:
+    """Trainable params (dict per component); frozen components come from train.init_from."""
+    return {k: v for k, v in self.init_components(rng).items() if k not in self.frozen_names}
+
+  @staticmethod
+  def with_frozen(params, frozen: FrozenInputs) -> dict:
+    """Trainable params with the frozen components added (what every forward reads)."""
+    if not frozen.components:
+      return params
+    return {**frozen.components, **params}
+
+  def frozen_inputs(self, encoder_params, norm_mean, norm_std, components=None) -> FrozenInputs:
+    """Packs what the loss needs from the frozen encoder (only that) and frozen components."""
+    return self.latent_space.frozen_inputs(encoder_params, norm_mean, norm_std, components)
 
   # --------------------------------------------------------------- pieces --
   def raw_features(self, encoder_params, tokens_BL):
     """Un-normalized features of the frozen encoder ('hidden' / 'embeddings')."""
-    if self.input_kind == 'hidden':
-      h = self.encoder.hidden_state(encoder_params, tokens_BL, self.encoder_layer)
-    elif self.input_kind == 'embeddings':
-      h = jnp.take(encoder_params['embedding'], tokens_BL, axis=0)
-    else:
-      raise ValueError('scratch embeddings have no frozen features')
-    return jax.lax.stop_gradient(h.astype(jnp.float32))
+    return self.latent_space.raw_features(encoder_params, tokens_BL)
 
   def features(self, frozen: FrozenInputs, params, tokens_BL):
     """h_n (B, L, H): normalized frozen features, or trainable scratch embeddings."""
-    if self.input_kind == 'scratch':
-      return jnp.take(params['scratch_embedding'], tokens_BL, axis=0)
-    h = self.raw_features(frozen.encoder_params, tokens_BL)
-    return (h - frozen.norm_mean) / frozen.norm_std
+    return self.latent_space.features(frozen, params, tokens_BL)
 
-  def encode(self, params, h_n_BLH):
-    return self.latent_encoder.apply({'params': params['latent_encoder']}, h_n_BLH).astype(jnp.float32)
+  def encode(self, params, h_n_BLH, rng=None):
+    return self.latent_space.encode(params, h_n_BLH, rng)
 
   def decode(self, params, z_BND):
-    return self.latent_decoder.apply({'params': params['latent_decoder']}, z_BND).astype(jnp.float32)
+    return self.latent_space.decode(params, z_BND)
 
   def token_logits(self, params, h_hat_BLH, token_decoder=None, token_decoder_params=None):
     module = token_decoder or self.token_decoder
@@ -192,22 +142,16 @@ class LDLM:
     c = self.config
     batch = tokens_BL.shape[0]
     rng_t, rng_eps, rng_dec, rng_sc = jax.random.split(rng, 4)
+    params = self.with_frozen(params, frozen)
+    space = self.latent_space
 
     h_n = self.features(frozen, params, tokens_BL)
-    z = self.encode(params, h_n)                                   # (B, N, D)
+    # A stochastic encoder (a VAE) draws from its own stream; the four above stay as they were.
+    z = self.encode(params, h_n, jax.random.fold_in(rng, 4))       # (B, N, D)
 
-    # Reconstruction branch: noisy decoder input (training only).
-    z_in = z + c.loss.decoder_noise_std * jax.random.normal(rng_dec, z.shape, z.dtype)
-    h_hat = self.decode(params, z_in)                              # (B, L, H)
-    zero = jnp.zeros((), jnp.float32)
-    rec_loss = jnp.mean(jnp.square(h_hat - h_n)) if self.use_mse else zero
-    if self.use_ce:
-      dec_in = jax.lax.stop_gradient(h_hat) if c.loss.ce_stop_gradient else h_hat
-      logits = self.token_logits(params, dec_in)
-      ce_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BL))
-      token_acc = jnp.mean((jnp.argmax(logits, -1) == tokens_BL).astype(jnp.float32))
-    else:
-      ce_loss, token_acc = zero, zero
+    # Reconstruction branch (the latent space's own terms; noisy decoder input).
+    terms = space.reconstruction(params, h_n, z, tokens_BL, rng_dec)
+    rec_loss, ce_loss, token_acc = terms['reconstruction_loss'], terms['ce_loss'], terms['token_accuracy']
 
     # Diffusion branch: the encoder's gradient from L_diff is scaled by lam.
     lam = encoder_warmup_lambda(step, int(c.encoder_warmup.steps),
@@ -215,16 +159,21 @@ class LDLM:
     z0 = scale_gradient(z, lam)
     adaptive = c.timesteps.sampler == 'adaptive'
     t, bins = timesteps_lib.sample(sampler_state, rng_t, batch, adaptive)
-    eps = jax.random.normal(rng_eps, z0.shape, z0.dtype)
-    z_t = self.schedule.add_noise(z0, t, eps)
-    x0_sc = self._self_condition(params, z_t, t, rng_sc)
-    x0_hat = self.denoise(params, z_t, t, x0_sc)
-    diff_per_example = jnp.mean(jnp.square(x0_hat - z0), axis=(1, 2))
+    if space.trains_diffusion:
+      eps = jax.random.normal(rng_eps, z0.shape, z0.dtype)
+      z_t = self.schedule.add_noise(z0, t, eps)
+      x0_sc = self._self_condition(params, z_t, t, rng_sc)
+      x0_hat = self.denoise(params, z_t, t, x0_sc)
+      diff_per_example = jnp.mean(jnp.square(x0_hat - z0), axis=(1, 2))
+    else:  # an autoencoder stage: no denoiser yet
+      diff_per_example = jnp.zeros((batch,), jnp.float32)
     diff_loss = jnp.mean(diff_per_example)
 
     loss = (c.loss.diffusion_weight * diff_loss
             + c.loss.reconstruction_weight * rec_loss
             + c.loss.ce_weight * ce_loss)
+    if 'extra_loss' in terms:
+      loss = loss + terms['extra_loss']
     aux = {
         'loss': loss,
         'diffusion_loss': diff_loss,
@@ -265,8 +214,11 @@ class LDLM:
     d = self.dims
     grid = solver_lib.time_grid(num_steps, t_min, time_grid, timestep_probs)
     denoise = lambda z, t, sc: self.denoise(params, z, t, sc)
+    # A run trained without self-conditioning never saw a non-zero x0 slot.
+    self_condition = float(self.config.diffusion.self_cond_prob) > 0.0
     return solver_lib.sample(denoise, self.schedule, rng,
-                             (num_samples, d.latent_len, d.latent_dim), grid, solver, final=final)
+                             (num_samples, d.latent_len, d.latent_dim), grid, solver,
+                             self_condition=self_condition, final=final)
 
   def decode_tokens(self, params, z_BND, token_decoder=None, token_decoder_params=None):
     """Latents -> tokens: Dec(z) without noise, then argmax of the token decoder."""
@@ -283,7 +235,7 @@ class LDLM:
 
 
 def count_params(params) -> dict[str, int]:
-  """Trainable parameter count per component (the frozen encoder excluded)."""
+  """Parameter count per component (pass the trainable params, or init_components for all)."""
   counts = {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v))) for k, v in params.items()}
   if 'token_decoder' in params:
     head = params['token_decoder']['vocab_head']

@@ -7,6 +7,8 @@ Items of a checkpoint step (workdir/checkpoints/<step>/):
   data     the grain iterator state (one file per process)
   meta     JSON: the model-defining config, the frozen encoder identity and
            the normalization statistics (so sampling decodes identically)
+  frozen   the frozen components taken from `train.init_from` (only when
+           there are any), so resuming and sampling need not find that run
 
 Saving is asynchronous (the train loop continues while the arrays are
 written); a step directory appears only once complete, so a run killed
@@ -28,22 +30,47 @@ import orbax.checkpoint as ocp
 
 from ldlm_jax.config import ConfigError
 
-# Config fields whose change makes a checkpoint unusable (shapes or meaning).
+# The checkpoint signature is derived: every field of these sections, now and
+# in future, takes part (a new field cannot escape it), ...
+SIGNATURE_SECTIONS = ('encoder', 'model', 'latent_space', 'diffusion')
+# ... plus these fields of sections that mostly hold run settings ...
+SIGNATURE_FIELDS = ('data.seq_len', 'loss.reconstruction', 'loss.train_token_decoder',
+                    'timesteps.num_bins', 'train.init_from.components', 'train.init_from.frozen')
+# ... minus fields that only choose how the same model is computed or found.
+COMPUTE_ONLY_FIELDS = ('encoder.path', 'encoder.dtype', 'encoder.norm_num_chunks',
+                       'encoder.norm_min_var', 'model.dtype', 'model.attention_impl',
+                       'diffusion.self_cond_mode')
+# The hand-kept list of the first version, kept to read old checkpoints' meta.
 MODEL_DEFINING_KEYS = (
     'encoder.name', 'encoder.layer', 'encoder.input', 'data.seq_len', 'model.latent_len',
     'model.latent_dim', 'model.latent_encoder', 'model.latent_decoder', 'model.token_decoder',
     'model.denoiser', 'loss.reconstruction', 'loss.train_token_decoder', 'timesteps.num_bins')
 
 
-def model_signature(config) -> dict:
-  """The part of the config a checkpoint is tied to, as plain JSON values."""
+def _flatten(tree, prefix=''):
   out = {}
-  for key in MODEL_DEFINING_KEYS:
-    node = config
-    for part in key.split('.'):
-      node = node[part]
-    out[key] = node.to_dict() if hasattr(node, 'to_dict') else node
-  return json.loads(json.dumps(out))
+  for key, value in tree.items():
+    path = f'{prefix}{key}'
+    if isinstance(value, dict):
+      out.update(_flatten(value, path + '.'))
+    else:
+      out[path] = value
+  return out
+
+
+def model_signature(config) -> dict:
+  """The part of the config a checkpoint is tied to: {dotted field: plain JSON value}."""
+  plain = json.loads(config.to_json_best_effort())
+  out = {}
+  for section in SIGNATURE_SECTIONS:
+    out.update(_flatten(plain.get(section, {}), section + '.'))
+  flat = _flatten(plain)
+  for key in SIGNATURE_FIELDS:
+    if key in flat:
+      out[key] = flat[key]
+  for key in COMPUTE_ONLY_FIELDS:
+    out.pop(key, None)
+  return out
 
 
 class CheckpointMismatchError(ConfigError):
@@ -58,7 +85,7 @@ class CheckpointDamagedError(ConfigError):
     super().__init__(f'The checkpoint at step {step} in {directory} is damaged ({reason}).')
 
 
-def _reason(e: BaseException) -> str:
+def reason(e: BaseException) -> str:
   text = str(e).strip().splitlines()[0] if str(e).strip() else ''
   text = text.split('. See full TensorStore')[0][:160]
   return f'{type(e).__name__}: {text}' if text else type(e).__name__
@@ -82,12 +109,32 @@ def shape_mismatch(stored_tree, abstract_tree) -> str | None:
   return None
 
 
+def saved_signature(meta: dict) -> dict:
+  """The signature a checkpoint was written with, from its meta.
+
+  Derived from the run's full saved config laid over today's schema (a field
+  added since keeps the default the run was trained with), so checkpoints
+  written before the signature was derived compare the same way. Without a
+  saved config, the old per-key dict (values may be whole sections) is flattened.
+  """
+  if 'config' in meta:
+    from ldlm_jax.config import from_saved  # pylint: disable=import-outside-toplevel
+    return model_signature(from_saved(meta['config']))
+  saved = meta.get('model', meta)
+  return _flatten({k: v for k, v in saved.items()})
+
+
 def check_signature(saved: dict, config, where: str) -> None:
+  """Raises CheckpointMismatchError (one sentence) when `config` does not fit the checkpoint.
+
+  `saved` is the checkpoint's meta (or, as before, its 'model' entry).
+  """
+  expected = saved_signature(saved)
   current = model_signature(config)
-  for key in MODEL_DEFINING_KEYS:
-    if key in saved and saved[key] != current[key]:
+  for key, value in expected.items():
+    if key in current and current[key] != value:
       raise CheckpointMismatchError(
-          f'The checkpoint in {where} was trained with {key}={saved[key]!r} but the config says '
+          f'The checkpoint in {where} was trained with {key}={value!r} but the config says '
           f'{current[key]!r}; use the original config or a new --workdir (nothing was overwritten).')
 
 
@@ -108,6 +155,7 @@ class Checkpointer:
             'train_metrics': ocp.StandardCheckpointHandler(),
             'data': grain.checkpoint.CheckpointHandler(),
             'meta': ocp.JsonCheckpointHandler(),
+            'frozen': ocp.StandardCheckpointHandler(),
         })
 
   def latest_step(self) -> int | None:
@@ -116,12 +164,14 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self.manager.all_steps())
 
-  def save(self, step: int, state, metrics, data_iterator, meta: dict) -> None:
+  def save(self, step: int, state, metrics, data_iterator, meta: dict, frozen=None) -> None:
     items = {
         'state': ocp.args.StandardSave(state),
         'train_metrics': ocp.args.StandardSave(metrics),
         'meta': ocp.args.JsonSave(meta),
     }
+    if frozen:
+      items['frozen'] = ocp.args.StandardSave(frozen)
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
     self.manager.save(step, args=ocp.args.Composite(**items), force=True)
@@ -134,14 +184,17 @@ class Checkpointer:
       meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
     except Exception as e:  # pylint: disable=broad-except
       # A missing item is a KeyError, a truncated file a JSON or tensorstore error.
-      raise CheckpointDamagedError(step, self.directory, f'its meta item: {_reason(e)}') from e
+      raise CheckpointDamagedError(step, self.directory, f'its meta item: {reason(e)}') from e
     if not isinstance(meta, dict):
       raise CheckpointDamagedError(step, self.directory, 'its meta item is not a JSON object')
     return meta
 
-  def restore(self, step: int, abstract_state, abstract_metrics=None, data_iterator=None):
+  def restore(self, step: int, abstract_state, abstract_metrics=None, data_iterator=None,
+              abstract_frozen=None):
     """Restores into the given abstract pytrees (ShapeDtypeStructs with shardings)."""
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
+    if abstract_frozen:
+      items['frozen'] = ocp.args.StandardRestore(abstract_frozen)
     if abstract_metrics is not None:
       items['train_metrics'] = ocp.args.StandardRestore(abstract_metrics)
     if data_iterator is not None:
@@ -151,7 +204,7 @@ class Checkpointer:
     try:
       stored = self.manager.metadata(step).item_metadata['state']
     except Exception as e:  # pylint: disable=broad-except
-      raise CheckpointDamagedError(step, self.directory, f'its state metadata: {_reason(e)}') from e
+      raise CheckpointDamagedError(step, self.directory, f'its state metadata: {reason(e)}') from e
     if stored is None:
       raise CheckpointDamagedError(step, self.directory, 'it has no state item')
     mismatch = shape_mismatch(stored, abstract_state)
@@ -167,9 +220,9 @@ class Checkpointer:
         # The checkpoint holds parts this model lacks: a config (or code) change, not damage.
         raise CheckpointMismatchError(
             f'The checkpoint at step {step} in {self.directory} does not fit this model '
-            f'(its tree of arrays differs: {_reason(e)}); use the config it was trained with '
+            f'(its tree of arrays differs: {reason(e)}); use the config it was trained with '
             'or a new --workdir (nothing was overwritten).') from e
-      raise CheckpointDamagedError(step, self.directory, _reason(e)) from e
+      raise CheckpointDamagedError(step, self.directory, reason(e)) from e
     return restored
 
   def wait(self) -> None:

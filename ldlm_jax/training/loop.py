@@ -31,6 +31,7 @@ from ldlm_jax.encoders import normalization as norm_lib
 from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder
 from ldlm_jax.models.ldlm import LDLM, count_params
 from ldlm_jax.training import checkpoint as ckpt_lib
+from ldlm_jax.training import init_from as init_from_lib
 from ldlm_jax.training import sharding as sharding_lib
 from ldlm_jax.training import state as state_lib
 from ldlm_jax.training import step as step_lib
@@ -161,7 +162,7 @@ def train(config, workdir: str) -> dict:
     # A damaged newest step is set aside with a warning; the newest intact one is used.
     latest, meta = ckpt_lib.restore_latest_intact(checkpointer, checkpointer.read_meta, _log,
                                                   set_aside=True)
-    ckpt_lib.check_signature(meta.get('model', {}), config, workdir)
+    ckpt_lib.check_signature(meta, config, workdir)
 
   # 2. Frozen encoder, tokenizer, mesh. -------------------------------------------
   encoder = load_frozen_encoder(config.encoder.name, config.encoder.path, config.encoder.dtype)
@@ -178,7 +179,10 @@ def train(config, workdir: str) -> dict:
   model = LDLM(config, encoder)
 
   # 3. Normalization statistics. -------------------------------------------------
-  stats = load_or_compute_normalization(config, workdir, model, encoder, tokenizer, meta)
+  norm_meta = meta
+  if norm_meta is None and config.train.init_from.workdir:
+    norm_meta = init_from_lib.source_meta(config)   # the statistics the taken components saw
+  stats = load_or_compute_normalization(config, workdir, model, encoder, tokenizer, norm_meta)
   frozen = jax.device_put(model.frozen_inputs(encoder.params, stats.mean_H, stats.std_H), replicated)
 
   # 4. Data. -------------------------------------------------------------------------
@@ -198,17 +202,28 @@ def train(config, workdir: str) -> dict:
   # Built inside jit so it is a proper global array on multi-host meshes too.
   fresh_metrics = jax.jit(step_lib.empty_train_metrics, out_shardings=replicated)
   logger = RunLogger(workdir, enabled=is_primary)
+  # Components frozen from train.init_from: restored with the checkpoint, else from that run.
+  frozen_shapes = {k: v for k, v in jax.eval_shape(model.init_components, rng).items()
+                   if k in model.frozen_names}
   if latest is not None:
     latest, restored = ckpt_lib.restore_latest_intact(
         checkpointer, lambda s: checkpointer.restore(
             s, ckpt_lib.abstract_with_shardings(state_shapes, state_sh),
-            ckpt_lib.ensure_abstract(fresh_metrics()), train_iter),
+            ckpt_lib.ensure_abstract(fresh_metrics()), train_iter,
+            abstract_frozen=jax.tree.map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), frozen_shapes)),
         _log, steps=[s for s in checkpointer.all_steps() if s <= latest], set_aside=True)
     state, metrics_acc = restored['state'], restored['train_metrics']
+    frozen = frozen.replace(components=restored['frozen'] if frozen_shapes else {})
     logger.resume_from(latest)
     _log(f'resumed from step {latest} in {checkpointer.directory}')
   else:
     state = jax.jit(init, out_shardings=state_sh)(rng)
+    if config.train.init_from.workdir:
+      state, components = init_from_lib.apply(config, model, state, mesh, state_sh)
+      frozen = frozen.replace(components=components)
+      _log(f'train.init_from: {config.train.init_from.components} from '
+           f'{config.train.init_from.workdir} (frozen: {sorted(components) or "none"})')
     metrics_acc = fresh_metrics()
     _write_config(workdir, config)
   start_step = int(state.step)
@@ -216,7 +231,7 @@ def train(config, workdir: str) -> dict:
     counts = count_params(state.params)
     _log('trainable parameters: ' + ', '.join(f'{k} {v / 1e6:.2f}M' for k, v in counts.items()))
   run_meta = {'model': ckpt_lib.model_signature(config), 'encoder_dir': encoder.model_dir,
-              'feature_dim': int(model.dims.feature_dim), 'vocab_size': int(model.dims.vocab_size),
+              'feature_dim': int(encoder.hidden_size), 'vocab_size': int(model.dims.vocab_size),
               'tokenizer': tokenizer.fingerprint, 'norm_mean': np.asarray(stats.mean_H).tolist(),
               'norm_std': np.asarray(stats.std_H).tolist(),
               'config': json.loads(config.to_json_best_effort())}
@@ -228,7 +243,9 @@ def train(config, workdir: str) -> dict:
     eval_batches = data_lib.make_eval_batches(config, tokenizer, int(tc.eval_batches), int(tc.batch_size))
     eval_fn = step_lib.compile_eval_step(model, mesh, state_shapes.params, frozen)
   num_samples = int(tc.num_log_samples)
-  generate_fn = make_generate_fn(model, config, num_samples) if num_samples > 0 else None
+  # An autoencoder stage (cosmos stage one) has no denoiser to sample with.
+  can_sample = num_samples > 0 and model.latent_space.trains_diffusion
+  generate_fn = make_generate_fn(model, config, num_samples) if can_sample else None
 
   def evaluate(step: int) -> dict:
     total = None
@@ -243,14 +260,15 @@ def train(config, workdir: str) -> dict:
     if generate_fn is None:
       return
     t0 = time.time()
-    tokens = generate_fn(state.ema_params, jax.random.PRNGKey(int(tc.seed) + step), state.timesteps.probs)
+    tokens = generate_fn(model.with_frozen(state.ema_params, frozen),
+                         jax.random.PRNGKey(int(tc.seed) + step), state.timesteps.probs)
     tokens = multihost_utils.process_allgather(tokens, tiled=True)
     records = decode_samples(tokenizer, tokens, step=step, steps=int(config.sample.num_steps))
     path = logger.write_samples(step, records)
     _log(f'samples at step {step} ({time.time() - t0:.1f}s) -> {path}: {records[0]["text"][:200]!r}')
 
   def save(step: int) -> None:
-    checkpointer.save(step, state, metrics_acc, train_iter, run_meta)
+    checkpointer.save(step, state, metrics_acc, train_iter, run_meta, frozen=frozen.components)
 
   def check_finite(values: dict, step: int) -> None:
     if values.get('nonfinite', 0.0) > 0 or not np.isfinite(values.get('loss', 0.0)):

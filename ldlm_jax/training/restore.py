@@ -4,6 +4,11 @@ A run is fully described by its latest (or a chosen) checkpoint: the config,
 the encoder dims, the tokenizer fingerprint and the normalization statistics
 live in the checkpoint's `meta` item. Sampling therefore needs no frozen
 encoder weights, only the tokenizer.
+
+Sampling and evaluation restore an `InferenceState` (DESIGN seam 5, md4's
+inference state): the EMA (or raw) parameters, the timestep sampler and the
+frozen components, never the optimizer moments, so a large run samples on a
+host that could not hold its train state.
 """
 
 from __future__ import annotations
@@ -14,9 +19,11 @@ import sys
 import types
 from typing import Any
 
+import flax.struct
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 
 from ldlm_jax.config import ConfigError, from_saved
 from ldlm_jax.encoders.registry import load_encoder_tokenizer
@@ -27,16 +34,35 @@ from ldlm_jax.training import sharding as sharding_lib
 from ldlm_jax.training import state as state_lib
 
 
+PARAM_KINDS = ('ema_params', 'params')
+
+
+@flax.struct.dataclass
+class InferenceState:
+  """What sampling reads from a checkpoint. The params hold the run's frozen
+  components too (`LDLM.with_frozen`); the kind not restored is None."""
+  step: jax.Array
+  ema_params: Any
+  params: Any
+  timesteps: Any
+
+
 @dataclasses.dataclass
 class Run:
   workdir: str
   step: int
   config: ml_collections.ConfigDict
   model: LDLM
-  state: Any                    # TrainState, replicated over `mesh`
+  state: InferenceState         # replicated over `mesh`
   tokenizer: TextTokenizer
   meta: dict
   mesh: Any
+
+  def check_can_sample(self) -> None:
+    if not self.model.latent_space.trains_diffusion:
+      raise ConfigError(
+          f'The run in {self.workdir} is an autoencoder stage without a denoiser '
+          f'(latent_space.stage={self.config.latent_space.stage!r}); sample from its stage-two run.')
 
 
 def _tokenizer_for(config, meta: dict) -> TextTokenizer:
@@ -63,8 +89,14 @@ def _warn(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def load_run(workdir: str, step: int | None = None, mesh=None) -> Run:
-  """Restores the checkpoint at `step` (latest if None) of the run in `workdir`."""
+def load_run(workdir: str, step: int | None = None, mesh=None, params: str = 'ema_params') -> Run:
+  """Restores the inference state at `step` (latest if None) of the run in `workdir`.
+
+  `params`: 'ema_params' (sampling's default) or 'params' (the raw weights). A damaged
+  latest step is skipped for the newest intact one, with a warning (left in place).
+  """
+  if params not in PARAM_KINDS:
+    raise ValueError(f'params must be one of {PARAM_KINDS}')
   workdir = os.path.abspath(workdir)
   if not os.path.isdir(os.path.join(workdir, 'checkpoints')):
     raise ConfigError(
@@ -88,18 +120,61 @@ def load_run(workdir: str, step: int | None = None, mesh=None) -> Run:
     config = from_saved(meta['config'])
     dims = types.SimpleNamespace(hidden_size=int(meta['feature_dim']), vocab_size=int(meta['vocab_size']))
     model = LDLM(config, dims)
-    rng = jax.random.PRNGKey(0)
-    shapes = jax.eval_shape(lambda r: state_lib.create_train_state(model, config, r), rng)
-    state_sh = sharding_lib.state_shardings(mesh, shapes)
-    restored = checkpointer.restore(step, ckpt_lib.abstract_with_shardings(shapes, state_sh))
-    return meta, config, model, restored
+    state = restore_inference_state(checkpointer, step, model, config, mesh, params)
+    return meta, config, model, state
 
   # The latest step unless it is damaged (then the newest intact one, with a warning).
-  step, (meta, config, model, restored) = ckpt_lib.restore_latest_intact(
+  step, (meta, config, model, state) = ckpt_lib.restore_latest_intact(
       checkpointer, restore_step, _warn, steps=steps if step is None else [step])
   checkpointer.close()
   return Run(workdir=workdir, step=int(step), config=config, model=model,
-             state=restored['state'], tokenizer=_tokenizer_for(config, meta), meta=meta, mesh=mesh)
+             state=state, tokenizer=_tokenizer_for(config, meta), meta=meta, mesh=mesh)
+
+
+def restore_inference_state(checkpointer, step: int, model, config, mesh, params: str = 'ema_params'):
+  """Partial restore of one checkpoint step: `params` kind, sampler state, frozen components."""
+  rng = jax.random.PRNGKey(0)
+  shapes = jax.eval_shape(lambda r: state_lib.create_train_state(model, config, r), rng)
+  state_sh = sharding_lib.state_shardings(mesh, shapes)
+  wanted = {'step': shapes.step, params: getattr(shapes, params), 'timesteps': shapes.timesteps}
+  wanted_sh = {'step': state_sh.step, params: getattr(state_sh, params), 'timesteps': state_sh.timesteps}
+  abstract = ckpt_lib.abstract_with_shardings(wanted, wanted_sh)
+  restored = _restore_partial(checkpointer, step, 'state', abstract)
+  frozen = {}
+  if model.frozen_names:
+    all_shapes = jax.eval_shape(model.init_components, rng)
+    rep = sharding_lib.replicated(mesh)
+    abstract_frozen = {k: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                                       all_shapes[k]) for k in model.frozen_names}
+    frozen = _restore_partial(checkpointer, step, 'frozen', abstract_frozen)
+  kinds = {k: None for k in PARAM_KINDS}
+  kinds[params] = {**frozen, **restored[params]}
+  return InferenceState(step=restored['step'], timesteps=restored['timesteps'], **kinds)
+
+
+def _restore_partial(checkpointer, step: int, item: str, abstract):
+  """Restores the leaves of `abstract` from one item of a step; a model that does not fit
+  (shapes from the stored metadata) and files that cannot be read are told apart."""
+  where = checkpointer.directory
+  path = os.path.join(where, str(step), item)
+  try:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      stored = ckptr.metadata(path)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ckpt_lib.CheckpointDamagedError(step, where, f'its {item} metadata: {ckpt_lib.reason(e)}') from e
+  stored = getattr(stored, 'item_metadata', stored) or getattr(stored, 'tree', None)
+  mismatch = ckpt_lib.shape_mismatch(stored, abstract)
+  if mismatch:
+    raise ckpt_lib.CheckpointMismatchError(
+        f'The checkpoint at step {step} in {where} does not fit the model its own config '
+        f'describes ({mismatch}).')
+  try:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      return ckptr.restore(path, args=ocp.args.PyTreeRestore(
+          item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+          partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except
+    raise ckpt_lib.CheckpointDamagedError(step, where, f'its {item} item: {ckpt_lib.reason(e)}') from e
 
 
 def norm_stats(meta: dict):
