@@ -107,6 +107,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.token_decoder.num_heads = 12
   c.model.token_decoder.width = 0             # 0 = the token encoder's width.
   c.model.token_decoder.mlp_ratio = 4
+  # The CE head walks the vocabulary in chunks of at most this many entries
+  # (ldlm_jax/models/vocab_ce.py: no float32 (B, L, V) logits, float32
+  # accumulation of compute-dtype matmuls); 0 = dense logits (before issue
+  # 17). *default* 8192, ours: GPT-2 in 7 chunks (1.6% padding), one chunk
+  # of logits at LM1B's 128 examples per device is 0.45 GiB.
+  c.model.token_decoder.ce_vocab_chunk = 8192
 
   c.model.denoiser = ml_collections.ConfigDict()
   c.model.denoiser.num_layers = 12
@@ -279,6 +285,8 @@ def validate(config) -> None:
       raise ConfigError(
           f'the self-attention {part.replace("_", " ")} pairs one latent with one token, so '
           f'model.latent_len must be 0 or data.seq_len={config.data.seq_len} (got {mc.latent_len}).')
+  if mc.token_decoder.ce_vocab_chunk < 0:
+    raise ConfigError('model.token_decoder.ce_vocab_chunk must be >= 0 (0 = dense logits).')
   if mc.attention_impl == 'cudnn' and mc.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs --config.model.dtype=bfloat16.")
   widths = {

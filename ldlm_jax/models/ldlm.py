@@ -22,13 +22,12 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ldlm_jax.diffusion import solver as solver_lib
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.diffusion.schedule import schedule_from_config
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda, scale_gradient
-from ldlm_jax.models import layers
+from ldlm_jax.models import layers, vocab_ce
 from ldlm_jax.models.dit import DiT
 from ldlm_jax.models.perceiver import PerceiverResampler, SelfAttentionEncoder
 from ldlm_jax.models.token_decoder import TokenDecoder
@@ -203,9 +202,9 @@ class LDLM:
     rec_loss = jnp.mean(jnp.square(h_hat - h_n)) if self.use_mse else zero
     if self.use_ce:
       dec_in = jax.lax.stop_gradient(h_hat) if c.loss.ce_stop_gradient else h_hat
-      logits = self.token_logits(params, dec_in)
-      ce_loss = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, tokens_BL))
-      token_acc = jnp.mean((jnp.argmax(logits, -1) == tokens_BL).astype(jnp.float32))
+      ce_loss, token_acc = vocab_ce.token_decoder_ce(
+          self.token_decoder, params['token_decoder'], dec_in, tokens_BL,
+          int(c.model.token_decoder.ce_vocab_chunk))
     else:
       ce_loss, token_acc = zero, zero
 

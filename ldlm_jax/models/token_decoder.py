@@ -25,9 +25,13 @@ class TokenDecoder(nn.Module):
   qk_norm: bool = True
 
   @nn.compact
-  def __call__(self, h_BLH):
+  def __call__(self, h_BLH, head: bool = True):
+    """Logits (B, L, V) float32; head=False: the vocab head's input (B, L, W) instead,
+    for ldlm_jax.models.vocab_ce, which applies the head chunk by chunk."""
     x = layers.embed_sequence(self, h_BLH, self.width, self.dtype, pos_name='pos')
     x = layers.transformer_blocks(x, self.num_layers, self.num_heads, self.mlp_ratio, self.dtype,
                                   self.attention_impl, self.qk_norm)
+    if not head:
+      return nn.RMSNorm(dtype=self.dtype, name='final_norm')(x)   # as in layers.project_out
     logits = layers.project_out(x, self.vocab_size, self.dtype, name='vocab_head')
     return logits.astype(jnp.float32)
