@@ -100,9 +100,9 @@ def test_ldlm_loss_is_the_same_with_the_chunked_head():
   frozen = None
   results = []
   for chunk in (0, 16):
-    c.model.token_decoder.ce_vocab_chunk = chunk
+    c.loss.ce_vocab_chunk = chunk
     model = LDLM(c, enc)
-    params = model.init(jax.random.PRNGKey(0))
+    params = jax.jit(model.init)(jax.random.PRNGKey(0))
     frozen = model.frozen_inputs(enc.init_params(), np.zeros(enc.hidden_size),
                                  np.ones(enc.hidden_size))
     fn = jax.jit(jax.value_and_grad(model.loss_fn, has_aux=True))

@@ -63,6 +63,7 @@ class DiT(nn.Module):
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
   qk_norm: bool = True
+  remat: str = 'none'     # layers.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, z_t_BND, t_B, x0_sc_BND):
@@ -73,9 +74,10 @@ class DiT(nn.Module):
     c = timestep_embedding(t_B, self.time_embed_dim)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
+    block = layers.rematerialized(DiTBlock, self.remat)
     for i in range(self.num_layers):
-      x = DiTBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
-                   attention_impl=self.attention_impl, name=f'block{i}')(x, c)
+      x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
+                attention_impl=self.attention_impl, name=f'block{i}')(x, c)
     shift, scale = jnp.split(
         nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                  name='final_adaln')(nn.silu(c)), 2, axis=-1)

@@ -101,6 +101,32 @@ class TransformerBlock(nn.Module):
     return x + MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
 
 
+# model.remat: what the backward pass keeps of each transformer block's
+# forward. 'none': everything autodiff saves (fastest, most memory); 'block':
+# only the block's input, the rest recomputed (one more forward of the
+# block); 'dots_saveable': the outputs of every matmul, attention scores
+# included (jax.checkpoint_policies.dots_saveable); 'dots_no_batch': the
+# projections' and MLP matmuls' outputs but not the attention scores and
+# values (dots_with_no_batch_dims_saveable), so the L x L scores are
+# recomputed.
+REMAT_POLICIES = {
+    'block': None,
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def rematerialized(target, remat: str, static_argnums=()):
+  """`target` (a Module class, or a function whose first argument is a Module)
+  under nn.remat with the policy `remat` names; unchanged for 'none'. The
+  parameter names do not change, so checkpoints restore across settings."""
+  if remat in ('', 'none'):
+    return target
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f'unknown remat policy {remat!r}; use none or one of {sorted(REMAT_POLICIES)}')
+  return nn.remat(target, policy=REMAT_POLICIES[remat], static_argnums=static_argnums)
+
+
 def position_table(module: nn.Module, name: str, length: int, width: int):
   """A learned (length, width) absolute position table."""
   return module.param(name, EMBED_INIT, (length, width), jnp.float32)
@@ -116,10 +142,11 @@ def embed_sequence(module: nn.Module, inputs_BLC, width: int, dtype, pos_name: s
 
 
 def transformer_blocks(x, num_layers: int, num_heads: int, mlp_ratio: int, dtype,
-                       attention_impl: str | None, qk_norm: bool):
+                       attention_impl: str | None, qk_norm: bool, remat: str = 'none'):
+  block = rematerialized(TransformerBlock, remat)
   for i in range(num_layers):
-    x = TransformerBlock(num_heads, mlp_ratio, dtype=dtype, attention_impl=attention_impl,
-                         qk_norm=qk_norm, name=f'block{i}')(x)
+    x = block(num_heads, mlp_ratio, dtype=dtype, attention_impl=attention_impl,
+              qk_norm=qk_norm, name=f'block{i}')(x)
   return x
 
 

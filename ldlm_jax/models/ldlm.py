@@ -101,7 +101,7 @@ class LDLM:
     """Compute dtype, attention implementation and q/k norm: the same for every trainable module."""
     mc = self.config.model
     return dict(dtype=layers.dtype_from_name(mc.dtype), attention_impl=mc.attention_impl or None,
-                qk_norm=bool(mc.qk_norm))
+                qk_norm=bool(mc.qk_norm), remat=mc.remat)
 
   def _latent_module(self, part, what: str, num_queries: int, out_dim: int, output_norm: bool):
     """The latent encoder or hidden-state decoder of `part.type`: Perceiver or B.4 self-attention."""
@@ -204,7 +204,7 @@ class LDLM:
       dec_in = jax.lax.stop_gradient(h_hat) if c.loss.ce_stop_gradient else h_hat
       ce_loss, token_acc = vocab_ce.token_decoder_ce(
           self.token_decoder, params['token_decoder'], dec_in, tokens_BL,
-          int(c.model.token_decoder.ce_vocab_chunk))
+          int(c.loss.ce_vocab_chunk))
     else:
       ce_loss, token_acc = zero, zero
 

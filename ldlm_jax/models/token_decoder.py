@@ -23,6 +23,7 @@ class TokenDecoder(nn.Module):
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
   qk_norm: bool = True
+  remat: str = 'none'     # layers.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, h_BLH, head: bool = True):
@@ -30,7 +31,7 @@ class TokenDecoder(nn.Module):
     for ldlm_jax.models.vocab_ce, which applies the head chunk by chunk."""
     x = layers.embed_sequence(self, h_BLH, self.width, self.dtype, pos_name='pos')
     x = layers.transformer_blocks(x, self.num_layers, self.num_heads, self.mlp_ratio, self.dtype,
-                                  self.attention_impl, self.qk_norm)
+                                  self.attention_impl, self.qk_norm, self.remat)
     if not head:
       return nn.RMSNorm(dtype=self.dtype, name='final_norm')(x)   # as in layers.project_out
     logits = layers.project_out(x, self.vocab_size, self.dtype, name='vocab_head')
