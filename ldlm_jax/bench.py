@@ -65,6 +65,14 @@ def _request_host_devices(argv) -> None:
 
 _request_host_devices(sys.argv)
 
+
+def _add_gpu_flags() -> list[str]:
+  from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
+  return xla_flags.add_gpu_flags()
+
+
+_GPU_FLAGS_ADDED = _add_gpu_flags()    # before jax is imported (XLA reads XLA_FLAGS once)
+
 # pylint: disable=wrong-import-position
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -297,6 +305,10 @@ def run(command: str, config, argv: list[str]) -> dict:
       'jax': jax.__version__, 'backend': jax.default_backend(),
       'preset': preset, 'results': [],
   }
+  payload['xla_flags'] = os.environ.get('XLA_FLAGS', '')
+  payload['xla_gpu_flags_added'] = _GPU_FLAGS_ADDED
+  if _GPU_FLAGS_ADDED:
+    print(f'XLA GPU flags added (LDLM_XLA_GPU_FLAGS=0 skips them): {" ".join(_GPU_FLAGS_ADDED)}')
   device = jax.devices()[0]
   print(f'{jax.default_backend()} backend, {jax.device_count()} x {device.device_kind}; '
         f'jax {jax.__version__}; host CPUs {os.cpu_count()}')
