@@ -173,7 +173,8 @@ def print_train(r: dict) -> None:
   st = r['step_time']
   fl = r['flops']
   print(f'train  batch {r["batch_size"]} x L {r["seq_len"]}, dtype {r["dtype"]}, attention '
-        f'{r["attention_impl"]}, self-cond p={r["self_cond"]["prob"]} mode {r["self_cond"]["mode"]}')
+        f'{r["attention_impl"]}, self-cond p={r["self_cond"]["prob"]} mode {r["self_cond"]["mode"]}, '
+        f'remat {r["remat"]}, CE vocab chunk {r["ce_vocab_chunk"] or "dense"}')
   print(f'  params (trainable): {r["params"]["total"] / 1e6:.2f}M = ' + ', '.join(
       f'{k} {v / 1e6:.2f}M' for k, v in r['params'].items() if k != 'total'))
   print(f'  compile: {r["compile"]["lower_s"] + r["compile"]["compile_s"]:.1f} s (not in step time)')
@@ -227,7 +228,8 @@ def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
   c = r['compiled_per_device']
   print(f'compile  train step, {r["num_devices"]} x {r["platform"]} ({r["device_kind"]}), mesh '
         f'data={r["mesh"]["data"]} fsdp={r["mesh"]["fsdp"]}, global batch {r["global_batch"]} '
-        f'({r["per_device_batch"]} per device) x L {r["seq_len"]}, dtype {r["dtype"]}')
+        f'({r["per_device_batch"]} per device) x L {r["seq_len"]}, dtype {r["dtype"]}, remat '
+        f'{r["remat"]}, CE vocab chunk {r["ce_vocab_chunk"] or "dense"}')
   print(f'  compile: {r["compile"]["lower_s"] + r["compile"]["compile_s"]:.1f} s')
   print(f'  per device, sharded state: params {gib(s["params"])}, AdamW moments '
         f'{gib(s["opt_state"])}, EMA {gib(s["ema_params"])} (state {gib(s["state_total"])}); '
@@ -244,6 +246,12 @@ def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
     print(f'  per device, compiled: arguments {gib(c["argument"])}, outputs {gib(c["output"])}, '
           f'aliased {gib(c["alias"])}, temporaries (activations etc.) {gib(c["temp"])}, code '
           f'{gib(c["generated_code"])}; total {gib(c["total_estimate"])}')
+    p = r['plan_per_device']
+    print(f'  plan per device: params {gib(p["params"])} + optimizer {gib(p["optimizer"])} + EMA '
+          f'{gib(p["ema_params"])} + other state {gib(p["other_state"])} + frozen encoder (used '
+          f'blocks), batch, metrics {gib(p["frozen_encoder_batch_metrics"])} + new outputs '
+          f'{gib(p["outputs_not_aliased"])} + activations/temporaries '
+          f'{gib(p["activations_and_temporaries"])} + code {gib(p["code"])} = {gib(p["total"])}')
     verdict = 'fits' if c['total_estimate'] <= capacity_bytes else 'DOES NOT FIT'
     print(f'  {verdict} in {gib(capacity_bytes)} per device ({capacity_source})')
   print(f'  note: {r["caveat"]}')

@@ -93,6 +93,23 @@ def aot_train_step(config, devices, log=print) -> dict:
                                + per_device['ema_params'] + per_device['other_state'])
   compiled_mem = memory_lib.compiled_memory(comp.compiled)
   platform = devices[0].platform
+  plan = {}
+  if compiled_mem:
+    # The compiler's total split by what the bytes are. Arguments: the state
+    # parts (exact), then the rest of what the program reads (the frozen
+    # weights of the blocks it runs, the batch, the metrics; XLA drops unused
+    # arguments, e.g. the encoder blocks above the used layer). The donated
+    # state is aliased to the new state, so the outputs add only what is not
+    # aliased; the temporaries are activations, gradients and scratch.
+    state = per_device['state_total']
+    plan = {'params': per_device['params'], 'optimizer': per_device['opt_state'],
+            'ema_params': per_device['ema_params'],
+            'other_state': per_device['other_state'],
+            'frozen_encoder_batch_metrics': compiled_mem['argument'] - state,
+            'outputs_not_aliased': compiled_mem['output'] - compiled_mem['alias'],
+            'activations_and_temporaries': compiled_mem['temp'],
+            'code': compiled_mem['generated_code'],
+            'total': compiled_mem['total_estimate']}
   return {
       'kind': 'compile',
       'platform': platform,
@@ -103,8 +120,10 @@ def aot_train_step(config, devices, log=print) -> dict:
       'dtype': config.model.dtype,
       'encoder': {'name': config.encoder.name, 'random_weights': choice.random_weights},
       'compile': {'lower_s': comp.lower_s, 'compile_s': comp.compile_s},
+      'remat': config.model.remat, 'ce_vocab_chunk': int(config.loss.ce_vocab_chunk),
       'sharded_arguments_per_device': per_device,
       'compiled_per_device': compiled_mem,
+      'plan_per_device': plan,
       'flops': {'analytic_per_step': flops_lib.train_step_flops(model, batch)['total'],
                 'analytic_per_step_as_xla_counts': flops_lib.train_step_flops(
                     model, batch, xla_view=True)['total'],
