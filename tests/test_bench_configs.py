@@ -12,13 +12,16 @@ analytic FLOP counts of a train step and a sampler call, and the traced
 
 import functools
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
 import pytest
 
-from ldlm_jax.benchmarks import aot, flops, runs, timing
+from ldlm_jax.benchmarks import aot, flops, gpu_report, runs, timing
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_testing import REPO, load_config_file
 
@@ -93,11 +96,41 @@ def _small(name):
 
 
 @pytest.mark.parametrize('name', ['demo'])
-def test_every_subcommand_runs_one_step_on_cpu_configs(name):
+def test_every_subcommand_runs_one_step_on_cpu_configs(name, tmp_path):
   train = runs.train_benchmark(_small(name), ONE_STEP, PEAK, log=_quiet)
   assert np.isfinite(train['metrics_over_timed_steps']['loss'])
   assert train['flops']['analytic_per_step']['latent_decoder'] > 0
   sample = runs.sample_benchmark(_small(name), ONE_STEP, PEAK, log=_quiet)
   assert sample['flops']['analytic_per_call']['decode'] > 0 and sample['per_step_s'] >= 0
   plan = aot.aot_train_step(_small(name), jax.devices()[:1], log=_quiet)
-  assert plan['compiled_per_device']['temp'] > 0
+  p = plan['plan_per_device']
+  assert p['activations_and_temporaries'] > 0
+  assert p['total'] == sum(v for k, v in p.items() if k != 'total')   # the parts add up
+
+  # scripts/bench_gpu.sh's summary of these three results (and a failed step).
+  steps = {'train_ce': train, 'sample_owt': sample, 'compile_owt': plan}
+  with open(tmp_path / 'steps.tsv', 'w') as f:
+    for step_name, result in steps.items():
+      (tmp_path / f'{step_name}.json').write_text(json.dumps({'results': [result]}))
+      f.write(f'{step_name}\t0\t12\tpython -m ldlm_jax.bench ...\n')
+    f.write('train_noflags\t124\t90\tpython -m ldlm_jax.bench ...\n')
+  summary, markdown = gpu_report.summarize(str(tmp_path))
+  rows = markdown.splitlines()
+  assert [s['name'] for s in summary['steps']] == list(steps) + ['train_noflags']
+  assert rows[2].startswith('| train_ce (CE chunk 8192, remat none) |') and 'ms/step' in rows[2]
+  assert 'per 2 x 2 steps' in rows[3] and rows[4].startswith('| compile_owt |')
+  assert rows[5] == '| train_noflags | timed out | | | |'
+
+
+def test_bench_gpu_script_without_a_gpu_says_so_and_writes_nothing(tmp_path):
+  out = tmp_path / 'out'
+  env = dict(os.environ, JAX_PLATFORMS='cpu', PYTHON=sys.executable)
+  proc = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'bench_gpu.sh'), str(out)],
+                        env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 3, proc.stdout + proc.stderr
+  assert proc.stdout == '' and len(proc.stderr.strip().splitlines()) == 1
+  assert 'no GPU visible to JAX (backend: cpu)' in proc.stderr
+  assert not out.exists()
+  usage = subprocess.run(['bash', os.path.join(REPO, 'scripts', 'bench_gpu.sh')],
+                         capture_output=True, text=True, timeout=60)
+  assert usage.returncode == 2 and 'usage' in usage.stderr

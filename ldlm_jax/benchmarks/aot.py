@@ -9,8 +9,10 @@ state), the frozen encoder, the batch shard, and the compiler's plan for
 outputs, temporaries (activations, gradients, scratch) and code.
 
 With fewer real devices than asked, the CLI compiles for N virtual CPU
-devices (`--xla_force_host_platform_device_count`). What such a CPU compile
-does and does not tell about a GPU or TPU:
+devices (`--xla_force_host_platform_device_count`), with XLA:CPU's
+memory-minimising schedule (its default concurrency-optimised schedule keeps
+rematerialised activations alive, so `model.remat` would show no saving).
+What such a CPU compile does and does not tell about a GPU or TPU:
   * exact: the bytes of every sharded argument (state, frozen weights,
     batch), since they depend only on shapes, dtypes and shardings; that the
     shardings are consistent and the collectives exist for the mesh;
