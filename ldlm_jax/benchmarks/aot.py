@@ -19,8 +19,9 @@ What such a CPU compile does and does not tell about a GPU or TPU:
   * an upper estimate: the temporaries. XLA:CPU fuses and lays out
     differently, keeps bf16 dots' operands in float32 and has no cuDNN flash
     attention (which never materialises the L x L scores). Measured: the
-    LM1B step at 128 examples per device plans 55.3 GiB of temporaries on
-    CPU, 16.7 GiB with the H100's compiler (XLA attention; 13.6 with cuDNN),
+    LM1B step at 128 examples per device (dense CE) plans 42.8 GiB of
+    temporaries on CPU (55.3 with XLA:CPU's default concurrency schedule),
+    16.7 GiB with the H100's compiler (XLA attention; 13.6 with cuDNN),
     whose plan matched the allocator's measured peak within 0.3%.
 On a GPU machine, `--devices 1 --batch_size B/N` compiles with the real GPU
 compiler the per-device program of a pure data-parallel N-device run.
@@ -45,7 +46,7 @@ from ldlm_jax.training import step as step_lib
 CPU_CAVEAT = (
     'compiled by XLA:CPU: the sharded argument sizes (state, frozen encoder, batch) are exact; '
     'temporaries are an upper estimate (CPU fusion/layouts, float32 dot operands, no flash '
-    'attention): for LM1B at 128 per device they were 3.3x what the H100 compiler plans. '
+    'attention): for LM1B at 128 per device they were 2.6x what the H100 compiler plans. '
     'For GPU numbers run `compile --devices 1 --batch_size B/N` on one GPU.')
 
 
