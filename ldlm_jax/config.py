@@ -89,6 +89,12 @@ def base_config() -> ml_collections.ConfigDict:
   # attention). Parameter names do not depend on it. *default* 'none', ours
   # (issue 17; BUILD_NOTES.md has the memory and time cost).
   c.model.remat = 'none'
+  # > 0: XLA attention (CPU, TPU, float32 GPU) runs this many queries at a
+  # time, recomputed in the backward, so one block of L x L float32 scores is
+  # alive instead of all of them (cuDNN flash attention never materialises
+  # them and ignores it); must divide the query length to apply. *default* 0
+  # (off), ours (issue 17).
+  c.model.attention_query_chunk = 0
 
   c.model.latent_encoder = ml_collections.ConfigDict()
   c.model.latent_encoder.type = 'perceiver'   # 'perceiver' | 'self_attention' (App. B.4)
@@ -294,6 +300,8 @@ def validate(config) -> None:
       raise ConfigError(
           f'the self-attention {part.replace("_", " ")} pairs one latent with one token, so '
           f'model.latent_len must be 0 or data.seq_len={config.data.seq_len} (got {mc.latent_len}).')
+  if mc.attention_query_chunk < 0:
+    raise ConfigError('model.attention_query_chunk must be >= 0 (0 = all queries at once).')
   if config.loss.ce_vocab_chunk < 0:
     raise ConfigError('loss.ce_vocab_chunk must be >= 0 (0 = dense logits).')
   if mc.attention_impl == 'cudnn' and mc.dtype != 'bfloat16':

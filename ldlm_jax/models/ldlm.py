@@ -101,7 +101,8 @@ class LDLM:
     """Compute dtype, attention implementation and q/k norm: the same for every trainable module."""
     mc = self.config.model
     return dict(dtype=layers.dtype_from_name(mc.dtype), attention_impl=mc.attention_impl or None,
-                qk_norm=bool(mc.qk_norm), remat=mc.remat)
+                qk_norm=bool(mc.qk_norm), remat=mc.remat,
+                attention_query_chunk=int(mc.attention_query_chunk))
 
   def _latent_module(self, part, what: str, num_queries: int, out_dim: int, output_norm: bool):
     """The latent encoder or hidden-state decoder of `part.type`: Perceiver or B.4 self-attention."""

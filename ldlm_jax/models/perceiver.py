@@ -36,6 +36,7 @@ class PerceiverResampler(nn.Module):
   output_norm: bool = False
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
   remat: str = 'none'     # layers.REMAT_POLICIES
 
@@ -47,6 +48,7 @@ class PerceiverResampler(nn.Module):
     kv = jnp.concatenate([ctx, q], axis=1)
     latents = latents + layers.Attention(
         self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype, attention_impl=self.attention_impl,
+        query_chunk=self.attention_query_chunk,
         name=f'layer{i}_attn')(q, kv)
     h = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_mlp_norm')(latents)
     return latents + layers.MLP(self.mlp_ratio, dtype=self.dtype, name=f'layer{i}_mlp')(h)
@@ -79,6 +81,7 @@ class SelfAttentionEncoder(nn.Module):
   output_norm: bool = False
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
   remat: str = 'none'     # layers.REMAT_POLICIES
 
@@ -86,5 +89,6 @@ class SelfAttentionEncoder(nn.Module):
   def __call__(self, inputs_BLC):
     x = layers.embed_sequence(self, inputs_BLC, self.width, self.dtype)
     x = layers.transformer_blocks(x, self.num_layers, self.num_heads, self.mlp_ratio, self.dtype,
-                                  self.attention_impl, self.qk_norm, self.remat)
+                                  self.attention_impl, self.qk_norm, self.remat,
+                                  self.attention_query_chunk)
     return layers.project_out(x, self.out_dim, self.dtype, output_norm=self.output_norm)
