@@ -8,7 +8,9 @@ from ldlm_jax import xla_flags
 from ldlm_testing import REPO
 
 
-def test_added_only_on_gpu_and_never_over_the_users_flags():
+def test_added_only_on_gpu_and_never_over_the_users_flags(monkeypatch):
+  # As in a fresh process (other tests in this one have started jax's backend).
+  monkeypatch.setattr(xla_flags, 'backends_started', lambda: False)
   env = {'XLA_FLAGS': '--xla_gpu_enable_triton_gemm=true --xla_dump_to=/tmp/x'}
   assert xla_flags.add_gpu_flags(env, gpu=False) == [] and env['XLA_FLAGS'].endswith('/tmp/x')
   added = xla_flags.add_gpu_flags(env, gpu=True)
