@@ -16,6 +16,9 @@ train: the compiled, donated train step on random token batches (data
   device peak (GPU: data-sheet bf16 peak, H100 989 TFLOP/s; CPU: a float32
   matmul peak measured in this process) and memory per device.
   --compare_self_cond times diffusion.self_cond_mode 'cond' and 'per_example'.
+  --compare FIELD=V1,V2,... times the config with each value of one field
+  (e.g. model.remat=none,block or loss.ce_vocab_chunk=0,8192), all compiled
+  first, then timed with alternating windows; memory per value beside it.
 sample: `LDLM.generate` (one lax.scan, decoders once): seconds per batch of
   sample.num_steps steps, per-step time, samples/s and tokens/s.
   --compare_python_loop also steps the same model from a Python loop.
@@ -50,20 +53,39 @@ def _argv_value(argv, name: str, default: str) -> str:
   return default
 
 
+# XLA:CPU schedules for thread concurrency by default, which keeps
+# rematerialised activations alive from the forward pass (model.remat then
+# saves nothing in the plan; measured in BUILD_NOTES.md, issue 17). The GPU
+# and TPU schedulers are memory-aware, so `compile` plans on CPU with the
+# memory-minimising schedule instead. CPU-only flag; the user's value wins.
+CPU_MEMORY_SCHEDULE_FLAG = '--xla_cpu_enable_concurrency_optimized_scheduler'
+
+
 def _request_host_devices(argv) -> None:
   """`compile --devices N` needs N CPU devices, which XLA only creates if told
-  before jax is imported: set the flag now (a no-op when jax is already in)."""
+  before jax is imported: set the flag now (a no-op when jax is already in);
+  likewise the memory-minimising CPU schedule."""
   if 'compile' not in argv[1:] or 'jax' in sys.modules:
     return
   xla_flags = os.environ.get('XLA_FLAGS', '')
-  if '--xla_force_host_platform_device_count' in xla_flags:
-    return
+  if CPU_MEMORY_SCHEDULE_FLAG not in xla_flags:
+    xla_flags = f'{xla_flags} {CPU_MEMORY_SCHEDULE_FLAG}=false'.strip()
   count = _argv_value(argv, 'devices', '8')
-  if count.isdigit() and int(count) > 1:
-    os.environ['XLA_FLAGS'] = f'{xla_flags} --xla_force_host_platform_device_count={count}'.strip()
+  if ('--xla_force_host_platform_device_count' not in xla_flags and count.isdigit()
+      and int(count) > 1):
+    xla_flags = f'{xla_flags} --xla_force_host_platform_device_count={count}'
+  os.environ['XLA_FLAGS'] = xla_flags
 
 
 _request_host_devices(sys.argv)
+
+
+def _add_gpu_flags() -> list[str]:
+  from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
+  return xla_flags.add_gpu_flags()
+
+
+_GPU_FLAGS_ADDED = _add_gpu_flags()    # before jax is imported (XLA reads XLA_FLAGS once)
 
 # pylint: disable=wrong-import-position
 from absl import app, flags, logging
@@ -96,6 +118,8 @@ _ITERS = flags.DEFINE_integer('iters', 5, 'Calls per timed window (train steps o
 _REPEATS = flags.DEFINE_integer('repeats', 3, 'Timed windows; the median is reported.')
 _SELF_COND = flags.DEFINE_bool('compare_self_cond', False,
                                'train: time self_cond_mode cond and per_example.')
+_COMPARE = flags.DEFINE_string(
+    'compare', '', 'train: FIELD=V1,V2,... time the config with each value of one config field.')
 _PY_LOOP = flags.DEFINE_bool('compare_python_loop', False,
                              'sample: also time the sampler stepped from a Python loop.')
 _DEVICES = flags.DEFINE_integer('devices', 8, 'compile: devices in the target mesh.')
@@ -158,14 +182,15 @@ def _xla_note(r: dict) -> str:
   if r['device']['platform'] == 'gpu':
     return ('XLA:GPU leaves the cuBLAS/cuDNN library calls, i.e. most matmuls, out of its count: '
             'compare on CPU')
-  return 'XLA adds element-wise ops'
+  return 'XLA adds element-wise ops and counts a lax.scan body (the chunked CE) once'
 
 
 def print_train(r: dict) -> None:
   st = r['step_time']
   fl = r['flops']
   print(f'train  batch {r["batch_size"]} x L {r["seq_len"]}, dtype {r["dtype"]}, attention '
-        f'{r["attention_impl"]}, self-cond p={r["self_cond"]["prob"]} mode {r["self_cond"]["mode"]}')
+        f'{r["attention_impl"]}, self-cond p={r["self_cond"]["prob"]} mode {r["self_cond"]["mode"]}, '
+        f'remat {r["remat"]}, CE vocab chunk {r["ce_vocab_chunk"] or "dense"}')
   print(f'  params (trainable): {r["params"]["total"] / 1e6:.2f}M = ' + ', '.join(
       f'{k} {v / 1e6:.2f}M' for k, v in r['params'].items() if k != 'total'))
   print(f'  compile: {r["compile"]["lower_s"] + r["compile"]["compile_s"]:.1f} s (not in step time)')
@@ -219,7 +244,8 @@ def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
   c = r['compiled_per_device']
   print(f'compile  train step, {r["num_devices"]} x {r["platform"]} ({r["device_kind"]}), mesh '
         f'data={r["mesh"]["data"]} fsdp={r["mesh"]["fsdp"]}, global batch {r["global_batch"]} '
-        f'({r["per_device_batch"]} per device) x L {r["seq_len"]}, dtype {r["dtype"]}')
+        f'({r["per_device_batch"]} per device) x L {r["seq_len"]}, dtype {r["dtype"]}, remat '
+        f'{r["remat"]}, CE vocab chunk {r["ce_vocab_chunk"] or "dense"}')
   print(f'  compile: {r["compile"]["lower_s"] + r["compile"]["compile_s"]:.1f} s')
   print(f'  per device, sharded state: params {gib(s["params"])}, AdamW moments '
         f'{gib(s["opt_state"])}, EMA {gib(s["ema_params"])} (state {gib(s["state_total"])}); '
@@ -236,9 +262,50 @@ def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
     print(f'  per device, compiled: arguments {gib(c["argument"])}, outputs {gib(c["output"])}, '
           f'aliased {gib(c["alias"])}, temporaries (activations etc.) {gib(c["temp"])}, code '
           f'{gib(c["generated_code"])}; total {gib(c["total_estimate"])}')
+    p = r['plan_per_device']
+    print(f'  plan per device: params {gib(p["params"])} + optimizer {gib(p["optimizer"])} + EMA '
+          f'{gib(p["ema_params"])} + other state {gib(p["other_state"])} + frozen encoder (used '
+          f'blocks), batch, metrics {gib(p["frozen_encoder_batch_metrics"])} + new outputs '
+          f'{gib(p["outputs_not_aliased"])} + activations/temporaries '
+          f'{gib(p["activations_and_temporaries"])} + code {gib(p["code"])} = {gib(p["total"])}')
     verdict = 'fits' if c['total_estimate'] <= capacity_bytes else 'DOES NOT FIT'
     print(f'  {verdict} in {gib(capacity_bytes)} per device ({capacity_source})')
   print(f'  note: {r["caveat"]}')
+
+
+def parse_compare(spec: str, config):
+  """'a.b=v1,v2' -> ('a.b', [v1, v2]) with each value of the field's own type."""
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  field, sep, raw = spec.partition('=')
+  node = config
+  try:
+    for part in field.split('.'):
+      node = node[part]
+  except (KeyError, AttributeError):
+    raise ConfigError(f'--compare field {field!r} is not a config field; give e.g. '
+                      '--compare=model.remat=none,block.') from None
+  values = [v for v in raw.split(',') if v != '']
+  if not sep or len(values) < 2:
+    raise ConfigError(f'--compare={spec!r} needs FIELD=V1,V2 with at least two values.')
+  kind = type(node)
+  if kind is bool:
+    return field, [v.lower() in ('1', 'true', 'yes') for v in values]
+  try:
+    return field, [kind(v) for v in values]
+  except ValueError:
+    raise ConfigError(f'--compare: the values of {field} must be {kind.__name__} '
+                      f'(got {values}).') from None
+
+
+def with_field(config, field: str, value):
+  import copy  # pylint: disable=import-outside-toplevel
+  c = copy.deepcopy(config)
+  *path, last = field.split('.')
+  node = c
+  for part in path:
+    node = node[part]
+  node[last] = value
+  return c
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -297,6 +364,10 @@ def run(command: str, config, argv: list[str]) -> dict:
       'jax': jax.__version__, 'backend': jax.default_backend(),
       'preset': preset, 'results': [],
   }
+  payload['xla_flags'] = os.environ.get('XLA_FLAGS', '')
+  payload['xla_gpu_flags_added'] = _GPU_FLAGS_ADDED
+  if _GPU_FLAGS_ADDED:
+    print(f'XLA GPU flags added (LDLM_XLA_GPU_FLAGS=0 skips them): {" ".join(_GPU_FLAGS_ADDED)}')
   device = jax.devices()[0]
   print(f'{jax.default_backend()} backend, {jax.device_count()} x {device.device_kind}; '
         f'jax {jax.__version__}; host CPUs {os.cpu_count()}')
@@ -327,6 +398,20 @@ def run(command: str, config, argv: list[str]) -> dict:
   print(f'peak for utilization: {peak.flops_per_s / 1e12:.3f} TFLOP/s ({peak.source})')
   payload['peak'] = {'flops_per_s': peak.flops_per_s, 'source': peak.source}
 
+  if command == 'train' and _COMPARE.value:
+    field, values = parse_compare(_COMPARE.value, config)
+    configs = [with_field(config, field, v) for v in values]
+    results = runs.compare_train(configs, opts, peak)
+    for result in results:
+      print_train(result)
+      payload['results'].append(result)
+    print(f'{field}: ' + '; '.join(
+        f'{v}: {_fmt_s(r["step_time"]["median_s"])}/step, temporaries '
+        f'{memory_lib.gib(r["memory"]["compiled"].get("temp"))}, total '
+        f'{memory_lib.gib(r["memory"]["compiled"].get("total_estimate"))}'
+        for v, r in zip(values, results)))
+    payload['compare'] = {'field': field, 'values': [str(v) for v in values]}
+    return payload
   if command == 'train':
     if not _SELF_COND.value:
       result = runs.train_benchmark(config, opts, peak)

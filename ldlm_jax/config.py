@@ -82,6 +82,19 @@ def base_config() -> ml_collections.ConfigDict:
   # shape). It bounds attention logits by about sqrt(head_dim) until the norm
   # scales grow, which slows learning sharp (copy-like) attention in short runs.
   c.model.qk_norm = True
+  # What the backward pass keeps of each transformer block (DiT, Perceivers,
+  # self-attention encoder, token decoder): 'none' (everything), 'block'
+  # (the block input; the block is recomputed), 'dots_saveable' (matmul
+  # outputs incl. attention scores), 'dots_no_batch' (matmul outputs except
+  # attention). Parameter names do not depend on it. *default* 'none', ours
+  # (issue 17; BUILD_NOTES.md has the memory and time cost).
+  c.model.remat = 'none'
+  # > 0: XLA attention (CPU, TPU, float32 GPU) runs this many queries at a
+  # time, recomputed in the backward, so one block of L x L float32 scores is
+  # alive instead of all of them (cuDNN flash attention never materialises
+  # them and ignores it); must divide the query length to apply. *default* 0
+  # (off), ours (issue 17).
+  c.model.attention_query_chunk = 0
 
   c.model.latent_encoder = ml_collections.ConfigDict()
   c.model.latent_encoder.type = 'perceiver'   # 'perceiver' | 'self_attention' (App. B.4)
@@ -150,6 +163,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.loss.reconstruction = 'mse'
   # Stop the CE gradient at h_hat (paper). False for the Table 1 ablations.
   c.loss.ce_stop_gradient = True
+  # The CE head walks the vocabulary in chunks of at most this many entries
+  # (ldlm_jax/models/vocab_ce.py: no float32 (B, L, V) logits, float32
+  # accumulation of compute-dtype matmuls); 0 = dense logits (before issue
+  # 17). Not model-defining: checkpoints restore under any value. *default*
+  # 8192, ours: GPT-2 in 7 chunks (1.6% padding); one chunk of logits at
+  # LM1B's 128 examples per device is 0.45 GiB.
+  c.loss.ce_vocab_chunk = 8192
   c.loss.diffusion_weight = 1.0   # *default* 1 (Eq. 4 sums the terms).
   c.loss.reconstruction_weight = 1.0
   c.loss.ce_weight = 1.0
@@ -240,6 +260,7 @@ _CHOICES = {
     'data.source': ('tfds', 'files', 'prepared', 'brown'),
     'model.dtype': ('float32', 'bfloat16'),
     'model.attention_impl': ('', 'xla', 'cudnn'),
+    'model.remat': ('none', 'block', 'dots_saveable', 'dots_no_batch'),
     'model.latent_encoder.type': ('perceiver', 'self_attention'),
     'model.latent_decoder.type': ('perceiver', 'self_attention'),
     'diffusion.self_cond_mode': ('cond', 'per_example'),
@@ -325,6 +346,10 @@ def validate(config) -> None:
   if unknown:
     raise ConfigError(f'train.init_from.components names unknown components {unknown}; '
                       f'choose from {latent_spaces.COMPONENTS}.')
+  if mc.attention_query_chunk < 0:
+    raise ConfigError('model.attention_query_chunk must be >= 0 (0 = all queries at once).')
+  if config.loss.ce_vocab_chunk < 0:
+    raise ConfigError('loss.ce_vocab_chunk must be >= 0 (0 = dense logits).')
   if mc.attention_impl == 'cudnn' and mc.dtype != 'bfloat16':
     raise ConfigError("model.attention_impl='cudnn' needs --config.model.dtype=bfloat16.")
   widths = {

@@ -65,6 +65,10 @@ def main(argv):
         'file I/O; mount the bucket on every host (e.g. gcsfuse) or use a shared filesystem '
         'and pass that path.')
   workdir = cli.check_output_dir(_WORKDIR.value, '--workdir')
+  from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
+  added = xla_flags.add_gpu_flags()       # before jax starts a backend (it reads XLA_FLAGS once)
+  if added:
+    print(f'XLA GPU flags added (set {xla_flags.OPT_OUT}=0 to skip): {" ".join(added)}')
   init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
   import jax  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import loop, refusal  # pylint: disable=import-outside-toplevel

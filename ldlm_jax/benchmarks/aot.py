@@ -9,16 +9,19 @@ state), the frozen encoder, the batch shard, and the compiler's plan for
 outputs, temporaries (activations, gradients, scratch) and code.
 
 With fewer real devices than asked, the CLI compiles for N virtual CPU
-devices (`--xla_force_host_platform_device_count`). What such a CPU compile
-does and does not tell about a GPU or TPU:
+devices (`--xla_force_host_platform_device_count`), with XLA:CPU's
+memory-minimising schedule (its default concurrency-optimised schedule keeps
+rematerialised activations alive, so `model.remat` would show no saving).
+What such a CPU compile does and does not tell about a GPU or TPU:
   * exact: the bytes of every sharded argument (state, frozen weights,
     batch), since they depend only on shapes, dtypes and shardings; that the
     shardings are consistent and the collectives exist for the mesh;
   * an upper estimate: the temporaries. XLA:CPU fuses and lays out
     differently, keeps bf16 dots' operands in float32 and has no cuDNN flash
     attention (which never materialises the L x L scores). Measured: the
-    LM1B step at 128 examples per device plans 55.3 GiB of temporaries on
-    CPU, 16.7 GiB with the H100's compiler (XLA attention; 13.6 with cuDNN),
+    LM1B step at 128 examples per device (dense CE) plans 42.8 GiB of
+    temporaries on CPU (55.3 with XLA:CPU's default concurrency schedule),
+    16.7 GiB with the H100's compiler (XLA attention; 13.6 with cuDNN),
     whose plan matched the allocator's measured peak within 0.3%.
 On a GPU machine, `--devices 1 --batch_size B/N` compiles with the real GPU
 compiler the per-device program of a pure data-parallel N-device run.
@@ -43,7 +46,7 @@ from ldlm_jax.training import step as step_lib
 CPU_CAVEAT = (
     'compiled by XLA:CPU: the sharded argument sizes (state, frozen encoder, batch) are exact; '
     'temporaries are an upper estimate (CPU fusion/layouts, float32 dot operands, no flash '
-    'attention): for LM1B at 128 per device they were 3.3x what the H100 compiler plans. '
+    'attention): for LM1B at 128 per device they were 2.6x what the H100 compiler plans. '
     'For GPU numbers run `compile --devices 1 --batch_size B/N` on one GPU.')
 
 
@@ -93,6 +96,23 @@ def aot_train_step(config, devices, log=print) -> dict:
                                + per_device['ema_params'] + per_device['other_state'])
   compiled_mem = memory_lib.compiled_memory(comp.compiled)
   platform = devices[0].platform
+  plan = {}
+  if compiled_mem:
+    # The compiler's total split by what the bytes are. Arguments: the state
+    # parts (exact), then the rest of what the program reads (the frozen
+    # weights of the blocks it runs, the batch, the metrics; XLA drops unused
+    # arguments, e.g. the encoder blocks above the used layer). The donated
+    # state is aliased to the new state, so the outputs add only what is not
+    # aliased; the temporaries are activations, gradients and scratch.
+    state = per_device['state_total']
+    plan = {'params': per_device['params'], 'optimizer': per_device['opt_state'],
+            'ema_params': per_device['ema_params'],
+            'other_state': per_device['other_state'],
+            'frozen_encoder_batch_metrics': compiled_mem['argument'] - state,
+            'outputs_not_aliased': compiled_mem['output'] - compiled_mem['alias'],
+            'activations_and_temporaries': compiled_mem['temp'],
+            'code': compiled_mem['generated_code'],
+            'total': compiled_mem['total_estimate']}
   return {
       'kind': 'compile',
       'platform': platform,
@@ -103,8 +123,10 @@ def aot_train_step(config, devices, log=print) -> dict:
       'dtype': config.model.dtype,
       'encoder': {'name': config.encoder.name, 'random_weights': choice.random_weights},
       'compile': {'lower_s': comp.lower_s, 'compile_s': comp.compile_s},
+      'remat': config.model.remat, 'ce_vocab_chunk': int(config.loss.ce_vocab_chunk),
       'sharded_arguments_per_device': per_device,
       'compiled_per_device': compiled_mem,
+      'plan_per_device': plan,
       'flops': {'analytic_per_step': flops_lib.train_step_flops(model, batch)['total'],
                 'analytic_per_step_as_xla_counts': flops_lib.train_step_flops(
                     model, batch, xla_view=True)['total'],

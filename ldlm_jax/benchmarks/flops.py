@@ -98,6 +98,18 @@ def self_attention_encoder(module: SelfAttentionEncoder, batch: int, length: int
   return cost + dense(batch * length, w, module.out_dim)
 
 
+def latent_module(module, batch: int, in_len: int, in_dim: int, *, input_grad: bool,
+                  trained: bool = True) -> Cost:
+  """The latent encoder or hidden-state decoder, whichever type the config chose."""
+  if isinstance(module, PerceiverResampler):
+    cost = perceiver(module, batch, in_len, in_dim, input_grad=input_grad)
+  elif isinstance(module, SelfAttentionEncoder):
+    cost = self_attention_encoder(module, batch, in_len, in_dim, input_grad=input_grad)
+  else:
+    raise TypeError(f'no FLOP count for a latent module of type {type(module).__name__}')
+  return cost if trained else Cost(cost.forward, 0.0)
+
+
 def token_decoder(module: TokenDecoder, batch: int, length: int, in_dim: int, *,
                   trained: bool = True, input_grad: bool = False) -> Cost:
   w = module.width
@@ -161,14 +173,10 @@ def train_step_flops(model, batch: int, *, xla_view: bool = False) -> dict[str, 
   else:
     out['frozen_encoder'] = 0.0                       # a table lookup (or trained table)
   scratch = model.input_kind == 'scratch'
-  if isinstance(model.latent_encoder, PerceiverResampler):
-    enc = perceiver(model.latent_encoder, batch, d.seq_len, d.feature_dim, input_grad=scratch)
-  else:
-    enc = self_attention_encoder(model.latent_encoder, batch, d.seq_len, d.feature_dim,
-                                 input_grad=scratch)
-  out['latent_encoder'] = enc.total
-  out['latent_decoder'] = perceiver(model.latent_decoder, batch, d.latent_len, d.latent_dim,
-                                    input_grad=True).total
+  out['latent_encoder'] = latent_module(model.latent_encoder, batch, d.seq_len, d.feature_dim,
+                                        input_grad=scratch).total
+  out['latent_decoder'] = latent_module(model.latent_decoder, batch, d.latent_len, d.latent_dim,
+                                        input_grad=True).total
   if model.use_ce:
     out['token_decoder'] = token_decoder(
         model.token_decoder, batch, d.seq_len, d.feature_dim,
@@ -188,8 +196,8 @@ def sampling_flops(model, batch: int, num_steps: int, with_decode: bool = True) 
   per_step = denoiser(model.denoiser, batch, d.latent_len, trained=False).forward
   decode = 0.0
   if with_decode:
-    decode = perceiver(model.latent_decoder, batch, d.latent_len, d.latent_dim,
-                       input_grad=False).forward
+    decode = latent_module(model.latent_decoder, batch, d.latent_len, d.latent_dim,
+                           input_grad=False, trained=False).forward
     decode += token_decoder(model.token_decoder, batch, d.seq_len, d.feature_dim,
                             trained=False).forward
   return {'per_step': per_step, 'decode': decode, 'total': num_steps * per_step + decode}

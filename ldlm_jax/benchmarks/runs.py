@@ -138,6 +138,7 @@ def train_result(case: TrainCase, t: timing.Timing, carry, peak: timing.Peak) ->
       'attention_impl': config.model.attention_impl or 'default',
       'self_cond': {'prob': float(config.diffusion.self_cond_prob),
                     'mode': config.diffusion.self_cond_mode},
+      'remat': config.model.remat, 'ce_vocab_chunk': int(config.loss.ce_vocab_chunk),
       'params': count_params(state.params),
       'compile': {'lower_s': case.compiled.lower_s, 'compile_s': case.compiled.compile_s},
       'step_time': t.as_dict(),

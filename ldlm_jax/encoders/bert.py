@@ -113,6 +113,7 @@ class BertLayer(nn.Module):
   """Post-LN encoder layer with bidirectional, key-masked attention."""
   config: BertConfig
   dtype: Any = jnp.float32
+  attention_impl: str | None = None   # inputs.attention_impl: None = cuDNN where it applies
 
   @nn.compact
   def __call__(self, x_BLH: jax.Array, key_mask_B11L: jax.Array | None) -> jax.Array:
@@ -125,7 +126,8 @@ class BertLayer(nn.Module):
 
     attn_BLNK = jax.nn.dot_product_attention(
         heads(dense(H, 'query')(x_BLH)), heads(dense(H, 'key')(x_BLH)),
-        heads(dense(H, 'value')(x_BLH)), mask=key_mask_B11L, scale=1.0 / math.sqrt(H // N))
+        heads(dense(H, 'value')(x_BLH)), mask=key_mask_B11L, scale=1.0 / math.sqrt(H // N),
+        implementation=inputs.attention_impl(self.attention_impl, self.dtype, key_mask_B11L))
     x_BLH = _layer_norm(c, 'attn_norm')(x_BLH + dense(H, 'attn_out')(attn_BLNK.reshape(B, L, H)))
 
     act = loading.hf_activation(c.activation, 'the BERT config')
@@ -137,6 +139,7 @@ class BertModel(nn.Module):
   """BERT returning Hugging Face `hidden_states`, optionally stopping early."""
   config: BertConfig
   dtype: Any = jnp.float32  # Matmul compute dtype; params are float32.
+  attention_impl: str | None = None   # inputs.attention_impl: None = cuDNN where it applies
 
   def setup(self):
     c = self.config
@@ -145,7 +148,8 @@ class BertModel(nn.Module):
     self.position_embeddings = embed(c.max_positions)
     self.token_type_embeddings = embed(c.type_vocab_size)
     self.embeddings_norm = _layer_norm(c, None)
-    self.layer = [BertLayer(c, dtype=self.dtype) for _ in range(c.num_layers)]  # layer_0, ...
+    self.layer = [BertLayer(c, dtype=self.dtype, attention_impl=self.attention_impl)
+                  for _ in range(c.num_layers)]  # layer_0, ...
 
   def __call__(self, input_ids_BL: jax.Array, attention_mask_BL: jax.Array | None = None,
                max_layer: int | None = None) -> tuple[jax.Array, ...]:

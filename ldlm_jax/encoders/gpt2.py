@@ -16,6 +16,8 @@ Conventions follow Hugging Face `GPT2Model` exactly:
 Precision policy: Dense/attention matmuls run in `dtype` (float32 or bf16);
 the residual stream, LayerNorms and the attention softmax stay float32, so
 hidden states come back float32 either way. Weights are always float32.
+Attention: cuDNN flash attention on GPU for bf16 compute without a padding
+mask, XLA otherwise (`inputs.attention_impl`, also used by bert.py).
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ class GPT2Block(nn.Module):
   config: GPT2Config
   layer_index: int
   dtype: Any = jnp.float32
+  attention_impl: str | None = None   # inputs.attention_impl: None = cuDNN where it applies
 
   @nn.compact
   def __call__(self, x_BLH: jax.Array, key_mask_B11L: jax.Array | None) -> jax.Array:
@@ -127,7 +130,8 @@ class GPT2Block(nn.Module):
       scale /= float(self.layer_index + 1)
     # Logits and softmax are float32 inside dot_product_attention even for bf16.
     attn_BLNK = jax.nn.dot_product_attention(
-        q_BLNK, k_BLNK, v_BLNK, mask=key_mask_B11L, scale=scale, is_causal=True)
+        q_BLNK, k_BLNK, v_BLNK, mask=key_mask_B11L, scale=scale, is_causal=True,
+        implementation=inputs.attention_impl(self.attention_impl, self.dtype, key_mask_B11L))
     x_BLH = x_BLH + dense(H, 'attn_out')(attn_BLNK.reshape(B, L, H))
 
     act = loading.hf_activation(c.activation, 'the GPT-2 config')
@@ -139,12 +143,14 @@ class GPT2Model(nn.Module):
   """GPT-2 returning Hugging Face `hidden_states`, optionally stopping early."""
   config: GPT2Config
   dtype: Any = jnp.float32  # Matmul compute dtype; params are float32.
+  attention_impl: str | None = None   # inputs.attention_impl: None = cuDNN where it applies
 
   def setup(self):
     c = self.config
     self.wte = nn.Embed(c.vocab_size, c.hidden_size, dtype=jnp.float32, param_dtype=jnp.float32)
     self.wpe = nn.Embed(c.max_positions, c.hidden_size, dtype=jnp.float32, param_dtype=jnp.float32)
-    self.h = [GPT2Block(c, i, dtype=self.dtype) for i in range(c.num_layers)]  # h_0, h_1, ...
+    self.h = [GPT2Block(c, i, dtype=self.dtype, attention_impl=self.attention_impl)
+              for i in range(c.num_layers)]  # h_0, h_1, ...
     self.ln_f = _layer_norm(c, None)
 
   def __call__(self, input_ids_BL: jax.Array, attention_mask_BL: jax.Array | None = None,

@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+
+
+def attention_impl(requested: str | None, dtype, key_mask_B11L) -> str | None:
+  """The jax.nn.dot_product_attention implementation of a frozen encoder block.
+
+  `requested` None/'' = automatic: cuDNN flash attention on GPU for 16-bit
+  compute without a key mask (the training step's fixed-length chunks; the
+  frozen GPT-2 was the one XLA attention left in the LM1B step), XLA
+  otherwise: on CPU, for float32 (cuDNN has no float32 kernel) and for
+  padded batches, whose (B, 1, 1, L) key mask XLA applies exactly.
+  """
+  if requested:
+    return requested
+  if (jax.default_backend() == 'gpu' and key_mask_B11L is None
+      and jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))):
+    return 'cudnn'
+  return None
 
 
 def layers_and_key_mask(max_layer: int | None, num_layers: int, seq_len: int, max_positions: int,

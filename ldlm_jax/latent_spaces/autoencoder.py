@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from ldlm_jax.config import ConfigError
-from ldlm_jax.latent_spaces.base import Dims, LatentSpace, ce_and_accuracy
+from ldlm_jax.latent_spaces.base import Dims, LatentSpace
 from ldlm_jax.models import layers
 from ldlm_jax.models.perceiver import PerceiverResampler, SelfAttentionEncoder
 
@@ -100,7 +100,7 @@ class JointAutoencoder(LatentSpace):
     rec_loss = jnp.mean(jnp.square(h_hat - h_n_BLH)) if self.use_mse else zero
     if self.use_ce:
       dec_in = jax.lax.stop_gradient(h_hat) if c.loss.ce_stop_gradient else h_hat
-      ce_loss, token_acc = ce_and_accuracy(self.model.token_logits(params, dec_in), tokens_BL)
+      ce_loss, token_acc = self.model.token_ce(params, dec_in, tokens_BL)
     else:
       ce_loss, token_acc = zero, zero
     return {'reconstruction_loss': rec_loss, 'ce_loss': ce_loss, 'token_accuracy': token_acc}

@@ -24,7 +24,6 @@ from typing import Any
 import flax.struct
 import jax
 import jax.numpy as jnp
-import optax
 
 from ldlm_jax.config import ConfigError
 
@@ -60,17 +59,11 @@ class Dims:
   vocab_size: int     # V
 
 
-def ce_and_accuracy(logits_BLV, tokens_BL):
-  ce = jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits_BLV, tokens_BL))
-  acc = jnp.mean((jnp.argmax(logits_BLV, -1) == tokens_BL).astype(jnp.float32))
-  return ce, acc
-
-
 class LatentSpace:
   """Base class; subclasses set `name`, `components` and the four functions.
 
   `model` is the owning LDLM: it provides the shared token decoder
-  (`model.token_logits`), module options and the frozen encoder.
+  (`model.token_ce`, `model.token_logits`), module options and the frozen encoder.
   """
   name = ''
   # What the space reads from the frozen encoder: 'hidden' | 'embeddings' | 'scratch'.

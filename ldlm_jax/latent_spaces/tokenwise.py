@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from ldlm_jax.config import ConfigError
-from ldlm_jax.latent_spaces.base import Dims, LatentSpace, ce_and_accuracy
+from ldlm_jax.latent_spaces.base import Dims, LatentSpace
 from ldlm_jax.models import layers
 
 
@@ -62,8 +62,7 @@ class FrozenFeatureLatents(LatentSpace):
 
   def reconstruction(self, params, h_n_BLH, z_BND, tokens_BL, rng):
     z_in = z_BND + self.config.loss.decoder_noise_std * jax.random.normal(rng, z_BND.shape, z_BND.dtype)
-    ce_loss, token_acc = ce_and_accuracy(self.model.token_logits(params, self.decode(params, z_in)),
-                                         tokens_BL)
+    ce_loss, token_acc = self.model.token_ce(params, self.decode(params, z_in), tokens_BL)
     return {'reconstruction_loss': jnp.zeros((), jnp.float32), 'ce_loss': ce_loss,
             'token_accuracy': token_acc}
 

@@ -34,6 +34,7 @@ class DiTBlock(nn.Module):
   mlp_ratio: int = 4
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
 
   @nn.compact
@@ -46,7 +47,8 @@ class DiTBlock(nn.Module):
                                      dtype=self.dtype, name=name)
     h = modulate(norm('attn_norm')(x_BNW), shift_a, scale_a)
     h = layers.Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
-                         attention_impl=self.attention_impl, name='attn')(h, h)
+                         attention_impl=self.attention_impl,
+                         query_chunk=self.attention_query_chunk, name='attn')(h, h)
     x_BNW = x_BNW + gate_a[:, None] * h
     h = modulate(norm('mlp_norm')(x_BNW), shift_m, scale_m)
     h = layers.MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
@@ -62,7 +64,9 @@ class DiT(nn.Module):
   time_embed_dim: int = 256
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
+  remat: str = 'none'     # layers.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, z_t_BND, t_B, x0_sc_BND):
@@ -73,9 +77,11 @@ class DiT(nn.Module):
     c = timestep_embedding(t_B, self.time_embed_dim)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
+    block = layers.rematerialized(DiTBlock, self.remat)
     for i in range(self.num_layers):
-      x = DiTBlock(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
-                   attention_impl=self.attention_impl, name=f'block{i}')(x, c)
+      x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
+                attention_impl=self.attention_impl,
+                attention_query_chunk=self.attention_query_chunk, name=f'block{i}')(x, c)
     shift, scale = jnp.split(
         nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                  name='final_adaln')(nn.silu(c)), 2, axis=-1)

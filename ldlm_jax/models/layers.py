@@ -41,6 +41,24 @@ def resolve_attention_impl(requested: str | None, dtype) -> str | None:
   return None
 
 
+def query_chunked_attention(q_BQHD, k_BKHD, v_BKHD, implementation, query_chunk: int):
+  """jax.nn.dot_product_attention, for XLA split into blocks of `query_chunk` queries.
+
+  Each query's softmax is over all keys either way, so the blocks compute
+  the same numbers; under a gradient each block is recomputed in the
+  backward (jax.checkpoint inside lax.map), so only one block's scores are
+  alive. Whole when query_chunk is 0, does not divide Q, or cuDNN runs.
+  """
+  length = q_BQHD.shape[1]
+  attend = lambda q: jax.nn.dot_product_attention(q, k_BKHD, v_BKHD, implementation=implementation)
+  if implementation == 'cudnn' or query_chunk <= 0 or length <= query_chunk or length % query_chunk:
+    return attend(q_BQHD)
+  b, _, h, d = q_BQHD.shape
+  blocks = q_BQHD.reshape(b, length // query_chunk, query_chunk, h, d).swapaxes(0, 1)
+  out = jax.lax.map(jax.checkpoint(attend), blocks)
+  return out.swapaxes(0, 1).reshape(b, length, h, out.shape[-1])
+
+
 class Attention(nn.Module):
   """Multi-head attention of queries x over a context, per-head q/k RMSNorm."""
 
@@ -48,6 +66,10 @@ class Attention(nn.Module):
   qk_norm: bool = True
   dtype: Dtype = jnp.float32
   attention_impl: str | None = None
+  # > 0: XLA attention one block of this many queries at a time (a
+  # rematerialised lax.map), so at most one block of float32 scores is alive,
+  # forward or backward; cuDNN never materialises them and ignores it.
+  query_chunk: int = 0
 
   @nn.compact
   def __call__(self, x_BQW, context_BKW):
@@ -63,9 +85,9 @@ class Attention(nn.Module):
       # COSMOS reference shape: RMSNorm per head on q and k (stabilises logits).
       q = nn.RMSNorm(dtype=self.dtype, name='query_norm')(q)
       k = nn.RMSNorm(dtype=self.dtype, name='key_norm')(k)
-    out = jax.nn.dot_product_attention(
-        q.astype(self.dtype), k.astype(self.dtype), v.astype(self.dtype),
-        implementation=resolve_attention_impl(self.attention_impl, self.dtype))
+    impl = resolve_attention_impl(self.attention_impl, self.dtype)
+    out = query_chunked_attention(q.astype(self.dtype), k.astype(self.dtype),
+                                  v.astype(self.dtype), impl, self.query_chunk)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(out)
 
 
@@ -90,15 +112,43 @@ class TransformerBlock(nn.Module):
   mlp_ratio: int = 4
   dtype: Dtype = jnp.float32
   attention_impl: str | None = None
+  attention_query_chunk: int = 0
   qk_norm: bool = True
 
   @nn.compact
   def __call__(self, x):
     h = nn.RMSNorm(dtype=self.dtype, name='attn_norm')(x)
     x = x + Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
-                      attention_impl=self.attention_impl, name='attn')(h, h)
+                      attention_impl=self.attention_impl,
+                      query_chunk=self.attention_query_chunk, name='attn')(h, h)
     h = nn.RMSNorm(dtype=self.dtype, name='mlp_norm')(x)
     return x + MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
+
+
+# model.remat: what the backward pass keeps of each transformer block's
+# forward. 'none': everything autodiff saves (fastest, most memory); 'block':
+# only the block's input, the rest recomputed (one more forward of the
+# block); 'dots_saveable': the outputs of every matmul, attention scores
+# included (jax.checkpoint_policies.dots_saveable); 'dots_no_batch': the
+# projections' and MLP matmuls' outputs but not the attention scores and
+# values (dots_with_no_batch_dims_saveable), so the L x L scores are
+# recomputed.
+REMAT_POLICIES = {
+    'block': None,
+    'dots_saveable': jax.checkpoint_policies.dots_saveable,
+    'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def rematerialized(target, remat: str, static_argnums=()):
+  """`target` (a Module class, or a function whose first argument is a Module)
+  under nn.remat with the policy `remat` names; unchanged for 'none'. The
+  parameter names do not change, so checkpoints restore across settings."""
+  if remat in ('', 'none'):
+    return target
+  if remat not in REMAT_POLICIES:
+    raise ValueError(f'unknown remat policy {remat!r}; use none or one of {sorted(REMAT_POLICIES)}')
+  return nn.remat(target, policy=REMAT_POLICIES[remat], static_argnums=static_argnums)
 
 
 def position_table(module: nn.Module, name: str, length: int, width: int):
@@ -116,10 +166,12 @@ def embed_sequence(module: nn.Module, inputs_BLC, width: int, dtype, pos_name: s
 
 
 def transformer_blocks(x, num_layers: int, num_heads: int, mlp_ratio: int, dtype,
-                       attention_impl: str | None, qk_norm: bool):
+                       attention_impl: str | None, qk_norm: bool, remat: str = 'none',
+                       attention_query_chunk: int = 0):
+  block = rematerialized(TransformerBlock, remat)
   for i in range(num_layers):
-    x = TransformerBlock(num_heads, mlp_ratio, dtype=dtype, attention_impl=attention_impl,
-                         qk_norm=qk_norm, name=f'block{i}')(x)
+    x = block(num_heads, mlp_ratio, dtype=dtype, attention_impl=attention_impl,
+              attention_query_chunk=attention_query_chunk, qk_norm=qk_norm, name=f'block{i}')(x)
   return x
 
 

@@ -27,7 +27,7 @@ from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.diffusion.schedule import schedule_from_config
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda, scale_gradient
 from ldlm_jax.latent_spaces import COMPONENTS, Dims, FrozenInputs, latent_space_class
-from ldlm_jax.models import layers
+from ldlm_jax.models import layers, vocab_ce
 from ldlm_jax.models.dit import DiT
 from ldlm_jax.models.token_decoder import TokenDecoder
 
@@ -76,7 +76,8 @@ class LDLM:
     """Compute dtype, attention implementation and q/k norm: the same for every trainable module."""
     mc = self.config.model
     return dict(dtype=layers.dtype_from_name(mc.dtype), attention_impl=mc.attention_impl or None,
-                qk_norm=bool(mc.qk_norm))
+                qk_norm=bool(mc.qk_norm), remat=mc.remat,
+                attention_query_chunk=int(mc.attention_query_chunk))
 
   def make_token_decoder(self, num_layers, width, num_heads, mlp_ratio=4):
     return TokenDecoder(vocab_size=self.dims.vocab_size, width=width, num_layers=num_layers,
@@ -127,6 +128,12 @@ class LDLM:
     module = token_decoder or self.token_decoder
     p = token_decoder_params if token_decoder_params is not None else params['token_decoder']
     return module.apply({'params': p}, h_hat_BLH)
+
+  def token_ce(self, params, h_hat_BLH, tokens_BL):
+    """(CE, accuracy) of the shared token decoder on h_hat; loss.ce_vocab_chunk > 0 never
+    materialises the float32 (B, L, V) logits (models/vocab_ce.py)."""
+    return vocab_ce.token_decoder_ce(self.token_decoder, params['token_decoder'], h_hat_BLH,
+                                     tokens_BL, int(self.config.loss.ce_vocab_chunk))
 
   def denoise(self, params, z_t_BND, t_B, x0_sc_BND):
     return self.denoiser.apply({'params': params['denoiser']}, z_t_BND, t_B, x0_sc_BND).astype(jnp.float32)

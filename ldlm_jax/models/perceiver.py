@@ -36,7 +36,22 @@ class PerceiverResampler(nn.Module):
   output_norm: bool = False
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
+  remat: str = 'none'     # layers.REMAT_POLICIES
+
+  def layer(self, latents, x, i: int):
+    """Cross-attention layer i. Its parameters sit directly under this module
+    (layer{i}_*), so it is a method, not a submodule."""
+    q = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_latent_norm')(latents)
+    ctx = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_input_norm')(x)
+    kv = jnp.concatenate([ctx, q], axis=1)
+    latents = latents + layers.Attention(
+        self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype, attention_impl=self.attention_impl,
+        query_chunk=self.attention_query_chunk,
+        name=f'layer{i}_attn')(q, kv)
+    h = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_mlp_norm')(latents)
+    return latents + layers.MLP(self.mlp_ratio, dtype=self.dtype, name=f'layer{i}_mlp')(h)
 
   @nn.compact
   def __call__(self, inputs_BLC):
@@ -44,15 +59,9 @@ class PerceiverResampler(nn.Module):
     x = layers.embed_sequence(self, inputs_BLC, self.width, self.dtype)
     queries = self.param('queries', layers.EMBED_INIT, (self.num_queries, self.width), jnp.float32)
     latents = jnp.broadcast_to(queries.astype(self.dtype), (batch, self.num_queries, self.width))
+    layer = layers.rematerialized(type(self).layer, self.remat, static_argnums=(3,))
     for i in range(self.num_layers):
-      q = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_latent_norm')(latents)
-      ctx = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_input_norm')(x)
-      kv = jnp.concatenate([ctx, q], axis=1)
-      latents = latents + layers.Attention(
-          self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype, attention_impl=self.attention_impl,
-          name=f'layer{i}_attn')(q, kv)
-      h = nn.RMSNorm(dtype=self.dtype, name=f'layer{i}_mlp_norm')(latents)
-      latents = latents + layers.MLP(self.mlp_ratio, dtype=self.dtype, name=f'layer{i}_mlp')(h)
+      latents = layer(self, latents, x, i)
     return layers.project_out(latents, self.out_dim, self.dtype, output_norm=self.output_norm)
 
 
@@ -72,11 +81,14 @@ class SelfAttentionEncoder(nn.Module):
   output_norm: bool = False
   dtype: layers.Dtype = jnp.float32
   attention_impl: str | None = None
+  attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
+  remat: str = 'none'     # layers.REMAT_POLICIES
 
   @nn.compact
   def __call__(self, inputs_BLC):
     x = layers.embed_sequence(self, inputs_BLC, self.width, self.dtype)
     x = layers.transformer_blocks(x, self.num_layers, self.num_heads, self.mlp_ratio, self.dtype,
-                                  self.attention_impl, self.qk_norm)
+                                  self.attention_impl, self.qk_norm, self.remat,
+                                  self.attention_query_chunk)
     return layers.project_out(x, self.out_dim, self.dtype, output_norm=self.output_norm)

@@ -39,7 +39,7 @@ SIGNATURE_FIELDS = ('data.seq_len', 'loss.reconstruction', 'loss.train_token_dec
 # ... minus fields that only choose how the same model is computed or found.
 COMPUTE_ONLY_FIELDS = ('encoder.path', 'encoder.dtype', 'encoder.norm_num_chunks',
                        'encoder.norm_min_var', 'model.dtype', 'model.attention_impl',
-                       'diffusion.self_cond_mode')
+                       'model.remat', 'model.attention_query_chunk', 'diffusion.self_cond_mode')
 # The hand-kept list of the first version, kept to read old checkpoints' meta.
 MODEL_DEFINING_KEYS = (
     'encoder.name', 'encoder.layer', 'encoder.input', 'data.seq_len', 'model.latent_len',
