@@ -45,6 +45,9 @@ from ldlm_jax.config import base_config
 
 ROWS = ('scratch_emb', 'encoder_emb', 'tencdm', 'cosmos', 'ldlm')   # Table 2 order
 TWO_STAGE = {'cosmos': 'cosmos_stage2'}
+# Stage one's length as a share of the run's train.num_steps (ours; the paper
+# does not state it): the CPU size and the experiments harness use it.
+STAGE_ONE_FRACTION = 0.5
 AUTOENCODER = 'latent_encoder,latent_decoder,token_decoder'
 
 VARIANTS = {
@@ -92,7 +95,7 @@ def _cpu_base():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config()
-  return c, c.train.num_steps // 2
+  return c, int(c.train.num_steps * STAGE_ONE_FRACTION)
 
 
 def get_config(variant: str = 'ldlm'):

@@ -154,6 +154,9 @@ class Row:
   overrides: dict = dataclasses.field(default_factory=dict)
   config: str = ''       # a config 'file.py:NAME' instead of the scale's base config
   needs: str = ''        # encoder name whose weights the row needs ('' = none beyond the installed)
+  # A first stage trained before the row's run, as a config 'file.py:NAME' (cosmos: the
+  # autoencoder); the row's run starts from it through train.init_from.workdir.
+  stage_one: str = ''
 
 
 def _table1(scale: Scale) -> list[Row]:
@@ -177,9 +180,26 @@ LATENT_SPACES = ('scratch_emb', 'encoder_emb', 'tencdm', 'cosmos', 'ldlm')
 LATENT_SPACES_FILE = 'configs/latent_spaces.py'
 
 
+def _latent_spaces_module():
+  """configs/latent_spaces.py, or None while it is missing (row_availability then says so)."""
+  full = os.path.join(REPO, LATENT_SPACES_FILE)
+  return _load_module(full) if os.path.isfile(full) else None
+
+
 def _table2(scale: Scale) -> list[Row]:
+  # A two-stage row (TWO_STAGE: row -> its stage-two variant) is sampled from its second
+  # stage; the row's own variant is stage one, trained first in its own run directory.
   del scale
-  return [Row(name, config=f'{LATENT_SPACES_FILE}:{name}') for name in LATENT_SPACES]
+  module = _latent_spaces_module()
+  two_stage = getattr(module, 'TWO_STAGE', {}) if module else {}
+  rows = []
+  for name in LATENT_SPACES:
+    if name in two_stage:
+      rows.append(Row(name, config=f'{LATENT_SPACES_FILE}:{two_stage[name]}',
+                      stage_one=f'{LATENT_SPACES_FILE}:{name}'))
+    else:
+      rows.append(Row(name, config=f'{LATENT_SPACES_FILE}:{name}'))
+  return rows
 
 
 def _table4(scale: Scale) -> list[Row]:
@@ -222,25 +242,68 @@ def _set(config, dotted: str, value) -> None:
   node[last] = value
 
 
-def row_config(scale: Scale, row: Row, seed: int):
-  """The full config of one row x seed."""
-  if row.config:
-    path, _, name = row.config.partition(':')
+def _spec_config(scale: Scale, spec: str, overrides: dict):
+  """A row's config from a config spec ('' = the scale's base) with the scale's and the row's overrides.
+
+  A variants file's overrides go over the scale's base config AFTER the scale's
+  overrides: a variant's own choice wins over the scale's (scratch_emb's
+  encoder_warmup.steps = 0 against the smoke and gpu scales' warmup lengths).
+  """
+  variant = {}
+  if spec:
+    path, _, name = spec.partition(':')
     module = _load_module_checked(path)
-    overrides = getattr(module, 'VARIANTS', {}).get(name) if hasattr(module, 'VARIANTS') else None
-    if overrides is not None:   # a variants file: its overrides over the scale's base config
-      config = load_config_file(scale.base_config)
-      for key, value in overrides.items():
-        _set(config, key, value)
+    found = getattr(module, 'VARIANTS', {}).get(name) if hasattr(module, 'VARIANTS') else None
+    if found is not None:        # a variants file: its overrides over the scale's base config
+      config, variant = load_config_file(scale.base_config), found
     else:                        # else the row's own config, trained at the scale's length
-      config = load_config_file(row.config)
+      config = load_config_file(spec)
   else:
     config = load_config_file(scale.base_config)
-  for key, value in {**scale.overrides, **row.overrides}.items():
+  for key, value in {**scale.overrides, **variant, **overrides}.items():
     _set(config, key, value)
+  return config
+
+
+def stage_one_dir(run_dir: str) -> str:
+  """A two-stage row's first-stage run directory, beside its seed's run: ROW/stage_one/seedS."""
+  return os.path.join(os.path.dirname(run_dir), 'stage_one', os.path.basename(run_dir))
+
+
+def stage_one_steps(scale: Scale, row: Row) -> int:
+  """Stage one's length: STAGE_ONE_FRACTION (its config file's) of the scale's run, at least 1."""
+  module = _load_module_checked(row.stage_one.partition(':')[0])
+  steps = int(_spec_config(scale, row.config, row.overrides).train.num_steps)
+  return max(1, int(steps * float(getattr(module, 'STAGE_ONE_FRACTION', 0.5))))
+
+
+def row_config(scale: Scale, row: Row, seed: int, run_dir: str = ''):
+  """The full config of one row x seed (a two-stage row: its second stage, started from
+  stage_one_dir(run_dir); without run_dir that field is left for the caller)."""
+  config = _spec_config(scale, row.config, row.overrides)
+  if row.stage_one and run_dir:
+    config.train.init_from.workdir = os.path.abspath(stage_one_dir(run_dir))
   config.train.seed = seed
   config.data.seed = seed
   return config
+
+
+def run_stages(scale: Scale, row: Row, seed: int, run_dir: str) -> list[tuple[str, Any]]:
+  """[(run directory, config)] to train in order; the last is the row's run (sampled, evaluated).
+
+  Stage two trains for the scale's full length, like every other row, so every
+  row's denoiser gets the same number of updates on the same batches; stage
+  one adds its STAGE_ONE_FRACTION of that (an autoencoder without a denoiser).
+  """
+  stages = []
+  if row.stage_one:
+    first = _spec_config(scale, row.stage_one, row.overrides)
+    first.train.num_steps = stage_one_steps(scale, row)
+    first.train.seed = seed
+    first.data.seed = seed
+    stages.append((stage_one_dir(run_dir), first))
+  stages.append((run_dir, row_config(scale, row, seed, run_dir)))
+  return stages
 
 
 def _load_module_checked(path: str):
@@ -279,7 +342,7 @@ def _run_groups(scale: Scale, rows: list[Row], seed: int) -> dict[str, list[str]
   groups: dict[str, list[str]] = {}
   first_of: dict[str, str] = {}
   for row in rows:
-    key = _config_key(row_config(scale, row, seed))
+    key = _config_key(row_config(scale, row, seed)) + row.stage_one
     run = first_of.setdefault(key, row.name)
     groups.setdefault(run, []).append(row.name)
   return groups
@@ -414,9 +477,7 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator)
   loop.train(config, run_dir)
   t_train = time.time() - t0
   run = restore.load_run(run_dir)
-  if run.step < int(config.train.num_steps):   # the trainer returns early on SIGTERM
-    raise ExperimentError(f'Training of {run_dir} stopped at step {run.step} of {config.train.num_steps} '
-                          '(preempted); run the same command again to continue from that checkpoint.')
+  _check_finished(run.step, config, run_dir)
   sc = config.sample
   results, t_sample, t_eval = {}, 0.0, 0.0
   for steps in scale.sample_steps:
@@ -437,6 +498,34 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator)
     t_eval += time.time() - t2
   record = {'results': results, 'checkpoint_step': run.step, 'finished': _now(),
             'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
+  _write_json(done_path, record)
+  return record
+
+
+def _check_finished(step: int, config, run_dir: str) -> None:
+  if step < int(config.train.num_steps):   # the trainer returns early on SIGTERM
+    raise ExperimentError(f'Training of {run_dir} stopped at step {step} of {config.train.num_steps} '
+                          '(preempted); run the same command again to continue from that checkpoint.')
+
+
+def train_stage_one(config, run_dir: str) -> dict:
+  """Train (or resume) a first stage to its length and mark it done; nothing is sampled
+  (cosmos stage one has no denoiser). Returns the done record."""
+  from ldlm_jax.training import checkpoint as ckpt_lib, loop  # pylint: disable=import-outside-toplevel
+  done_path = os.path.join(run_dir, DONE_FILE)
+  if os.path.isfile(done_path):
+    return _read_json(done_path)
+  t0 = time.time()
+  loop.train(config, run_dir)
+  t_train = time.time() - t0
+  checkpointer = ckpt_lib.Checkpointer(os.path.abspath(run_dir), read_only=True)
+  try:
+    step = max(checkpointer.all_steps(), default=0)
+  finally:
+    checkpointer.close()
+  _check_finished(step, config, run_dir)
+  record = {'stage': 'one', 'checkpoint_step': step, 'finished': _now(),
+            'seconds': {'train': round(t_train, 1)}}
   _write_json(done_path, record)
   return record
 
@@ -512,7 +601,9 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
           'unavailable': unavailable, 'command': command, 'machine': machine_description(),
           'started': _now(), 'sample_steps': list(scale.sample_steps), 'num_samples': scale.num_samples,
           'num_references': scale.num_references, 'scorer': scale.scorer, 'base_config': scale.base_config,
-          'scale_overrides': scale.overrides, 'expected_minutes_per_run': scale.minutes_per_run}
+          'scale_overrides': scale.overrides, 'expected_minutes_per_run': scale.minutes_per_run,
+          'stage_one': {r.name: {'config': r.stage_one, 'num_steps': stage_one_steps(scale, r)}
+                        for r in runnable if r.stage_one}}
   if os.path.isfile(plan_path):
     old = _read_json(plan_path)
     if (old['table'], old['scale']) != (table, scale_name):
@@ -521,6 +612,7 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
     plan['started'] = old.get('started', plan['started'])
     plan['rows'] = old['rows'] + [r for r in plan['rows'] if r not in old['rows']]
     plan['seeds'] = max(seeds, int(old['seeds']))
+    plan['stage_one'] = {**old.get('stage_one', {}), **plan['stage_one']}
   _write_json(plan_path, plan)
 
   base = row_config(scale, runnable[0], 0)
@@ -540,9 +632,18 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
       if os.path.isfile(os.path.join(run_dir, DONE_FILE)):
         _log(f'{run_name} seed {seed}: done, skipped')
         continue
+      *first_stages, (_, config) = run_stages(scale, row, seed, run_dir)
+      for stage_dir, stage_config in first_stages:
+        if os.path.isfile(os.path.join(stage_dir, DONE_FILE)):
+          _log(f'{run_name} seed {seed}: stage one done, skipped')
+          continue
+        _log(f'{run_name} seed {seed}: training stage one ({stage_config.train.num_steps} steps, {stage_dir})')
+        _seed_normalization(out_dir, stage_dir)
+        stage_record = train_stage_one(stage_config, stage_dir)
+        _log(f'{run_name} seed {seed}: stage one trained ({stage_record["seconds"]})')
       _log(f'{run_name} seed {seed} (rows {", ".join(served)}): training')
       _seed_normalization(out_dir, run_dir)
-      record = run_one(row_config(scale, row, seed), scale, run_dir, seed, evaluator)
+      record = run_one(config, scale, run_dir, seed, evaluator)
       headline = record['results'][str(scale.sample_steps[-1])]
       _log(f'{run_name} seed {seed}: Gen. PPL {headline["gen_ppl"]:.1f}, entropy {headline["entropy"]:.2f} '
            f'({record["seconds"]})')
@@ -747,6 +848,10 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
            f'{plan["seeds"]} seed(s); {plan["num_samples"]} samples per run and step count; '
            f'MAUVE against {plan["num_references"]} held-out chunks; scorer `{plan["scorer"]}`; '
            f'expected time per run: {plan.get("expected_minutes_per_run", "?")} minutes']
+  for name, stage in plan.get('stage_one', {}).items():
+    lines.append(f'- `{name}` trains in two stages: `{stage["config"]}` for {stage["num_steps"]} steps '
+                 f'(runs/{name}/stage_one/seedS, not sampled), then the row\'s config for the full run '
+                 'from it (train.init_from, autoencoder frozen)')
   if plan['scorer'] == 'tiny-random':
     lines.append('- **smoke scale: the scorer is a tiny random Llama and training runs a few steps; '
                  'these numbers only show that the pipeline runs.**')

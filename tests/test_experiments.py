@@ -79,3 +79,47 @@ def test_errors_name_the_fix(tmp_path, capsys):
     assert experiments.main(['run', 'table2', '--scale', 'smoke', '--out', str(tmp_path / 't2')]) == 2
     assert 'configs/latent_spaces.py is missing' in capsys.readouterr().err
     assert not (tmp_path / 't2').exists()
+
+
+def test_table2_plan_builds_valid_configs_for_both_cosmos_stages(tmp_path):
+  # Configs only (no training): every row at smoke and cpu scale, and both stages of a
+  # two-stage row, pass `validate` after the scale's overrides.
+  from ldlm_jax.config import validate  # pylint: disable=import-outside-toplevel
+  module = experiments._latent_spaces_module()  # pylint: disable=protected-access
+  assert module.TWO_STAGE == {'cosmos': 'cosmos_stage2'}
+  for scale_name in ('smoke', 'cpu'):
+    scale = experiments.SCALES[scale_name]
+    rows = experiments.ROWS['table2'](scale)
+    assert tuple(r.name for r in rows) == tuple(module.ROWS)
+    # Five distinct runs: no row's config equals another's.
+    assert experiments._run_groups(scale, rows, 0) == {r.name: [r.name] for r in rows}  # pylint: disable=protected-access
+    seen = set()
+    for row in rows:
+      run_dir = str(tmp_path / 'runs' / row.name / 'seed0')
+      stages = experiments.run_stages(scale, row, 0, run_dir)
+      assert stages[-1][0] == run_dir
+      for stage_dir, config in stages:
+        validate(config)
+        assert stage_dir not in seen
+        seen.add(stage_dir)
+        assert (config.train.seed, config.data.seed) == (0, 0)
+        if scale_name == 'smoke':   # the scale's shrinking applies to every stage
+          assert (config.encoder.layer, config.model.denoiser.num_layers) == (1, 1)
+      final = stages[-1][1]
+      full_steps = 2 if scale_name == 'smoke' else 1400
+      assert final.train.num_steps == full_steps
+      if row.name in module.TWO_STAGE:
+        (one_dir, one), _ = stages
+        assert (one.latent_space.name, one.latent_space.stage) == ('cosmos', 'autoencoder')
+        assert (final.latent_space.name, final.latent_space.stage) == ('cosmos', 'diffusion')
+        assert final.train.init_from.workdir == os.path.abspath(one_dir)
+        assert final.train.init_from.frozen and final.train.init_from.components
+        assert one_dir == str(tmp_path / 'runs' / row.name / 'stage_one' / 'seed0')
+        assert one.train.num_steps == max(1, int(full_steps * module.STAGE_ONE_FRACTION))
+        assert not one.train.init_from.workdir
+      else:
+        assert len(stages) == 1 and not final.train.init_from.workdir
+        assert final.latent_space.name == module.VARIANTS[row.name].get('latent_space.name', 'ldlm')
+    # The variant's own choice wins over the scale's: scratch embeddings learn from step 0.
+    scratch = experiments.row_config(scale, next(r for r in rows if r.name == 'scratch_emb'), 0)
+    assert scratch.encoder_warmup.steps == 0
