@@ -20,7 +20,9 @@ whole table (`evaluate.evaluate_file`: Gen. PPL, entropy, diversity, MAUVE
 against held-out references), then marked done (done.json), so a killed
 sweep run again skips finished runs and continues the others from their
 checkpoints. All of it runs in this one process (one jax import, one scorer,
-one compilation cache).
+one compilation cache). A two-stage row (configs/latent_spaces.py's TWO_STAGE:
+cosmos) first trains its stage one in DIR/runs/ROW/stage_one/seedS (its own
+done.json, not sampled), then its stage two from it in DIR/runs/ROW/seedS.
 
 Reference rows, with no diffusion at all: unigram, bigram and trigram samples
 fitted to the same training split (`evaluation.ngram`), one sample set per
