@@ -276,7 +276,7 @@ def stage_one_steps(scale: Scale, row: Row) -> int:
   """Stage one's length: STAGE_ONE_FRACTION (its config file's) of the scale's run, at least 1."""
   module = _load_module_checked(row.stage_one.partition(':')[0])
   steps = int(_spec_config(scale, row.config, row.overrides).train.num_steps)
-  return max(1, int(steps * float(getattr(module, 'STAGE_ONE_FRACTION', 0.5))))
+  return max(1, int(steps * float(module.STAGE_ONE_FRACTION)))
 
 
 def row_config(scale: Scale, row: Row, seed: int, run_dir: str = ''):
