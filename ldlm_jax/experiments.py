@@ -15,7 +15,7 @@ scaled up; a size that means something on one accelerator).
 Each row x seed is one run in DIR/runs/ROW/seedS (rows whose configs are
 identical share one run): trained with the trainer (`training.loop.train`,
 which resumes from the run's latest checkpoint), sampled at every step count
-of the scale (`sample.generate_samples`), evaluated with one scorer for the
+of the scale (`sampling.generate_samples`), evaluated with one scorer for the
 whole table (`evaluate.evaluate_file`: Gen. PPL, entropy, diversity, MAUVE
 against held-out references), then marked done (done.json), so a killed
 sweep run again skips finished runs and continues the others from their
@@ -437,7 +437,7 @@ def reference_texts(config, num_references: int, num_held_out: int) -> tuple[lis
 def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator: Evaluator,
                        held_out: list[str]) -> None:
   """Unigram/bigram/trigram samples (one set per seed) and the held-out text, evaluated like the runs."""
-  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
   ref_dir = os.path.join(out_dir, 'reference')
@@ -470,7 +470,7 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
 
 def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator) -> dict:
   """Train (or resume), sample at every step count, evaluate; returns the done record."""
-  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import loop, restore  # pylint: disable=import-outside-toplevel
   done_path = os.path.join(run_dir, DONE_FILE)
   if os.path.isfile(done_path):
@@ -927,7 +927,7 @@ def ab_final(workdir: str, out_dir: str, steps: Sequence[int], seeds: int, num_s
   noise and solver noise); every sample set evaluated like the tables'. Writes
   OUT/ab_final.md and OUT/ab_final.json (resumable: sample files are kept).
   """
-  from ldlm_jax import sample as sample_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluate import read_samples  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
   run = restore.load_run(workdir)
