@@ -59,9 +59,8 @@ def _set(config, dotted, value):
   node[last] = value
 
 
-def get_config(variant: str = ''):
-  if variant not in VARIANTS:
-    raise ValueError(f'unknown ablation {variant!r}; choose one of {sorted(VARIANTS)}')
+def owt128_base():
+  """The paper's ablation setup without a variant: OWT-128, GPT-2, 500k steps at batch 512."""
   c = base_config()
   c.encoder.name = 'gpt2'
   c.data.source = 'prepared'        # OWT-128: --config.data.path=/data/owt_gpt2_128
@@ -74,6 +73,13 @@ def get_config(variant: str = ''):
   c.train.log_every = 500
   c.train.checkpoint_every = 10_000
   c.train.sample_every = 50_000
+  return c
+
+
+def get_config(variant: str = ''):
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown ablation {variant!r}; choose one of {sorted(VARIANTS)}')
+  c = owt128_base()
   for key, value in VARIANTS[variant].items():
     _set(c, key, value)
   return c

@@ -41,7 +41,6 @@ A100s in the paper; ours not measured). CPU size: configs/demo.py's scale.
 import importlib.util
 import os
 
-from ldlm_jax.config import base_config
 
 ROWS = ('scratch_emb', 'encoder_emb', 'tencdm', 'cosmos', 'ldlm')   # Table 2 order
 TWO_STAGE = {'cosmos': 'cosmos_stage2'}
@@ -71,30 +70,23 @@ def _set(config, dotted, value):
   node[last] = value
 
 
+def _sibling(name: str):
+  """Another file of configs/ (config files are loaded by path, not as a package)."""
+  spec = importlib.util.spec_from_file_location(
+      f'ldlm_{name}_config', os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def _paper_base():
-  """OWT-128 with GPT-2 (paper Sec. 6-7, App. C), as configs/ablations.py."""
-  c = base_config()
-  c.encoder.name = 'gpt2'
-  c.data.source = 'prepared'        # --config.data.path=/data/owt_gpt2_128
-  c.data.seq_len = 128
-  c.model.dtype = 'bfloat16'
-  c.encoder.dtype = 'bfloat16'
-  c.encoder_warmup.steps = 10_000
-  c.train.num_steps = 500_000
-  c.train.batch_size = 512
-  c.train.log_every = 500
-  c.train.checkpoint_every = 10_000
-  c.train.sample_every = 50_000
-  return c, 200_000                 # stage-one steps for cosmos (ours)
+  """OWT-128 with GPT-2 (paper Sec. 6-7, App. C): configs/ablations.py's base."""
+  return _sibling('ablations').owt128_base(), 200_000   # stage-one steps for cosmos (ours)
 
 
 def _cpu_base():
   """configs/demo.py: MiniLM on the embedded Brown corpus, CPU-sized."""
-  spec = importlib.util.spec_from_file_location(
-      'ldlm_demo_config', os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config()
+  c = _sibling('demo').get_config()
   return c, int(c.train.num_steps * STAGE_ONE_FRACTION)
 
 
