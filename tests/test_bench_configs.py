@@ -35,12 +35,26 @@ def _ablations():
 
 
 ABLATIONS = _ablations()
+_spec = importlib.util.spec_from_file_location(
+    'latent_spaces', os.path.join(REPO, 'configs', 'latent_spaces.py'))
+LATENT_SPACE_CONFIGS = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(LATENT_SPACE_CONFIGS)
+LATENT_SPACES = [f'{v}{size}' for v in ('ldlm', 'scratch_emb', 'encoder_emb', 'tencdm', 'cosmos',
+                                        'cosmos_stage2') for size in ('', '_cpu')]
 ALL_CONFIGS = ([(name, None) for name in ('tiny', 'demo', 'lm1b', 'owt')]
-               + [('ablations', v) for v in ABLATIONS.VARIANTS])
+               + [('ablations', v) for v in ABLATIONS.VARIANTS]
+               + [('latent_spaces', v) for v in LATENT_SPACES])
 
 
 def _config(name, variant):
-  return ABLATIONS.get_config(variant) if name == 'ablations' else load_config_file(name)
+  if name == 'ablations':
+    return ABLATIONS.get_config(variant)
+  if name == 'latent_spaces':
+    config = LATENT_SPACE_CONFIGS.get_config(variant)
+    if variant.startswith('cosmos_stage2'):   # needs a stage-one run; only its name is read here
+      config.train.init_from.workdir = '/stage_one_run'
+    return config
+  return load_config_file(name)
 
 
 def _quiet(_):
@@ -54,7 +68,11 @@ def test_flop_counts_and_abstract_model_on_every_config(name, variant):
   model, _ = runs.build_model(config, _quiet, abstract=True)
   train = flops.train_step_flops(model, int(config.train.batch_size))
   assert train['total'] == pytest.approx(sum(v for k, v in train.items() if k != 'total'))
-  assert all(v >= 0 for v in train.values()) and train['denoiser'] > 0
+  assert all(v >= 0 for v in train.values())
+  if model.latent_space.trains_diffusion:
+    assert train['denoiser'] > 0
+  else:   # cosmos stage one: the autoencoder alone
+    assert train['denoiser'] == 0 and train['latent_encoder'] > 0
   sample = flops.sampling_flops(model, int(config.sample.batch_size), 3)
   assert sample['total'] == pytest.approx(3 * sample['per_step'] + sample['decode'])
   assert sample['decode'] > 0

@@ -173,19 +173,34 @@ def train_step_flops(model, batch: int, *, xla_view: bool = False) -> dict[str, 
   else:
     out['frozen_encoder'] = 0.0                       # a table lookup (or trained table)
   scratch = model.input_kind == 'scratch'
-  out['latent_encoder'] = latent_module(model.latent_encoder, batch, d.seq_len, d.feature_dim,
-                                        input_grad=scratch).total
-  out['latent_decoder'] = latent_module(model.latent_decoder, batch, d.latent_len, d.latent_dim,
-                                        input_grad=True).total
+  space = model.latent_space
+  frozen = set(model.frozen_names)        # train.init_from components: forward only
+  # Token-level latent spaces (scratch_emb, encoder_emb, tencdm) have no latent
+  # encoder/decoder: the features are the latents and the token decoder reads them.
+  enc = getattr(space, 'latent_encoder', None)
+  dec = getattr(space, 'latent_decoder', None)
+  out['latent_encoder'] = 0.0 if enc is None else latent_module(
+      enc, batch, d.seq_len, d.feature_dim, input_grad=scratch,
+      trained='latent_encoder' not in frozen).total
+  out['latent_decoder'] = 0.0 if dec is None else latent_module(
+      dec, batch, d.latent_len, d.latent_dim, input_grad=True,
+      trained='latent_decoder' not in frozen).total
   if model.use_ce:
+    if enc is None:   # the token decoder reads the (noisy) latents themselves
+      input_grad = scratch
+    else:
+      input_grad = not config.loss.ce_stop_gradient
     out['token_decoder'] = token_decoder(
         model.token_decoder, batch, d.seq_len, d.feature_dim,
-        input_grad=not config.loss.ce_stop_gradient).total
+        trained='token_decoder' not in frozen, input_grad=input_grad).total
   else:
     out['token_decoder'] = 0.0
-  out['denoiser'] = denoiser(model.denoiser, batch, d.latent_len).total
-  out['self_condition'] = (self_cond_passes(config, xla_view)
-                           * denoiser(model.denoiser, batch, d.latent_len, trained=False).forward)
+  if space.trains_diffusion:
+    out['denoiser'] = denoiser(model.denoiser, batch, d.latent_len).total
+    out['self_condition'] = (self_cond_passes(config, xla_view)
+                             * denoiser(model.denoiser, batch, d.latent_len, trained=False).forward)
+  else:               # an autoencoder stage (cosmos stage one): no diffusion loss
+    out['denoiser'] = out['self_condition'] = 0.0
   out['total'] = sum(out.values())
   return out
 
@@ -196,8 +211,10 @@ def sampling_flops(model, batch: int, num_steps: int, with_decode: bool = True) 
   per_step = denoiser(model.denoiser, batch, d.latent_len, trained=False).forward
   decode = 0.0
   if with_decode:
-    decode = latent_module(model.latent_decoder, batch, d.latent_len, d.latent_dim,
-                           input_grad=False, trained=False).forward
+    dec = getattr(model.latent_space, 'latent_decoder', None)
+    if dec is not None:
+      decode = latent_module(dec, batch, d.latent_len, d.latent_dim,
+                             input_grad=False, trained=False).forward
     decode += token_decoder(model.token_decoder, batch, d.seq_len, d.feature_dim,
                             trained=False).forward
   return {'per_step': per_step, 'decode': decode, 'total': num_steps * per_step + decode}
