@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import sys
 import time
@@ -244,19 +245,40 @@ def ensure_abstract(tree) -> Any:
 DAMAGED_DIR = 'damaged_checkpoints'
 
 
-def _collect_failed_reads() -> None:
-  """Collects the read coroutines a failed restore leaves behind, without their tracebacks.
+def _is_failed_read_noise(unraisable) -> bool:
+  """An error left behind by the array reads of a damaged step (reported once already)."""
+  exc, obj = unraisable.exc_value, unraisable.object
+  if isinstance(exc, RuntimeError) and 'Event loop is closed' in str(exc):
+    return True    # tensorstore completing a read after orbax's event loop closed
+  code = getattr(obj, 'cr_code', None)
+  return code is not None and 'orbax' in code.co_filename   # an orbax read coroutine
 
-  Python would otherwise print "Exception ignored in <coroutine ...>" with the tensorstore
-  error (kilobytes) whenever the garbage collector happens to reach them; the damage has
-  already been reported in one sentence.
+
+class _NeverRetrieved(logging.Filter):
+  def filter(self, record):
+    return 'exception was never retrieved' not in record.getMessage()
+
+
+_SILENCED = False
+
+
+def _silence_failed_reads() -> None:
+  """Drops the errors a failed restore leaves behind, without their tracebacks.
+
+  When orbax's restore of a damaged step fails, its other array reads are still in
+  flight: they complete later, on tensorstore threads, into a closed event loop, and
+  Python would print each as "Exception ignored ..." (kilobytes per array, at any later
+  moment), plus asyncio's "exception was never retrieved". The damage has already been
+  reported in one sentence. Installed once, only after damage was found; every other
+  unraisable error still reaches the previous hook.
   """
-  previous = sys.unraisablehook
-  sys.unraisablehook = lambda unraisable: None
-  try:
-    gc.collect()
-  finally:
-    sys.unraisablehook = previous
+  global _SILENCED
+  if not _SILENCED:
+    previous = sys.unraisablehook
+    sys.unraisablehook = lambda u: None if _is_failed_read_noise(u) else previous(u)
+    logging.getLogger('asyncio').addFilter(_NeverRetrieved())
+    _SILENCED = True
+  gc.collect()
 
 
 def restore_latest_intact(checkpointer: Checkpointer, restore_fn, log, *, steps=None,
@@ -276,7 +298,7 @@ def restore_latest_intact(checkpointer: Checkpointer, restore_fn, log, *, steps=
     try:
       result = restore_fn(step)
     except CheckpointDamagedError as e:
-      _collect_failed_reads()
+      _silence_failed_reads()
       if len(steps) == 1:
         raise  # one step was asked for: nothing to fall back to
       damaged.append((step, e.reason))
