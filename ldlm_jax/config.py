@@ -202,6 +202,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.b2 = 0.98
   c.optim.eps = 1e-6
   c.optim.warmup_steps = 5000       # Linear warmup from 0, then constant.
+  # Decay the rate linearly to 0 over the last decay_steps of train.num_steps
+  # (warmup-stable-decay); 0 = constant to the end. *default* 0; ours (issue 13).
+  c.optim.decay_steps = 0
   c.optim.grad_clip_norm = 1.0
   c.optim.ema_decay = 0.9999        # Parameter EMA used for sampling. *default*.
   # Warm the EMA decay up as min(ema_decay, (1 + n) / (10 + n)) after n
@@ -318,6 +321,9 @@ def validate(config) -> None:
     raise ConfigError('loss.decoder_noise_std must be >= 0.')
   if config.encoder_warmup.steps < 0:
     raise ConfigError('encoder_warmup.steps must be >= 0 (0 disables the warmup).')
+  if not 0 <= config.optim.get('decay_steps', 0) <= config.train.num_steps:
+    raise ConfigError(f'optim.decay_steps must be in [0, train.num_steps={config.train.num_steps}] '
+                      f'(got {config.optim.decay_steps!r}; 0 keeps the rate constant).')
 
   lc = config.loss
   if lc.reconstruction == 'ce' and lc.ce_stop_gradient:

@@ -169,3 +169,23 @@ def test_ema_warmup_matches_numpy():
   assert float(state_lib.ema_decay_at(c, 0)) == np.float32(2 / 11)
   c.optim.ema_warmup = False
   assert state_lib.ema_decay_at(c, 0) == 0.9  # a Python float: the constant-decay program is unchanged
+
+
+def test_learning_rate_decay_steps_matches_numpy():
+  """optim.decay_steps: warmup, constant, then linear to 0 at train.num_steps;
+  0 (the default) is the constant schedule; out of range is a ConfigError."""
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  c = tiny_config()
+  c.optim.learning_rate, c.optim.warmup_steps, c.train.num_steps = 1e-3, 10, 100
+  steps = np.arange(0, 101)
+  ramp = 1e-3 * np.minimum(steps / 10, 1.0)
+  np.testing.assert_allclose(
+      [float(state_lib.learning_rate_schedule(c)(s)) for s in steps], ramp, rtol=1e-6, atol=1e-12)
+  c.optim.decay_steps = 40
+  validate(c)
+  want = np.where(steps < 60, ramp, 1e-3 * (100 - steps) / 40)
+  np.testing.assert_allclose(
+      [float(state_lib.learning_rate_schedule(c)(s)) for s in steps], want, rtol=1e-6, atol=1e-12)
+  c.optim.decay_steps = 101
+  with pytest.raises(ConfigError, match='optim.decay_steps'):
+    validate(c)

@@ -30,14 +30,27 @@ class TrainState:
 
 
 def learning_rate_schedule(config) -> optax.Schedule:
-  """Linear warmup from 0 over `warmup_steps`, then constant (App. C)."""
+  """Linear warmup from 0 over `warmup_steps`, then constant (App. C).
+
+  With `optim.decay_steps` > 0, the last `decay_steps` of `train.num_steps`
+  decay the rate linearly to 0 (warmup-stable-decay; ours, for short runs).
+  """
   oc = config.optim
-  if int(oc.warmup_steps) <= 0:
-    return optax.constant_schedule(float(oc.learning_rate))
-  return optax.join_schedules(
-      [optax.linear_schedule(0.0, float(oc.learning_rate), int(oc.warmup_steps)),
-       optax.constant_schedule(float(oc.learning_rate))],
-      boundaries=[int(oc.warmup_steps)])
+  lr = float(oc.learning_rate)
+  warmup = int(oc.warmup_steps)
+  decay = int(oc.get('decay_steps', 0))
+  pieces, boundaries = [], []
+  if warmup > 0:
+    pieces.append(optax.linear_schedule(0.0, lr, warmup))
+    boundaries.append(warmup)
+  pieces.append(optax.constant_schedule(lr))
+  if decay > 0:
+    decay_start = max(int(config.train.num_steps) - decay, warmup)
+    pieces.append(optax.linear_schedule(lr, 0.0, max(int(config.train.num_steps) - decay_start, 1)))
+    boundaries.append(decay_start)
+  if len(pieces) == 1:
+    return pieces[0]
+  return optax.join_schedules(pieces, boundaries=boundaries)
 
 
 def ema_decay_at(config, step):

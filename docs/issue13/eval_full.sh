@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Protocol of BUILD_NOTES "Demo": 3 seeds x 64 samples, 100 steps, SmolLM2, MAUVE vs 256 refs; + n-gram rows.
+set -euo pipefail
+W=$1; FINAL=${2:-z}; STEPS=${3:-100}; NG=${4:-1}
+PY=${PYTHON:-python}
+mkdir -p $W/eval
+[ -f $W/references.jsonl ] || $PY -m ldlm_jax.data.references --workdir $W --num_texts 256 --out $W/references.jsonl
+for s in 0 1 2; do
+  $PY -m ldlm_jax.sample --workdir $W --num_samples 64 --seed $s --steps $STEPS --final $FINAL --out $W/eval/${FINAL}_${STEPS}_s$s.jsonl 2>&1 | grep -v Warn | tail -1
+done
+EXTRA=""; [ "$NG" = 1 ] && EXTRA="--ngram_baselines $W"
+$PY -m ldlm_jax.evaluate --samples $W/eval/${FINAL}_${STEPS}_s0.jsonl $W/eval/${FINAL}_${STEPS}_s1.jsonl $W/eval/${FINAL}_${STEPS}_s2.jsonl \
+  --references $W/references.jsonl --scorer smollm2 --out $W/eval/${FINAL}_${STEPS}.json $EXTRA 2>&1 | tail -20
