@@ -354,7 +354,7 @@ def _tiny_random_scorer(out_dir: str) -> str:
   """A 2-layer random Llama GGUF with a byte-level tokenizer: smoke scale only (its numbers mean nothing)."""
   from tokenizers import pre_tokenizers  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluation import gguf_model  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.llama import LlamaConfig  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.llama import LlamaConfig, hf_tensor_shapes  # pylint: disable=import-outside-toplevel
   path = os.path.join(out_dir, 'tiny_random_scorer.gguf')
   if os.path.isfile(path):
     return path
@@ -363,18 +363,7 @@ def _tiny_random_scorer(out_dir: str) -> str:
   c = LlamaConfig(vocab_size=len(tokens), hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
                   num_kv_heads=2, head_dim=8, max_position_embeddings=512)
   rng = np.random.RandomState(0)
-  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
-  for i in range(c.num_layers):
-    p = f'model.layers.{i}.'
-    shapes.update({p + 'input_layernorm.weight': (c.hidden_size,),
-                   p + 'post_attention_layernorm.weight': (c.hidden_size,),
-                   p + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
-                   p + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-                   p + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-                   p + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
-                   p + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
-                   p + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
-                   p + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size)})
+  shapes = hf_tensor_shapes(c)
   tensors = {k: (np.ones(s) if len(s) == 1 else 0.3 * rng.normal(size=s)).astype(np.float32)
              for k, s in shapes.items()}
   os.makedirs(out_dir, exist_ok=True)

@@ -72,20 +72,7 @@ def subprocess_env(devices=1):
 def random_hf_llama(config, seed, scale=0.5, norm_jitter=0.1):
   """HF-layout Llama weights (numpy float32): matrices N(0, scale^2), norm weights 1 + N(0, norm_jitter^2)."""
   rng = np.random.RandomState(seed)
-  c = config
-  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
-  for i in range(c.num_layers):
-    pre = f'model.layers.{i}.'
-    shapes.update({
-        pre + 'input_layernorm.weight': (c.hidden_size,),
-        pre + 'post_attention_layernorm.weight': (c.hidden_size,),
-        pre + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
-        pre + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
-        pre + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
-        pre + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
-        pre + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size),
-    })
+  from ldlm_jax.evaluation.llama import hf_tensor_shapes  # pylint: disable=import-outside-toplevel
+  shapes = hf_tensor_shapes(config)
   return {name: (1.0 + norm_jitter * rng.normal(size=shape) if len(shape) == 1 else scale * rng.normal(size=shape)
                  ).astype(np.float32) for name, shape in shapes.items()}

@@ -159,6 +159,27 @@ class Llama(nn.Module):
                     kernel_init=nn.initializers.normal(0.02))(hidden_BLH)
 
 
+def hf_tensor_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:
+  """Every tensor of an HF-layout Llama checkpoint (the names `params_from_hf_tensors`
+  reads) with its shape, in a fixed order (random test weights draw in this order)."""
+  c = config
+  shapes = {'model.embed_tokens.weight': (c.vocab_size, c.hidden_size), 'model.norm.weight': (c.hidden_size,)}
+  for i in range(c.num_layers):
+    pre = f'model.layers.{i}.'
+    shapes.update({
+        pre + 'input_layernorm.weight': (c.hidden_size,),
+        pre + 'post_attention_layernorm.weight': (c.hidden_size,),
+        pre + 'self_attn.q_proj.weight': (c.num_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.k_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.v_proj.weight': (c.num_kv_heads * c.head_dim, c.hidden_size),
+        pre + 'self_attn.o_proj.weight': (c.hidden_size, c.num_heads * c.head_dim),
+        pre + 'mlp.gate_proj.weight': (c.intermediate_size, c.hidden_size),
+        pre + 'mlp.up_proj.weight': (c.intermediate_size, c.hidden_size),
+        pre + 'mlp.down_proj.weight': (c.hidden_size, c.intermediate_size),
+    })
+  return shapes
+
+
 def params_from_hf_tensors(tensors: Mapping[str, np.ndarray], config: LlamaConfig) -> dict:
   """Our parameter tree from an HF `LlamaForCausalLM` state dict (numpy, HF layout).
 
