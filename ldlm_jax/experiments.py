@@ -33,7 +33,10 @@ Outputs: DIR/TABLE.md (mean +- std over seeds per row, the exact command,
 machine and date at the top, one verdict line per paper ordering computed
 from the numbers), DIR/TABLE.json (every number) and DIR/pareto.png (Gen. PPL
 against entropy across step counts, one curve per row: the paper's Fig. 1
-form). `report` redraws them from the runs' saved evaluations.
+form). `report` redraws them from the runs' saved evaluations; with
+--publish P it also writes them to P and mirrors the evaluations (JSON only)
+into P/raw/TABLE, from which `report` redraws and which, copied into a fresh
+sweep directory, continues a partly finished sweep on another machine.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ from ldlm_jax import fileio
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES = ('table1', 'table2', 'table4', 'table6', 'table7')
 PLAN_FILE = 'plan.json'
+RAW_DIR = 'raw'   # `report --publish P` mirrors the sweep's evaluations into P/raw/TABLE
 DONE_FILE = 'done.json'
 # A sample set whose mean unigram entropy is this far (nats) below held-out
 # text's is called collapsed (repeated function words: low Gen. PPL for the
@@ -898,11 +902,37 @@ def report(out_dir: str, publish: str = '') -> dict:
   if publish:
     os.makedirs(publish, exist_ok=True)
     targets.append((publish, f'{table}_pareto.png'))
+    publish_raw(out_dir, os.path.join(publish, RAW_DIR, table))
   for directory, plot_name in targets:
     pareto_plot(table, data, plan, os.path.join(directory, plot_name))
     fileio.write_text(os.path.join(directory, f'{table}.md'), render_markdown(table, data, plan, plot_name))
     _write_json(os.path.join(directory, f'{table}.json'), payload)
   return payload
+
+
+def _raw_files(out_dir: str) -> list[str]:
+  """The sweep's small JSON records, relative to DIR: plan, reference rows' and finished runs' evaluations."""
+  import glob  # pylint: disable=import-outside-toplevel
+  patterns = (PLAN_FILE, os.path.join('reference', 'seed*', DONE_FILE), os.path.join('runs', '*', 'alias.json'),
+              os.path.join('runs', '*', 'seed*', DONE_FILE))
+  return sorted(os.path.relpath(f, out_dir) for p in patterns for f in glob.glob(os.path.join(out_dir, p)))
+
+
+def publish_raw(out_dir: str, raw_dir: str) -> None:
+  """Mirrors the sweep's evaluations (no checkpoints, no samples) into raw_dir, in the sweep's layout.
+
+  `report raw_dir` redraws the table from it, and a sweep directory seeded with a copy of it continues
+  the sweep: its finished runs and reference rows are skipped. (A stage one is not mirrored: its
+  checkpoint is what a stage two needs, so an unfinished two-stage run starts again from stage one.)
+  """
+  if os.path.abspath(raw_dir) == os.path.abspath(out_dir):
+    return
+  for rel in _raw_files(out_dir):
+    with open(os.path.join(out_dir, rel), encoding='utf-8') as f:
+      text = f.read()
+    target = os.path.join(raw_dir, rel)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    fileio.write_text(target, text)
 
 
 # ----------------------------------------------------------------------------- A/B of the decoded latent
@@ -980,7 +1010,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help='report rows that cannot run here (missing weights or configs) instead of stopping')
   rep = sub.add_parser('report', help='redraw TABLE.md, TABLE.json and pareto.png from a sweep directory')
   rep.add_argument('dir')
-  rep.add_argument('--publish', default='', help='also write TABLE.md, TABLE.json, TABLE_pareto.png here')
+  rep.add_argument('--publish', default='',
+                   help='also write TABLE.md, TABLE.json, TABLE_pareto.png here, and the evaluations in raw/TABLE '
+                        '(a copy of it continues the sweep in a fresh directory)')
   ab = sub.add_parser('ab_final', help='A/B on one trained run: decode the last z vs the last x0_hat')
   ab.add_argument('workdir')
   ab.add_argument('--out', required=True)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 
 from ldlm_jax import experiments
 from ldlm_testing import REPO
@@ -65,6 +66,19 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   assert kept.read_bytes() == kept_before
   assert (redo / 'done.json').is_file() and (redo / 'samples' / 'steps8.jsonl').is_file()
   assert strip((out / 'table1.md').read_text(encoding='utf-8')) == strip(md)
+
+  # --publish mirrors the evaluations; a copy of the mirror continues the sweep elsewhere.
+  pub = tmp_path / 'pub'
+  assert experiments.main(['report', str(out), '--publish', str(pub)]) == 0
+  assert (pub / 'table1.md').is_file() and (pub / 'table1_pareto.png').is_file()
+  raw = pub / 'raw' / 'table1'
+  assert (raw / 'runs' / 'recon_mse' / 'seed0' / 'done.json').read_bytes() == kept_before
+  assert not list(raw.rglob('*.jsonl')) and not list(raw.rglob('checkpoints'))
+  fresh = tmp_path / 'fresh'
+  shutil.copytree(raw, fresh)
+  log = _run(fresh, capsys)
+  assert 'training' not in log and 'recon_ce seed 0: done, skipped' in log
+  assert strip((fresh / 'table1.md').read_text(encoding='utf-8')) == strip(md)
 
 
 def test_errors_name_the_fix(tmp_path, capsys):
