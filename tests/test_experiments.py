@@ -77,8 +77,10 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   fresh = tmp_path / 'fresh'
   shutil.copytree(raw, fresh)
   log = _run(fresh, capsys)
-  assert 'training' not in log and 'recon_ce seed 0: done, skipped' in log
-  assert strip((fresh / 'table1.md').read_text(encoding='utf-8')) == strip(md)
+  assert ': training' not in log and 'recon_ce seed 0: done, skipped' in log, log
+  # The same table; only the date and the command (its --out) differ.
+  strip_run = lambda text: [l for l in strip(text) if not l.startswith('- command:')]
+  assert strip_run((fresh / 'table1.md').read_text(encoding='utf-8')) == strip_run(md)
 
 
 def test_errors_name_the_fix(tmp_path, capsys):
