@@ -65,7 +65,8 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
         break
       records.append({'index': len(records), 'text': run.tokenizer.decode(row), 'tokens': row.tolist(),
                       'seed': seed, 'steps': steps, 'checkpoint_step': run.step, 'eos_token': eos_token,
-                      'solver': solver, 'time_grid': time_grid, 't_min': t_min,
+                      'solver': solver, 'time_grid': time_grid,
+                      't_min': model.process.sampling_t_end(t_min),   # a flow's ODE ends at 0
                       'token_decoder': token_decoder or 'joint', 'ema': use_ema, 'final': final})
   return records
 
