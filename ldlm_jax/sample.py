@@ -66,6 +66,10 @@ def main(argv):
   run = restore.load_run(_WORKDIR.value, _STEP.value,
                          params='params' if _NO_EMA.value else 'ema_params')
   sc = run.config.sample
+  if _TMIN.value is not None and run.model.process.sampling_t_end(_TMIN.value) != _TMIN.value:
+    from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+    raise ConfigError(f'The run in {_WORKDIR.value} is a {run.model.process.name} run, whose ODE always '
+                      'ends at t = 0; drop --t_min (it applies to VP runs).')
   steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
   t0 = time.time()
   records = generate_samples(
