@@ -35,6 +35,10 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   shards = mesh.shape['data'] * mesh.shape['fsdp']
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
   run.check_can_sample()
+  from ldlm_jax.diffusion.solver import mismatch  # pylint: disable=import-outside-toplevel
+  wrong = mismatch(solver, model.process)   # before compiling (sample_latents says the same)
+  if wrong:
+    raise ConfigError(wrong)
   if token_decoder:
     module, dec_params, _ = load_decoder(token_decoder, model)
     decode = lambda p, z: jax.numpy.argmax(module.apply({'params': dec_params}, z), -1).astype(jax.numpy.int32)
