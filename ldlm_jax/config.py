@@ -144,8 +144,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- Diffusion (SPEC 4) --------------------------------------------------
   c.diffusion = ml_collections.ConfigDict()
+  # The process (ldlm_jax/diffusion/processes): 'vp_tangent' = the tangent VP
+  # schedule below with x0 prediction and MSE on x0 (paper, SPEC 4);
+  # 'rectified_flow' = z_t = (1 - t) z0 + t eps with velocity prediction and
+  # MSE on v (TextLDM abstract, "flow matching"; Liu et al. 2022), sampled
+  # with sample.solver='euler' or 'heun'. *default* 'vp_tangent' (paper); a
+  # run saved before this field existed was trained with it.
+  c.diffusion.process = 'vp_tangent'
   # Tangent schedule a_t = 1/sqrt(1 + d^2 tan^2(pi t/2)). *default* d = 5
-  # (COSMOS default; TEncDM used 9).
+  # (COSMOS default; TEncDM used 9). vp_tangent only, like beta_t_max.
   c.diffusion.schedule_d = 5.0
   c.diffusion.beta_t_max = 0.95   # t is clipped to this inside beta(t) only.
   # Self-conditioning probability. *default* 0.5 (Chen et al.; TEncDM/COSMOS).
@@ -188,7 +195,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   # --- Timestep sampling (paper 5.3) ----------------------------------------
   c.timesteps = ml_collections.ConfigDict()
-  c.timesteps.sampler = 'adaptive'  # 'adaptive' | 'uniform' (ablation).
+  # Training-time distribution (ldlm_jax/diffusion/time_samplers.py):
+  # 'adaptive' (paper 5.3) | 'uniform' (ablation) | 'logit_normal'
+  # (t = sigmoid(m + s n), n ~ N(0, 1): Esser et al. 2024 (SD3), the time
+  # distribution of the TextLDM abstract).
+  c.timesteps.sampler = 'adaptive'
+  # m and s of 'logit_normal'. *default* m = 0, s = 1 (SD3's logit-normal(0, 1);
+  # the TextLDM abstract gives no values).
+  c.timesteps.logit_normal_mean = 0.0
+  c.timesteps.logit_normal_std = 1.0
   c.timesteps.num_bins = 100        # K. *default* 100.
   c.timesteps.ema_decay = 0.99      # EMA of the per-bin loss. *default* 0.99.
   c.timesteps.update_every = 100    # M steps between probability updates. *default*.
@@ -237,11 +252,16 @@ def base_config() -> ml_collections.ConfigDict:
   # --- Sampling (SPEC 6) ----------------------------------------------------
   c.sample = ml_collections.ConfigDict()
   c.sample.num_steps = 200          # Denoising steps S.
-  c.sample.t_min = 0.05             # *default* 0.05; last time of the grid.
+  # *default* 0.05; last time of the grid of a VP process (SPEC 6). Flow
+  # processes integrate their ODE to t = 0 and do not read it.
+  c.sample.t_min = 0.05
   # 'uniform' = linspace(1, t_min); 'adaptive' = t_i = F^-1(u_i) under the
   # learned timestep CDF.
   c.sample.time_grid = 'uniform'
-  c.sample.solver = 'euler_maruyama'  # 'euler_maruyama' | 'ddim' (deterministic).
+  # ldlm_jax/diffusion/solver.py SOLVERS: for VP processes 'euler_maruyama'
+  # (SPEC 6) | 'ddim' (deterministic); for flows 'euler' | 'heun' (ODE; Heun
+  # costs two denoiser calls per step but the last). *default* 'euler_maruyama' (paper).
+  c.sample.solver = 'euler_maruyama'
   c.sample.batch_size = 64
   c.sample.use_ema = True
   # Latent handed to the decoders: 'z' = the chain's last latent (z_mean at
@@ -268,9 +288,7 @@ _CHOICES = {
     'model.latent_decoder.type': ('perceiver', 'self_attention'),
     'diffusion.self_cond_mode': ('cond', 'per_example'),
     'loss.reconstruction': ('mse', 'ce', 'mse+ce'),
-    'timesteps.sampler': ('adaptive', 'uniform'),
     'sample.time_grid': ('uniform', 'adaptive'),
-    'sample.solver': ('euler_maruyama', 'ddim'),
     'sample.final': ('z', 'x0'),
 }
 
@@ -293,9 +311,18 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   return config
 
 
+def _registry_choices() -> dict:
+  """Choices held by the diffusion registries (imported here: they import jax)."""
+  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.diffusion import processes, solver, time_samplers
+  return {'diffusion.process': tuple(processes.PROCESSES),
+          'timesteps.sampler': tuple(time_samplers.SAMPLERS),
+          'sample.solver': tuple(solver.SOLVERS)}
+
+
 def validate(config) -> None:
   """Raises ConfigError (one sentence naming the fix) for values that cannot work."""
-  for key, choices in _CHOICES.items():
+  for key, choices in {**_CHOICES, **_registry_choices()}.items():
     value = _get(config, key)
     if value not in choices:
       raise ConfigError(f'{key}={value!r} is not one of {choices}; set --config.{key} to one of them.')
@@ -315,6 +342,12 @@ def validate(config) -> None:
       raise ConfigError(f'{key} must be in [0, 1) (got {_get(config, key)!r}).')
   if not 0.0 <= config.diffusion.self_cond_prob <= 1.0:
     raise ConfigError(f'diffusion.self_cond_prob must be in [0, 1] (got {config.diffusion.self_cond_prob!r}).')
+  from ldlm_jax.diffusion import solver  # pylint: disable=import-outside-toplevel
+  wrong = solver.mismatch(config.sample.solver, config.diffusion.process)
+  if wrong:
+    raise ConfigError(wrong)
+  if not config.timesteps.logit_normal_std > 0:
+    raise ConfigError(f'timesteps.logit_normal_std must be > 0 (got {config.timesteps.logit_normal_std!r}).')
   if not 0.0 < config.sample.t_min < 1.0:
     raise ConfigError(f'sample.t_min must be in (0, 1) (got {config.sample.t_min!r}).')
   if config.loss.decoder_noise_std < 0:

@@ -2,10 +2,10 @@ r"""Samples text from a trained run.
 
   python -m ldlm_jax.sample --workdir runs/demo --num_samples 64 --steps 200 \
       --out samples.jsonl [--seed 0] [--batch_size 32] [--checkpoint_step STEP] \
-      [--time_grid uniform|adaptive] [--t_min 0.05] [--solver euler_maruyama|ddim] \
+      [--time_grid uniform|adaptive] [--t_min 0.05] [--solver euler_maruyama|ddim|euler|heun] \
       [--token_decoder runs/demo/token_decoder_k2] [--final z|x0]
 
-Restores the EMA parameters, runs the reverse SDE as one compiled lax.scan
+Restores the EMA parameters, runs the reverse SDE (or a flow's ODE) as one compiled lax.scan
 (self-conditioning carried inside the scan), then the latent decoder and the
 token decoder once at the end. The batch is sharded over all devices.
 Writes one JSON object per sample: text, tokens, seed, steps, checkpoint_step,
@@ -30,7 +30,8 @@ _BATCH = flags.DEFINE_integer('batch_size', None, 'Samples per compiled call (de
 _STEP = flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint step (default: latest).')
 _GRID = flags.DEFINE_enum('time_grid', None, ['uniform', 'adaptive'], 'Time grid (default: the run\'s).')
 _TMIN = flags.DEFINE_float('t_min', None, 'Last time of the grid (default: the run\'s sample.t_min).')
-_SOLVER = flags.DEFINE_enum('solver', None, ['euler_maruyama', 'ddim'], 'Solver (default: the run\'s).')
+_SOLVER = flags.DEFINE_string('solver', None, 'Solver: euler_maruyama or ddim for VP runs, euler or heun '
+                               'for flow runs (default: the run\'s).')
 _TOKEN_DECODER = flags.DEFINE_string('token_decoder', '', 'A post-trained token decoder directory.')
 _FINAL = flags.DEFINE_enum('final', None, ['z', 'x0'],
                            'Latent decoded: the last z, or the last clean estimate x0_hat '
@@ -47,6 +48,9 @@ def check_flags() -> str:
   cli.check_positive(num_samples=_NUM.value, steps=_STEPS.value, batch_size=_BATCH.value)
   if _STEP.value is not None and _STEP.value < 0:
     raise ConfigError(f'--checkpoint_step must be >= 0 (got {_STEP.value}).')
+  from ldlm_jax.diffusion.solver import SOLVERS  # pylint: disable=import-outside-toplevel
+  if _SOLVER.value is not None and _SOLVER.value not in SOLVERS:
+    raise ConfigError(f'--solver {_SOLVER.value!r} is not one of {tuple(SOLVERS)}.')
   if _TMIN.value is not None and not 0.0 < _TMIN.value < 1.0:
     raise ConfigError(f'--t_min must be in (0, 1) (got {_TMIN.value}).')
   if _TOKEN_DECODER.value and not os.path.isdir(_TOKEN_DECODER.value):
@@ -62,6 +66,10 @@ def main(argv):
   run = restore.load_run(_WORKDIR.value, _STEP.value,
                          params='params' if _NO_EMA.value else 'ema_params')
   sc = run.config.sample
+  if _TMIN.value is not None and run.model.process.sampling_t_end(_TMIN.value) != _TMIN.value:
+    from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+    raise ConfigError(f'The run in {_WORKDIR.value} is a {run.model.process.name} run, whose ODE always '
+                      'ends at t = 0; drop --t_min (it applies to VP runs).')
   steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
   t0 = time.time()
   records = generate_samples(

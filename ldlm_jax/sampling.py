@@ -35,6 +35,10 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   shards = mesh.shape['data'] * mesh.shape['fsdp']
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
   run.check_can_sample()
+  from ldlm_jax.diffusion.solver import mismatch  # pylint: disable=import-outside-toplevel
+  wrong = mismatch(solver, model.process)   # before compiling (sample_latents says the same)
+  if wrong:
+    raise ConfigError(wrong)
   if token_decoder:
     module, dec_params, _ = load_decoder(token_decoder, model)
     decode = lambda p, z: jax.numpy.argmax(module.apply({'params': dec_params}, z), -1).astype(jax.numpy.int32)
@@ -65,7 +69,8 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
         break
       records.append({'index': len(records), 'text': run.tokenizer.decode(row), 'tokens': row.tolist(),
                       'seed': seed, 'steps': steps, 'checkpoint_step': run.step, 'eos_token': eos_token,
-                      'solver': solver, 'time_grid': time_grid, 't_min': t_min,
+                      'solver': solver, 'time_grid': time_grid,
+                      't_min': model.process.sampling_t_end(t_min),   # a flow's ODE ends at 0
                       'token_decoder': token_decoder or 'joint', 'ema': use_ema, 'final': final})
   return records
 

@@ -50,6 +50,31 @@ def toy_tokens(batch, seq_len, seed=0, vocab=ToyEncoder.vocab_size):
   return np.asarray(jax.random.randint(jax.random.PRNGKey(seed), (batch, seq_len), 0, vocab), np.int32)
 
 
+def set_fields(config, overrides: dict):
+  """Sets dotted fields ({'model.latent_dim': 8}) in place; returns the config."""
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split('.')
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+def tiny_setup(**overrides):
+  """configs/tiny.py with dotted overrides, validated; an LDLM on the toy encoder, its params,
+  frozen inputs and 4 toy token rows: (config, model, params, frozen, tokens)."""
+  from ldlm_jax.config import validate  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
+  c = set_fields(tiny_config(), overrides)
+  validate(c)
+  enc = ToyEncoder()
+  model = LDLM(c, enc)
+  params = model.init(jax.random.PRNGKey(0))
+  frozen = model.frozen_inputs(enc.init_params(), np.zeros(enc.hidden_size), np.ones(enc.hidden_size))
+  return c, model, params, frozen, toy_tokens(4, c.data.seq_len)
+
+
 # The tiny training run end-to-end tests start from: configs/tiny.py for 24
 # steps (MiniLM encoder, Brown corpus), checkpoints at 8, 16 and 24.
 TINY_RUN_ARGS = ('--config.train.num_steps=24', '--config.train.log_every=2',

@@ -11,24 +11,10 @@ from ldlm_jax.diffusion import timesteps as ts
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda
 from ldlm_jax.models.ldlm import LDLM, count_params
 
-from ldlm_testing import ToyEncoder, tiny_config, toy_tokens
+from ldlm_testing import ToyEncoder, set_fields, tiny_config, tiny_setup
 
 
-def _setup(**overrides):
-  c = tiny_config()
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
-  validate(c)
-  enc = ToyEncoder()
-  model = LDLM(c, enc)
-  params = model.init(jax.random.PRNGKey(0))
-  frozen = model.frozen_inputs(enc.init_params(), np.zeros(enc.hidden_size), np.ones(enc.hidden_size))
-  tokens = toy_tokens(4, c.data.seq_len)
-  return c, model, params, frozen, tokens
+_setup = tiny_setup
 
 
 def test_module_shapes_and_generate():
@@ -194,13 +180,7 @@ def test_encoder_input_variants():
     ({'sample.t_min': 0.0}, 't_min'),
 ])
 def test_validate_rejects_bad_values(override, fragment):
-  c = tiny_config()
-  for key, value in override.items():
-    node = c
-    *path, last = key.split('.')
-    for p in path:
-      node = node[p]
-    node[last] = value
+  c = set_fields(tiny_config(), override)
   with pytest.raises(ConfigError, match=fragment.replace('.', r'\.')):
     validate(c)
 

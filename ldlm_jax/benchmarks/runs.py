@@ -303,7 +303,9 @@ def sample_benchmark(config, opts: Options, peak: timing.Peak, log: Log = print,
 def _compare_python_loop(model, params, rng, batch, num_steps, t_min, opts: Options,
                          log: Log) -> dict:
   """The compiled scan vs the Python-stepped sampler: time, speed-up, agreement."""
-  scan = jax.jit(lambda p, r: model.sample_latents(p, r, batch, num_steps, t_min=t_min))
+  # The Python loop steps Euler-Maruyama, so the scan it is compared with does too.
+  scan = jax.jit(lambda p, r: model.sample_latents(p, r, batch, num_steps, t_min=t_min,
+                                                   solver='euler_maruyama'))
   scan_c = timing.lower_and_compile(scan, params, rng).compiled
   denoise = jax.jit(model.denoise)
   # Windows of one run each: the carry is that run's latents.

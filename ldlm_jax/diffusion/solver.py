@@ -11,25 +11,32 @@ Euler-Maruyama on the reverse VP SDE, from t to t_next (dt < 0):
 and the last z_mean is returned (with final='x0', the last x0_hat). Self-conditioning carries the previous
 x0_hat (zeros at the first step). 'ddim' is the deterministic DDIM step
 z_next = a_next x0_hat + s_next eps_hat, with eps_hat = (z_t - a_t x0_hat) / s_t,
-returning the final x0_hat-consistent z.
+returning the final x0_hat-consistent z. 'euler' and 'heun' integrate the
+flow ODE of a 'flow' process (diffusion/ode.py).
+
+Solvers come from the SOLVERS registry: each is a step function
+step(denoise_fn, process, z, x0_sc, t, t_next, key) -> (z_next, z_out, x0_hat)
+(z_out: what final='z' returns after the last step) and the process kind it
+integrates. Adding a solver: its step function and one line in SOLVERS.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from ldlm_jax.diffusion import ode
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.diffusion.schedule import TangentSchedule
 
 # f(z_t (B,N,D), t (B,), x0_sc (B,N,D)) -> x0_hat (B,N,D)
 DenoiseFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
-SOLVERS = ('euler_maruyama', 'ddim')
 # What the sampler returns: 'z' = the last latent of the chain (z_mean for
-# Euler-Maruyama, z for DDIM); 'x0' = the denoiser's last clean estimate x0_hat.
+# Euler-Maruyama, z for the others); 'x0' = the denoiser's last clean estimate x0_hat.
 FINALS = ('z', 'x0')
 TIME_GRIDS = ('uniform', 'adaptive')
 
@@ -75,16 +82,58 @@ def ddim_step(denoise_fn: DenoiseFn, schedule: TangentSchedule, z, x0_sc, t, t_n
   return z_next, x0_hat
 
 
-def sample(denoise_fn: DenoiseFn, schedule: TangentSchedule, rng, shape, grid,
+def _em(denoise_fn, process, z, x0_sc, t, t_next, key):
+  noise = jax.random.normal(key, z.shape, jnp.float32)
+  return em_step(denoise_fn, process, z, x0_sc, t, t_next, noise)
+
+
+def _ddim(denoise_fn, process, z, x0_sc, t, t_next, key):
+  del key
+  z_next, x0_hat = ddim_step(denoise_fn, process, z, x0_sc, t, t_next)
+  return z_next, z_next, x0_hat
+
+
+@dataclasses.dataclass(frozen=True)
+class Solver:
+  step: Callable     # (denoise_fn, process, z, x0_sc, t, t_next, key) -> (z_next, z_out, x0_hat)
+  kind: str          # the process kind it integrates (processes.KINDS)
+
+
+SOLVERS = {
+    'euler_maruyama': Solver(_em, 'vp'),   # SPEC 6
+    'ddim': Solver(_ddim, 'vp'),           # Song et al. 2021, deterministic
+    'euler': Solver(ode.euler_step, 'flow'),
+    'heun': Solver(ode.heun_step, 'flow'),
+}
+
+
+def mismatch(solver: str, process) -> str | None:
+  """One sentence when `solver` cannot integrate `process` (a name or a process object), else None."""
+  from ldlm_jax.diffusion import processes  # pylint: disable=import-outside-toplevel
+  name = process if isinstance(process, str) else process.name
+  kind = processes.PROCESSES[name].kind
+  if solver not in SOLVERS:
+    return f'sample.solver={solver!r} is not one of {tuple(SOLVERS)}.'
+  if SOLVERS[solver].kind != kind:
+    fits = tuple(k for k, v in SOLVERS.items() if v.kind == kind)
+    return (f'sample.solver={solver!r} integrates a {SOLVERS[solver].kind} process but '
+            f'diffusion.process={name!r} is a {kind} process; set --config.sample.solver '
+            f'(or --solver) to one of {fits}.')
+  return None
+
+
+def sample(denoise_fn: DenoiseFn, process, rng, shape, grid,
            solver: str = 'euler_maruyama', self_condition: bool = True, final: str = 'z'):
   """Runs the reverse process from z_1 ~ N(0, I) over `grid` as one lax.scan.
 
-  Returns the final latent (B, N, D): with final='z' the last z_mean for
-  Euler-Maruyama, the last z for DDIM; with final='x0' the x0_hat of the last
-  denoiser call (at t = grid[-2]).
+  `process` is a diffusion process (diffusion/processes; a TangentSchedule
+  also works for the VP solvers). Returns the final latent (B, N, D): with final='z' the last
+  z_mean for Euler-Maruyama, the last z for the others; with final='x0' the
+  x0_hat of the last denoiser call (at t = grid[-2]; Heun's corrector at grid[-1]
+  when that is > 0).
   """
   if solver not in SOLVERS:
-    raise ValueError(f'unknown solver {solver!r}; use one of {SOLVERS}')
+    raise ValueError(f'unknown solver {solver!r}; use one of {tuple(SOLVERS)}')
   if final not in FINALS:
     raise ValueError(f'unknown final {final!r}; use one of {FINALS}')
   rng_init, rng_steps = jax.random.split(rng)
@@ -92,17 +141,16 @@ def sample(denoise_fn: DenoiseFn, schedule: TangentSchedule, rng, shape, grid,
   num_steps = grid.shape[0] - 1
   step_keys = jax.random.split(rng_steps, num_steps)
   zeros = jnp.zeros(shape, jnp.float32)
+  step = SOLVERS[solver].step
+  # A run trained without self-conditioning never saw a non-zero x0 slot (Heun's
+  # second call included).
+  denoise = denoise_fn if self_condition else (lambda z, t, sc: denoise_fn(z, t, zeros))
 
   def body(carry, xs):
     z, x0_sc, _ = carry
     t, t_next, key = xs
-    sc = x0_sc if self_condition else zeros
-    if solver == 'euler_maruyama':
-      noise = jax.random.normal(key, shape, jnp.float32)
-      z_next, z_mean, x0_hat = em_step(denoise_fn, schedule, z, sc, t, t_next, noise)
-      return (z_next, x0_hat, z_mean), None
-    z_next, x0_hat = ddim_step(denoise_fn, schedule, z, sc, t, t_next)
-    return (z_next, x0_hat, z_next), None
+    z_next, z_out, x0_hat = step(denoise, process, z, x0_sc, t, t_next, key)
+    return (z_next, x0_hat, z_out), None
 
   (_, x0_last, z_out), _ = jax.lax.scan(body, (z1, zeros, z1), (grid[:-1], grid[1:], step_keys))
   return x0_last if final == 'x0' else z_out

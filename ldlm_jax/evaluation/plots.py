@@ -272,8 +272,8 @@ def plot_adaptive_cdf(logs: RunLogs, path: str, num_curves: int = 4) -> str | No
     return None
   # With uniform sampling the state still tracks the adaptive rule's probabilities,
   # but t was never drawn from them: say so rather than let the picture mislead.
-  title = ('Adaptive timestep sampler' if logs.sampler != 'uniform' else
-           'CDF the adaptive rule would use (this run drew t uniformly)')
+  title = ('Adaptive timestep sampler' if logs.sampler in (None, 'adaptive') else
+           f'CDF the adaptive rule would use (this run drew t from {logs.sampler!r})')
   fig, axes = _figure(2, title)
   t_grid = np.linspace(0.0, 1.0, 401)
   for record, color in zip(picked, _checkpoint_colors(len(picked))):

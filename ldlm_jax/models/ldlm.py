@@ -22,9 +22,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldlm_jax.config import ConfigError
 from ldlm_jax.diffusion import solver as solver_lib
+from ldlm_jax.diffusion import time_samplers
 from ldlm_jax.diffusion import timesteps as timesteps_lib
-from ldlm_jax.diffusion.schedule import schedule_from_config
+from ldlm_jax.diffusion.processes import process_from_config
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda, scale_gradient
 from ldlm_jax.latent_spaces import COMPONENTS, Dims, FrozenInputs, latent_space_class
 from ldlm_jax.models import layers, vocab_ce
@@ -50,7 +52,8 @@ class LDLM:
     self.config = config
     self.encoder = encoder
     mc = config.model
-    self.schedule = schedule_from_config(config)
+    # The diffusion process (diffusion/processes): corruption, target, x0 conversion.
+    self.process = process_from_config(config)
     self.input_kind = config.encoder.input
     self.encoder_layer = int(config.encoder.layer)
     self.latent_space = latent_space_class(config)(config, encoder, self)
@@ -135,8 +138,16 @@ class LDLM:
     return vocab_ce.token_decoder_ce(self.token_decoder, params['token_decoder'], h_hat_BLH,
                                      tokens_BL, int(self.config.loss.ce_vocab_chunk))
 
-  def denoise(self, params, z_t_BND, t_B, x0_sc_BND):
+  # VP processes' schedule (alpha, sigma, beta), for code that integrates the VP SDE itself.
+  schedule = property(lambda self: getattr(self.process, 'schedule', None))
+
+  def predict(self, params, z_t_BND, t_B, x0_sc_BND):
+    """The denoiser's raw output: the process's prediction target (x0, velocity, ...)."""
     return self.denoiser.apply({'params': params['denoiser']}, z_t_BND, t_B, x0_sc_BND).astype(jnp.float32)
+
+  def denoise(self, params, z_t_BND, t_B, x0_sc_BND):
+    """x0_hat: the denoiser's output converted by the process (what sampling and self-conditioning use)."""
+    return self.process.to_x0(z_t_BND, t_B, self.predict(params, z_t_BND, t_B, x0_sc_BND))
 
   # ----------------------------------------------------------------- loss --
   def loss_fn(self, params, frozen: FrozenInputs, tokens_BL, rng, step,
@@ -164,14 +175,14 @@ class LDLM:
     lam = encoder_warmup_lambda(step, int(c.encoder_warmup.steps),
                                 c.encoder_warmup.center, c.encoder_warmup.sharpness)
     z0 = scale_gradient(z, lam)
-    adaptive = c.timesteps.sampler == 'adaptive'
-    t, bins = timesteps_lib.sample(sampler_state, rng_t, batch, adaptive)
+    t, bins = time_samplers.draw(c.timesteps, sampler_state, rng_t, batch)
     if space.trains_diffusion:
+      process = self.process
       eps = jax.random.normal(rng_eps, z0.shape, z0.dtype)
-      z_t = self.schedule.add_noise(z0, t, eps)
+      z_t = process.corrupt(z0, t, eps)
       x0_sc = self._self_condition(params, z_t, t, rng_sc)
-      x0_hat = self.denoise(params, z_t, t, x0_sc)
-      diff_per_example = jnp.mean(jnp.square(x0_hat - z0), axis=(1, 2))
+      net_out = self.predict(params, z_t, t, x0_sc)
+      diff_per_example = process.per_example_loss(net_out, process.target(z0, eps, t))
     else:  # an autoencoder stage: no denoiser yet
       diff_per_example = jnp.zeros((batch,), jnp.float32)
     diff_loss = jnp.mean(diff_per_example)
@@ -215,15 +226,23 @@ class LDLM:
 
   # ------------------------------------------------------------ sampling --
   def sample_latents(self, params, rng, num_samples: int, num_steps: int, *,
-                     t_min: float = 0.05, time_grid: str = 'uniform', solver: str = 'euler_maruyama',
+                     t_min: float = 0.05, time_grid: str = 'uniform', solver: str | None = None,
                      timestep_probs=None, final: str = 'z'):
-    """z0 (B, N, D) from the reverse process (final: solver.FINALS); jit with the ints static."""
+    """z0 (B, N, D) from the reverse process (final: solver.FINALS); jit with the ints static.
+
+    solver=None: the config's sample.solver. The grid runs from 1 to the
+    process's end time: t_min for VP processes, 0 for flows.
+    """
     d = self.dims
-    grid = solver_lib.time_grid(num_steps, t_min, time_grid, timestep_probs)
+    solver = solver or self.config.sample.solver
+    wrong = solver_lib.mismatch(solver, self.process)
+    if wrong:
+      raise ConfigError(wrong)
+    grid = solver_lib.time_grid(num_steps, self.process.sampling_t_end(t_min), time_grid, timestep_probs)
     denoise = lambda z, t, sc: self.denoise(params, z, t, sc)
     # A run trained without self-conditioning never saw a non-zero x0 slot.
     self_condition = float(self.config.diffusion.self_cond_prob) > 0.0
-    return solver_lib.sample(denoise, self.schedule, rng,
+    return solver_lib.sample(denoise, self.process, rng,
                              (num_samples, d.latent_len, d.latent_dim), grid, solver,
                              self_condition=self_condition, final=final)
 
