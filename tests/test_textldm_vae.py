@@ -8,11 +8,11 @@ import importlib.util
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from ldlm_jax.config import ConfigError, base_config, validate
+from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.latent_spaces import vae as vae_lib
 from ldlm_jax.models.ldlm import LDLM
 from ldlm_jax.training import sharding as sharding_lib
@@ -71,22 +71,26 @@ def _setup(**overrides):
   return c, enc, model, frozen
 
 
-def _loss_aux(model, c, params, frozen, tokens, rng=1):
-  sampler = state_lib.create_train_state(model, c, jax.random.PRNGKey(0)).timesteps
-  return model.loss_fn(params, frozen, tokens, jax.random.PRNGKey(rng), 0, sampler)
+def _loss_fn(model, c):
+  """(params, frozen, tokens) -> (loss, aux) at step 0, a fixed rng (traced: call it under jit)."""
+  sampler = timesteps_lib.init_state(int(c.timesteps.num_bins))   # as the train state's
+  return lambda p, f, t: model.loss_fn(p, f, t, jax.random.PRNGKey(1), 0, sampler)
 
 
 def test_kl_and_repa_terms_match_numpy():
   c, enc, model, frozen = _setup(**{'latent_space.kl_weight': 0.3, 'latent_space.repa_weight': 0.7})
   params = model.init(jax.random.PRNGKey(0))
   tokens = toy_tokens(4, c.data.seq_len)
-  loss, aux = _loss_aux(model, c, params, frozen, tokens)
+  loss, aux = jax.jit(_loss_fn(model, c))(params, frozen, tokens)
   space = model.latent_space
-  h = space.features(frozen, params, tokens)
-  mean, logvar, aligned = (np.asarray(x, np.float64) for x in space.posterior(params, h))
+  @jax.jit
+  def parts(p):
+    h = space.features(frozen, p, tokens)
+    mean, logvar, aligned = space.posterior(p, h)
+    return mean, logvar, space.projector.apply({'params': p['repa_projector']}, aligned), space.encode(p, h)
+  mean, logvar, proj, encoded = (np.asarray(x, np.float64) for x in parts(params))
   kl = np.mean(0.5 * (mean ** 2 + np.exp(logvar) - logvar - 1.0))
   np.testing.assert_allclose(float(aux['kl_loss']), kl, rtol=1e-5)
-  proj = np.asarray(space.projector.apply({'params': params['repa_projector']}, aligned), np.float64)
   teacher = np.asarray(enc.hidden_state(frozen.encoder_params, tokens, c.encoder.layer), np.float64)
   cos = np.sum(proj * teacher, -1) / (np.linalg.norm(proj, axis=-1) * np.linalg.norm(teacher, axis=-1))
   np.testing.assert_allclose(float(aux['repa_loss']), -np.mean(cos), rtol=1e-5)
@@ -94,14 +98,15 @@ def test_kl_and_repa_terms_match_numpy():
   np.testing.assert_allclose(float(loss), float(aux['ce_loss']) + 0.3 * kl - 0.7 * np.mean(cos), rtol=1e-5)
   assert float(aux['diffusion_loss']) == 0.0 and 'denoiser' not in params
   # encode without rng is the posterior mean (what stage two's sampler-free callers read).
-  np.testing.assert_allclose(np.asarray(space.encode(params, h)), mean, rtol=1e-6)
+  np.testing.assert_allclose(encoded, mean, rtol=1e-6)
 
 
 def test_repa_gradient_reaches_only_the_encoder_up_to_the_aligned_block_and_the_projector():
   c, _, model, frozen = _setup(**{'model.latent_encoder.num_layers': 3, 'latent_space.repa_layer': 1})
   params = model.init(jax.random.PRNGKey(0))
   tokens = toy_tokens(4, c.data.seq_len)
-  grads = jax.grad(lambda p: _loss_aux(model, c, p, frozen, tokens)[1]['repa_loss'])(params)
+  loss_fn = _loss_fn(model, c)
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, frozen, tokens)[1]['repa_loss']))(params)
   nonzero = lambda tree: any(np.any(np.asarray(x) != 0) for x in jax.tree.leaves(tree))
   reached = {'scratch_embedding', 'repa_projector', 'latent_encoder.input_proj',
              'latent_encoder.input_pos', 'latent_encoder.block0'}
@@ -111,8 +116,8 @@ def test_repa_gradient_reaches_only_the_encoder_up_to_the_aligned_block_and_the_
       key = f'{name}.{sub}' if sub else name
       assert nonzero(g) == (key in reached), key
   # The teacher is never differentiated: the whole loss has no gradient into it.
-  g_teacher = jax.grad(lambda enc_p: _loss_aux(model, c, params, frozen.replace(encoder_params=enc_p),
-                                               tokens)[0])(frozen.encoder_params)
+  g_teacher = jax.jit(jax.grad(lambda enc_p: loss_fn(params, frozen.replace(encoder_params=enc_p),
+                                                     tokens)[0]))(frozen.encoder_params)
   assert not nonzero(g_teacher)
 
 
