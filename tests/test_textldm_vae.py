@@ -215,3 +215,35 @@ def test_stage_two_configs_validate_at_both_sizes():
       assert (c.diffusion.process, c.timesteps.sampler) == ('rectified_flow', 'logit_normal')
   cpu = TEXTLDM.get_config('textldm_stage2_cpu')
   assert cpu.model.denoiser.to_dict() == demo.model.denoiser.to_dict()   # the LDLM demo's DiT
+
+
+def test_a_smollm2_like_llama_teaches_with_its_own_tokenizer(tmp_path):
+  """'smollm2-135m' (here a random 2-layer Llama GGUF at encoder.path): hidden states in HF's
+  convention from the scoring Llama's own blocks, its own tokenizer, and a REPA teacher."""
+  from ldlm_jax import experiments  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.llama import Llama  # pylint: disable=import-outside-toplevel
+  gguf = experiments._tiny_random_scorer(str(tmp_path))  # pylint: disable=protected-access
+  enc = registry.load_frozen_encoder('smollm2-135m', gguf)
+  tok = registry.load_encoder_tokenizer('smollm2-135m', gguf)
+  assert (enc.family, enc.num_layers, tok.vocab_size) == ('llama', 2, enc.vocab_size)
+  ids = np.asarray([tok.encode('the cat sat in the hall')[:6]], np.int32)
+  states = enc.hidden_states(enc.params, ids)
+  assert len(states) == enc.num_layers + 1
+  np.testing.assert_allclose(states[0], enc.params['embed_tokens']['embedding'][ids], rtol=1e-6)
+  final = Llama(enc.module.config).apply({'params': enc.params}, ids, return_hidden=True)
+  np.testing.assert_allclose(states[-1], final, rtol=2e-5, atol=2e-5)
+  for k in range(enc.num_layers + 1):
+    np.testing.assert_allclose(enc.hidden_state(enc.params, ids, k), states[k], rtol=1e-6, atol=1e-6)
+  with pytest.raises(ConfigError, match='encoder.dtype=float32'):
+    registry.load_frozen_encoder('smollm2-135m', gguf, 'bfloat16')
+
+  c = _tiny(**{'encoder.name': 'smollm2-135m', 'encoder.path': gguf, 'encoder.layer': 1})
+  validate(c)
+  model = LDLM(c, enc)
+  frozen = model.frozen_inputs(enc.params, np.zeros(enc.hidden_size), np.ones(enc.hidden_size))
+  params = model.init(jax.random.PRNGKey(0))
+  tokens = np.tile(ids[:, :1], (2, c.data.seq_len))
+  loss_fn = _loss_fn(model, c)
+  grads = jax.jit(jax.grad(lambda p: loss_fn(p, frozen, tokens)[1]['repa_loss']))(params)
+  assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads['repa_projector']))

@@ -150,10 +150,18 @@ def denoiser(module: DiT, batch: int, length: int, *, trained: bool = True) -> C
 
 
 def frozen_encoder(encoder, layer: int, batch: int, length: int) -> Cost:
-  """Forward of the GPT-2 / BERT blocks that produce hidden_states[layer]."""
+  """Forward of the GPT-2 / BERT / Llama blocks that produce hidden_states[layer]."""
   c = encoder.module.config
   blocks = encoder.layer_index(layer)
   t, h = batch * length, c.hidden_size
+  if encoder.family == 'llama':   # grouped-query attention, gated MLP
+    kv = 2 * c.num_kv_heads * c.head_dim
+    per_block = (dense(t, h, c.num_heads * c.head_dim + kv, trained=False)
+                 + dense(t, c.num_heads * c.head_dim, h, trained=False)
+                 + attention(batch, length, length, c.num_heads * c.head_dim, trained=False)
+                 + dense(t, h, 2 * c.intermediate_size, trained=False)
+                 + dense(t, c.intermediate_size, h, trained=False))
+    return Cost(blocks * per_block.forward, 0.0)
   per_block = (dense(t, h, 3 * h, trained=False) + dense(t, h, h, trained=False)
                + attention(batch, length, length, h, trained=False)
                + dense(t, h, c.mlp_size, trained=False) + dense(t, c.mlp_size, h, trained=False))
