@@ -61,6 +61,9 @@ _STAGE_ONE = {
     'latent_space.repa_weight': 0.5,       # REPA's lambda (Yu et al. 2024); ours for text
     'latent_space.repa_layer': 0,          # half the VAE encoder's blocks (ours)
     'model.latent_len': 0,                 # one latent per token (ours; see vae.py)
+    # The VAE's encoder and decoder are self-attention stacks (sizes: the scale's LDLM ones).
+    'model.latent_encoder.type': 'self_attention',
+    'model.latent_decoder.type': 'self_attention',
 }
 _STAGE_TWO = {
     'latent_space.name': 'textldm_vae',

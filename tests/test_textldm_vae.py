@@ -175,6 +175,8 @@ def test_two_stages_hand_the_frozen_vae_to_the_denoiser(tmp_path):
 def test_config_errors_name_the_fix():
   with pytest.raises(ConfigError, match='encoder.input=scratch'):
     validate(_tiny(**{'encoder.input': 'hidden'}))
+  with pytest.raises(ConfigError, match='latent_decoder.type=self_attention'):
+    validate(_tiny(**{'model.latent_decoder.type': 'perceiver'}))
   with pytest.raises(ConfigError, match='latent_space.stage'):
     validate(_tiny(**{'latent_space.stage': ''}))
   with pytest.raises(ConfigError, match='init_from.workdir=STAGE1_WORKDIR'):

@@ -246,6 +246,11 @@ class TextVAE(LatentSpace):
       raise ConfigError(
           "latent_space.name='textldm_vae' embeds tokens with its own trainable table (the frozen "
           'encoder is only the REPA teacher); set --config.encoder.input=scratch.')
+    for part in ('latent_encoder', 'latent_decoder'):
+      if mc[part].type != 'self_attention':
+        raise ConfigError(
+            f"latent_space.name='textldm_vae' builds its {part.replace('_', ' ')} from self-attention "
+            f'blocks; set --config.model.{part}.type=self_attention.')
     if ls.stage not in VAE_STAGES:
       raise ConfigError(
           f"latent_space.name='textldm_vae' trains in two stages; set --config.latent_space.stage to "
