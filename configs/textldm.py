@@ -43,7 +43,7 @@ half of the demo's 1400 steps, stage two the demo's 1400 steps.
 import importlib.util
 import os
 
-from ldlm_jax.config import ConfigError, base_config
+from ldlm_jax.config import ConfigError, unknown_keys
 
 ROWS = ('textldm', 'textldm_norepa')
 TWO_STAGE = {'textldm': 'textldm_stage2', 'textldm_norepa': 'textldm_norepa_stage2'}
@@ -99,16 +99,7 @@ def _sibling(name: str):
 
 def missing_keys(variant: str) -> list[str]:
   """Keys a variant sets that this tree's config schema lacks (part A's, before it is merged)."""
-  schema = base_config()
-  missing = []
-  for dotted in VARIANTS[variant]:
-    node = schema
-    for part in dotted.split('.'):
-      if part not in node:
-        missing.append(dotted)
-        break
-      node = node[part]
-  return missing
+  return unknown_keys(VARIANTS[variant])
 
 
 def _set(config, dotted, value):

@@ -296,6 +296,19 @@ def _get(config, dotted):
   return node
 
 
+def unknown_keys(dotted_keys) -> list[str]:
+  """The dotted keys that base_config() does not have (e.g. a variant written for a newer schema)."""
+  schema, unknown = base_config(), []
+  for dotted in dotted_keys:
+    node = schema
+    for part in dotted.split('.'):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        unknown.append(dotted)
+        break
+      node = node[part]
+  return unknown
+
+
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """A run's saved config (config.json or checkpoint meta) laid over today's schema.
 

@@ -337,18 +337,9 @@ def _load_module_checked(path: str):
 
 def _keys_missing_from_schema(spec: str) -> list[str]:
   """A variants file's keys for `spec` ('file.py:NAME') that base_config() does not have."""
-  from ldlm_jax.config import base_config  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import unknown_keys  # pylint: disable=import-outside-toplevel
   path, _, name = spec.partition(':')
-  variant = getattr(_load_module(os.path.join(REPO, path)), 'VARIANTS', {}).get(name, {})
-  schema, missing = base_config(), []
-  for dotted in variant:
-    node = schema
-    for part in dotted.split('.'):
-      if part not in node:
-        missing.append(dotted)
-        break
-      node = node[part]
-  return missing
+  return unknown_keys(getattr(_load_module(os.path.join(REPO, path)), 'VARIANTS', {}).get(name, {}))
 
 
 def row_availability(row: Row) -> str:
