@@ -132,15 +132,29 @@ def base_config() -> ml_collections.ConfigDict:
   # What the diffusion model diffuses: 'ldlm' (the jointly trained autoencoder,
   # paper), 'scratch_emb' (Li et al. 2022), 'encoder_emb' (Strudel et al. 2023),
   # 'tencdm' (Shabalin et al. 2025), 'cosmos' (Meshchaninov et al. 2025, two
-  # stages). Variants with their settings: configs/latent_spaces.py.
+  # stages), 'textldm_vae' (TextLDM's VAE + REPA, two stages; configs/textldm.py).
+  # Variants with their settings: configs/latent_spaces.py.
   c.latent_space.name = 'ldlm'
-  # Two-stage spaces only ('cosmos'): 'autoencoder' (stage one) or 'diffusion'
-  # (stage two, on the frozen stage-one autoencoder); '' for the others. Ours.
+  # Two-stage spaces only: 'cosmos' 'autoencoder' or 'textldm_vae' 'vae'
+  # (stage one), 'diffusion' (stage two, on the frozen stage-one autoencoder);
+  # '' for the others. Ours.
   c.latent_space.stage = ''
   # 'cosmos' stage one: fraction of encoder-input positions masked (set to the
   # features' mean) while the autoencoder learns to reconstruct them (COSMOS's
   # input masking; *default* 0.15, BERT's rate, ours).
   c.latent_space.mask_prob = 0.15
+  # 'textldm_vae' (TextLDM's Transformer VAE, ldlm_jax/latent_spaces/vae.py)
+  # only. Weight of the KL to N(0, I), averaged per latent element. *default*
+  # 1e-3, ours (the TextLDM abstract gives none).
+  c.latent_space.kl_weight = 1e-3
+  # Weight of REPA (negative cosine between a projection of a VAE encoder
+  # block's output and the frozen encoder's hidden_states[encoder.layer]);
+  # 0 = off. *default* 0 (off); configs/textldm.py sets 0.5, REPA's lambda
+  # (Yu et al. 2024; the TextLDM abstract gives none, ours).
+  c.latent_space.repa_weight = 0.0
+  # The VAE encoder block (1-based) whose output REPA aligns; 0 = half the
+  # blocks, rounded up (REPA aligns an early block). *default* 0, ours.
+  c.latent_space.repa_layer = 0
 
   # --- Diffusion (SPEC 4) --------------------------------------------------
   c.diffusion = ml_collections.ConfigDict()
@@ -298,6 +312,19 @@ def _get(config, dotted):
   for part in dotted.split('.'):
     node = node[part]
   return node
+
+
+def unknown_keys(dotted_keys) -> list[str]:
+  """The dotted keys that base_config() does not have (e.g. a variant written for a newer schema)."""
+  schema, unknown = base_config(), []
+  for dotted in dotted_keys:
+    node = schema
+    for part in dotted.split('.'):
+      if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+        unknown.append(dotted)
+        break
+      node = node[part]
+  return unknown
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:

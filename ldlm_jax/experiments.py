@@ -7,7 +7,8 @@ r"""The paper's tables reproduced at small scale: one command per table.
 TABLE: table1 (reconstruction loss; diffusion-to-encoder warmup; uniform vs
 adaptive timesteps; the sigma_dec grid), table2 (latent spaces, rows from
 configs/latent_spaces.py), table4 (encoder layer), table6 (encoder family),
-table7 (Perceiver vs self-attention). SCALE: smoke (seconds per row, a tiny
+table7 (Perceiver vs self-attention), textldm (TextLDM with and without REPA next
+to LDLM at the same scale and DiT, rows from configs/textldm.py). SCALE: smoke (seconds per row, a tiny
 random scorer: the numbers mean nothing; for tests), cpu (configs/demo.py,
 about ten minutes of training per run on 2 cores), gpu (configs/demo.py
 scaled up; a size that means something on one accelerator).
@@ -59,7 +60,7 @@ import numpy as np
 from ldlm_jax import fileio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TABLES = ('table1', 'table2', 'table4', 'table6', 'table7')
+TABLES = ('table1', 'table2', 'table4', 'table6', 'table7', 'textldm')
 PLAN_FILE = 'plan.json'
 RAW_DIR = 'raw'   # `report --publish P` mirrors the sweep's evaluations into P/raw/TABLE
 DONE_FILE = 'done.json'
@@ -208,6 +209,21 @@ def _table2(scale: Scale) -> list[Row]:
   return rows
 
 
+TEXTLDM_FILE = 'configs/textldm.py'
+
+
+def _textldm(scale: Scale) -> list[Row]:
+  # LDLM is the scale's base config (the demo LDLM at cpu scale); each TextLDM row trains
+  # its VAE (stage one) first, then the DiT on it (stage two, sampled), as table2's cosmos.
+  del scale
+  rows = [Row('ldlm')]
+  module = _load_module(os.path.join(REPO, TEXTLDM_FILE))
+  for name in module.ROWS:
+    rows.append(Row(name, config=f'{TEXTLDM_FILE}:{module.TWO_STAGE[name]}',
+                    stage_one=f'{TEXTLDM_FILE}:{name}'))
+  return rows
+
+
 def _table4(scale: Scale) -> list[Row]:
   # MiniLM-L6 (the embedded encoder) has 6 layers: hidden states 2..6 span
   # the paper's GPT-2 grid 4..12 of 12 in proportion; 4 is -3, the default.
@@ -229,7 +245,8 @@ def _table7(scale: Scale) -> list[Row]:
 
 
 ROWS: dict[str, Callable[[Scale], list[Row]]] = {
-    'table1': _table1, 'table2': _table2, 'table4': _table4, 'table6': _table6, 'table7': _table7}
+    'table1': _table1, 'table2': _table2, 'table4': _table4, 'table6': _table6, 'table7': _table7,
+    'textldm': _textldm}
 
 TITLES = {
     'table1': 'Table 1: reconstruction loss, warmup, timestep sampling, sigma_dec',
@@ -237,6 +254,7 @@ TITLES = {
     'table4': 'Table 4: frozen-encoder layer',
     'table6': 'Table 6: frozen-encoder family',
     'table7': 'Table 7: Perceiver vs self-attention latent encoder/decoder',
+    'textldm': 'TextLDM (VAE + REPA, flow matching) vs LDLM, same scale and DiT',
 }
 
 
@@ -321,12 +339,23 @@ def _load_module_checked(path: str):
   return _load_module(full)
 
 
+def _keys_missing_from_schema(spec: str) -> list[str]:
+  """A variants file's keys for `spec` ('file.py:NAME') that base_config() does not have."""
+  from ldlm_jax.config import unknown_keys  # pylint: disable=import-outside-toplevel
+  path, _, name = spec.partition(':')
+  return unknown_keys(getattr(_load_module(os.path.join(REPO, path)), 'VARIANTS', {}).get(name, {}))
+
+
 def row_availability(row: Row) -> str:
   """'' when the row can run here, else one sentence saying what it needs."""
   if row.config:
     path = row.config.partition(':')[0]
     if not os.path.isfile(os.path.join(REPO, path)):
       return f'not available: {path} is missing (it comes with the latent-space work; merge it first)'
+    missing = _keys_missing_from_schema(row.config)
+    if missing:
+      return (f'not available: {row.config} sets {missing}, which this checkout\'s config schema lacks '
+              '(the diffusion process of issue 16 part A); merge it first')
   if row.needs:
     from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
     try:
@@ -790,6 +819,8 @@ def orderings(table: str, data: dict, plan: dict) -> list[tuple[str, str, str]]:
     for better, worse in zip(chain, chain[1:]):
       out.append((f'{names[better]} beats {names[worse]}', *verdict_beats(data, plan, better, worse)))
     out.append(('TEncDM beats embeddings trained from scratch', *verdict_beats(data, plan, 'tencdm', 'scratch_emb')))
+  elif table == 'textldm':   # TextLDM's abstract: REPA is critical for generation quality
+    out.append(('REPA beats no REPA', *verdict_beats(data, plan, 'textldm', 'textldm_norepa')))
   return out
 
 

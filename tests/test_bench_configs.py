@@ -41,9 +41,16 @@ LATENT_SPACE_CONFIGS = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(LATENT_SPACE_CONFIGS)
 LATENT_SPACES = [f'{v}{size}' for v in ('ldlm', 'scratch_emb', 'encoder_emb', 'tencdm', 'cosmos',
                                         'cosmos_stage2') for size in ('', '_cpu')]
+_spec = importlib.util.spec_from_file_location('textldm', os.path.join(REPO, 'configs', 'textldm.py'))
+TEXTLDM_CONFIGS = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(TEXTLDM_CONFIGS)
+# Stage two's process keys come with issue 16 part A; before it only stage one is covered.
+TEXTLDM = [f'{v}{size}' for v in TEXTLDM_CONFIGS.VARIANTS if not TEXTLDM_CONFIGS.missing_keys(v)
+           for size in ('', '_cpu')]
 ALL_CONFIGS = ([(name, None) for name in ('tiny', 'demo', 'lm1b', 'owt')]
                + [('ablations', v) for v in ABLATIONS.VARIANTS]
-               + [('latent_spaces', v) for v in LATENT_SPACES])
+               + [('latent_spaces', v) for v in LATENT_SPACES]
+               + [('textldm', v) for v in TEXTLDM])
 
 
 def _config(name, variant):
@@ -52,6 +59,11 @@ def _config(name, variant):
   if name == 'latent_spaces':
     config = LATENT_SPACE_CONFIGS.get_config(variant)
     if variant.startswith('cosmos_stage2'):   # needs a stage-one run; only its name is read here
+      config.train.init_from.workdir = '/stage_one_run'
+    return config
+  if name == 'textldm':
+    config = TEXTLDM_CONFIGS.get_config(variant)
+    if 'stage2' in variant:   # needs a stage-one run; only its name is read here
       config.train.init_from.workdir = '/stage_one_run'
     return config
   return load_config_file(name)
@@ -78,11 +90,11 @@ def test_flop_counts_and_abstract_model_on_every_config(name, variant):
   assert sample['decode'] > 0
 
 
-@pytest.mark.parametrize('name', ['ablations:latent_encoder_self_attention'])
+@pytest.mark.parametrize('name', ['ablations:latent_encoder_self_attention', 'textldm:textldm_cpu'])
 def test_train_loss_traces_on_distinct_architectures(name):
   """The loss of each distinct model shape traces (eval_shape: nothing compiled)."""
   base, _, variant = name.partition(':')
-  config = _config(base, variant if base == 'ablations' else None)
+  config = _config(base, variant if base in ('ablations', 'textldm') else None)
   config.train.batch_size = 2
   model, choice = runs.build_model(config, _quiet, abstract=True)
   params = jax.eval_shape(model.init, jax.random.PRNGKey(0))

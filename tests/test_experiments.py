@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from ldlm_jax import experiments
 from ldlm_testing import REPO
 
@@ -139,3 +141,33 @@ def test_table2_plan_builds_valid_configs_for_both_cosmos_stages(tmp_path):
     # The variant's own choice wins over the scale's: scratch embeddings learn from step 0.
     scratch = experiments.row_config(scale, next(r for r in rows if r.name == 'scratch_emb'), 0)
     assert scratch.encoder_warmup.steps == 0
+
+
+def test_textldm_table_plans_two_stage_rows_next_to_ldlm(tmp_path):
+  # Configs only: LDLM is the scale's base; each TextLDM row trains its VAE (stage one,
+  # REPA on or off) and then the DiT on it. Stage two needs issue 16 part A's process keys:
+  # without them the rows say so and the sweep refuses with that sentence.
+  from ldlm_jax.config import base_config, validate  # pylint: disable=import-outside-toplevel
+  part_a = 'process' in base_config().diffusion
+  scale = experiments.SCALES['smoke']
+  rows = experiments.ROWS['textldm'](scale)
+  assert [r.name for r in rows] == ['ldlm', 'textldm', 'textldm_norepa']
+  assert experiments.row_availability(rows[0]) == ''
+  for row in rows[1:]:
+    (one_dir, one), = experiments.run_stages(scale, row, 0, str(tmp_path / row.name / 'seed0'))[:1]
+    validate(one)
+    assert (one.latent_space.name, one.latent_space.stage) == ('textldm_vae', 'vae')
+    assert (one.latent_space.repa_weight > 0) == (row.name == 'textldm')
+    assert one.train.num_steps == 1 and one_dir.endswith(os.path.join(row.name, 'stage_one', 'seed0'))
+    why = experiments.row_availability(row)
+    if part_a:
+      assert why == ''
+      final = experiments.run_stages(scale, row, 0, str(tmp_path / row.name / 'seed0'))[-1][1]
+      validate(final)
+      assert final.diffusion.process == 'rectified_flow'
+    else:
+      assert 'issue 16 part A' in why
+  if not part_a:
+    with pytest.raises(experiments.ExperimentError, match='issue 16 part A'):
+      experiments.run_table('textldm', 'smoke', 1, str(tmp_path / 'out'))
+    assert not (tmp_path / 'out').exists()

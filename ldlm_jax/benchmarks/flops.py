@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ldlm_jax.latent_spaces.vae import RepaProjector, VAEEncoder
 from ldlm_jax.models.dit import DiT
 from ldlm_jax.models.perceiver import PerceiverResampler, SelfAttentionEncoder
 from ldlm_jax.models.token_decoder import TokenDecoder
@@ -98,10 +99,26 @@ def self_attention_encoder(module: SelfAttentionEncoder, batch: int, length: int
   return cost + dense(batch * length, w, module.out_dim)
 
 
+def vae_encoder(module: VAEEncoder, batch: int, length: int, in_dim: int, *, input_grad: bool) -> Cost:
+  """TextLDM's VAE encoder: self-attention blocks, then the mean and log-variance heads."""
+  w = module.width
+  cost = dense(batch * length, in_dim, w, input_grad=input_grad)
+  for _ in range(module.num_layers):
+    cost += self_attention_block(batch, length, w, module.mlp_ratio)
+  return cost + dense(batch * length, w, 2 * module.latent_dim)
+
+
+def repa_projector(module: RepaProjector, batch: int, length: int, in_dim: int) -> Cost:
+  t, h = batch * length, module.out_dim
+  return dense(t, in_dim, h) + dense(t, h, h) + dense(t, h, h)
+
+
 def latent_module(module, batch: int, in_len: int, in_dim: int, *, input_grad: bool,
                   trained: bool = True) -> Cost:
   """The latent encoder or hidden-state decoder, whichever type the config chose."""
-  if isinstance(module, PerceiverResampler):
+  if isinstance(module, VAEEncoder):
+    cost = vae_encoder(module, batch, in_len, in_dim, input_grad=input_grad)
+  elif isinstance(module, PerceiverResampler):
     cost = perceiver(module, batch, in_len, in_dim, input_grad=input_grad)
   elif isinstance(module, SelfAttentionEncoder):
     cost = self_attention_encoder(module, batch, in_len, in_dim, input_grad=input_grad)
@@ -133,10 +150,18 @@ def denoiser(module: DiT, batch: int, length: int, *, trained: bool = True) -> C
 
 
 def frozen_encoder(encoder, layer: int, batch: int, length: int) -> Cost:
-  """Forward of the GPT-2 / BERT blocks that produce hidden_states[layer]."""
+  """Forward of the GPT-2 / BERT / Llama blocks that produce hidden_states[layer]."""
   c = encoder.module.config
   blocks = encoder.layer_index(layer)
   t, h = batch * length, c.hidden_size
+  if encoder.family == 'llama':   # grouped-query attention, gated MLP
+    kv = 2 * c.num_kv_heads * c.head_dim
+    per_block = (dense(t, h, c.num_heads * c.head_dim + kv, trained=False)
+                 + dense(t, c.num_heads * c.head_dim, h, trained=False)
+                 + attention(batch, length, length, c.num_heads * c.head_dim, trained=False)
+                 + dense(t, h, 2 * c.intermediate_size, trained=False)
+                 + dense(t, c.intermediate_size, h, trained=False))
+    return Cost(blocks * per_block.forward, 0.0)
   per_block = (dense(t, h, 3 * h, trained=False) + dense(t, h, h, trained=False)
                + attention(batch, length, length, h, trained=False)
                + dense(t, h, c.mlp_size, trained=False) + dense(t, c.mlp_size, h, trained=False))
@@ -167,21 +192,25 @@ def train_step_flops(model, batch: int, *, xla_view: bool = False) -> dict[str, 
   d = model.dims
   config = model.config
   out = {}
-  if model.input_kind == 'hidden':
+  space = model.latent_space
+  repa = getattr(space, 'use_repa', False)   # TextLDM's VAE: the frozen encoder is REPA's teacher
+  if model.input_kind == 'hidden' or repa:
     out['frozen_encoder'] = frozen_encoder(model.encoder, model.encoder_layer, batch,
                                            d.seq_len).total
   else:
     out['frozen_encoder'] = 0.0                       # a table lookup (or trained table)
   scratch = model.input_kind == 'scratch'
-  space = model.latent_space
   frozen = set(model.frozen_names)        # train.init_from components: forward only
   # Token-level latent spaces (scratch_emb, encoder_emb, tencdm) have no latent
   # encoder/decoder: the features are the latents and the token decoder reads them.
   enc = getattr(space, 'latent_encoder', None)
   dec = getattr(space, 'latent_decoder', None)
+  enc_in = getattr(space, 'embed_width', d.feature_dim)   # the VAE reads its own embedding rows
   out['latent_encoder'] = 0.0 if enc is None else latent_module(
-      enc, batch, d.seq_len, d.feature_dim, input_grad=scratch,
+      enc, batch, d.seq_len, enc_in, input_grad=scratch,
       trained='latent_encoder' not in frozen).total
+  if repa:   # REPA's projector is counted with the encoder it reads
+    out['latent_encoder'] += repa_projector(space.projector, batch, d.seq_len, enc.width).total
   out['latent_decoder'] = 0.0 if dec is None else latent_module(
       dec, batch, d.latent_len, d.latent_dim, input_grad=True,
       trained='latent_decoder' not in frozen).total

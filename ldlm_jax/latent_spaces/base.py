@@ -27,10 +27,22 @@ import jax.numpy as jnp
 
 from ldlm_jax.config import ConfigError
 
-# Every component name a latent space or LDLM may own. The order fixes the
-# init RNG split, so it never changes (checkpoints and tests rely on it).
+# Every component name a latent space or LDLM may own. The first five are
+# the original init RNG split, whose order and count never change (checkpoints
+# and tests rely on it); names added later draw fold_in(rng, position), so
+# adding one leaves every existing component's initial value unchanged.
 COMPONENTS = ('latent_encoder', 'latent_decoder', 'token_decoder', 'denoiser',
-              'scratch_embedding')
+              'scratch_embedding', 'repa_projector')
+_SPLIT_COMPONENTS = 5
+
+
+def component_keys(rng) -> dict:
+  """{component: init key} for every name in COMPONENTS (see above)."""
+  first = COMPONENTS[:_SPLIT_COMPONENTS]
+  keys = dict(zip(first, jax.random.split(rng, len(first))))
+  for position, name in enumerate(COMPONENTS[_SPLIT_COMPONENTS:], _SPLIT_COMPONENTS):
+    keys[name] = jax.random.fold_in(rng, position)
+  return keys
 
 
 @flax.struct.dataclass

@@ -29,6 +29,7 @@ from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.diffusion.processes import process_from_config
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda, scale_gradient
 from ldlm_jax.latent_spaces import COMPONENTS, Dims, FrozenInputs, latent_space_class
+from ldlm_jax.latent_spaces.base import component_keys
 from ldlm_jax.models import layers, vocab_ce
 from ldlm_jax.models.dit import DiT
 from ldlm_jax.models.token_decoder import TokenDecoder
@@ -90,7 +91,7 @@ class LDLM:
   def init_components(self, rng) -> dict:
     """Every component's params, trainable and frozen (the frozen ones' shapes)."""
     d = self.dims
-    keys = dict(zip(COMPONENTS, jax.random.split(rng, len(COMPONENTS))))
+    keys = component_keys(rng)
     params = self.latent_space.init(keys)
     if self.latent_space.trains_diffusion:
       z = jnp.zeros((1, d.latent_len, d.latent_dim), jnp.float32)
@@ -204,6 +205,9 @@ class LDLM:
         'diffusion_per_example': diff_per_example,
         'timestep_bins': bins,
     }
+    # A space's own terms (e.g. the VAE's KL and REPA losses) ride along in aux
+    # for tests and callers; the logged metrics stay the fixed LOSS_METRICS.
+    aux.update({k: v for k, v in terms.items() if k not in aux})
     return loss, aux
 
   def _self_condition(self, params, z_t, t, rng):
