@@ -145,18 +145,17 @@ def assemble(p, row, mask_row, tokenizer) -> dict:
   return {'kind': 'infill', 'text': text, 'spans': spans, 'tail': tokenizer.decode(row[pos:])}
 
 
-def generate_conditional(run, prompts, samples_per_prompt: int, steps: int, seed: int,
-                         batch_size: int, *, guidance: float, time_grid: str, t_min: float,
-                         solver: str, use_ema: bool = True, progress: bool = True,
-                         final: str = 'z') -> list[dict]:
-  """Records of prompted samples (conditioning.read_prompts' prompts), `samples_per_prompt`
-  each; the given tokens are forced at their positions (they survive bit for bit)."""
+def generate_prompted_tokens(run, prompt_tokens, prompt_mask, steps: int, seed: int,
+                            batch_size: int, *, guidance: float, time_grid: str, t_min: float,
+                            solver: str, use_ema: bool = True, progress: bool = True,
+                            final: str = 'z'):
+  """Tokens (P, L) sampled for each row of (prompt_tokens, prompt_mask) (P, L), the given tokens
+  forced at their positions; `guidance` is the classifier-free guidance weight (1 = none)."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   from tqdm import tqdm  # pylint: disable=import-outside-toplevel
 
-  from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
   from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
 
@@ -164,8 +163,8 @@ def generate_conditional(run, prompts, samples_per_prompt: int, steps: int, seed
   check_conditional(run)
   if guidance < 0:
     raise ConfigError(f'--guidance must be >= 0 (got {guidance}; 1 = no guidance).')
-  length = int(run.config.data.seq_len)
-  ptokens, pmask = conditioning.encode_prompts(prompts, run.tokenizer, length)
+  if steps < 1 or batch_size < 1:
+    raise ConfigError('--steps and --batch_size must be >= 1.')
   model, frozen = condition_inputs(run)
   params = run.state.ema_params if use_ema else run.state.params
   if 'token_decoder' not in params:
@@ -175,10 +174,10 @@ def generate_conditional(run, prompts, samples_per_prompt: int, steps: int, seed
   shards = mesh.shape['data'] * mesh.shape['fsdp']
   batch_size = int(math.ceil(batch_size / shards) * shards)
   probs = run.state.timesteps.probs
-  order = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
-  total = len(order)
-  order += [order[-1]] * (-total % batch_size)   # the last batch padded with repeats
-  rows_tok, rows_mask = ptokens[order], pmask[order]
+  total = len(prompt_tokens)
+  order = list(range(total)) + [total - 1] * (-total % batch_size)   # last batch padded with repeats
+  rows_tok = np.asarray(prompt_tokens, np.int32)[order]
+  rows_mask = np.asarray(prompt_mask, bool)[order]
 
   def generate(params, rng, tok, mask):
     return model.generate(params, rng, batch_size, steps, t_min=t_min, time_grid=time_grid,
@@ -187,20 +186,35 @@ def generate_conditional(run, prompts, samples_per_prompt: int, steps: int, seed
 
   generate = jax.jit(generate, out_shardings=sharding_lib.batch_sharding(mesh))
   base_key = jax.random.PRNGKey(seed)
-  records = []
+  out = []
   for b in tqdm(range(len(order) // batch_size), desc='sampling', unit='batch', disable=not progress):
     sl = slice(b * batch_size, (b + 1) * batch_size)
     tokens = generate(params, jax.random.fold_in(base_key, b), rows_tok[sl], rows_mask[sl])
-    tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
-    for j, row in enumerate(tokens):
-      k = b * batch_size + j
-      if k >= total:
-        break
-      p = prompts[order[k]]
-      records.append({'index': k, 'prompt_index': p.index,
-                      **assemble(p, row, rows_mask[k], run.tokenizer),
-                      'tokens': row.tolist(), 'prompt_mask': rows_mask[k].astype(int).tolist(),
-                      'guidance': guidance, 'seed': seed, 'steps': steps,
-                      'checkpoint_step': run.step, 'solver': solver, 'time_grid': time_grid,
-                      't_min': t_min, 'ema': use_ema, 'final': final})
+    out.append(np.asarray(multihost_utils.process_allgather(tokens, tiled=True)))
+  return np.concatenate(out)[:total]
+
+
+def generate_conditional(run, prompts, samples_per_prompt: int, steps: int, seed: int,
+                         batch_size: int, *, guidance: float, time_grid: str, t_min: float,
+                         solver: str, use_ema: bool = True, progress: bool = True,
+                         final: str = 'z') -> list[dict]:
+  """Records of prompted samples (conditioning.read_prompts' prompts), `samples_per_prompt`
+  each; the given tokens are forced at their positions (they survive bit for bit)."""
+  from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
+
+  check_conditional(run)
+  ptokens, pmask = conditioning.encode_prompts(prompts, run.tokenizer, int(run.config.data.seq_len))
+  order = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
+  tokens = generate_prompted_tokens(run, ptokens[order], pmask[order], steps, seed, batch_size,
+                                    guidance=guidance, time_grid=time_grid, t_min=t_min,
+                                    solver=solver, use_ema=use_ema, progress=progress, final=final)
+  records = []
+  for k, row in enumerate(tokens):
+    p = prompts[order[k]]
+    records.append({'index': k, 'prompt_index': p.index,
+                    **assemble(p, row, pmask[order[k]], run.tokenizer),
+                    'tokens': row.tolist(), 'prompt_mask': pmask[order[k]].astype(int).tolist(),
+                    'guidance': guidance, 'seed': seed, 'steps': steps,
+                    'checkpoint_step': run.step, 'solver': solver, 'time_grid': time_grid,
+                    't_min': t_min, 'ema': use_ema, 'final': final})
   return records

@@ -243,3 +243,60 @@ def test_sample_cli_prompts(cond_run, tiny_run, tmp_path):
   proc = _module('ldlm_jax.sample', '--workdir', tiny_run, '--prompts', prompts, '--out', tmp_path / 'x.jsonl')
   assert proc.returncode == 2 and 'trained without conditions' in proc.stderr, proc.stderr
   assert not (tmp_path / 'x.jsonl').exists()
+
+
+# ------------------------------------------------- continuation evaluation --
+@pytest.fixture(scope='module')
+def tiny_scorer(tmp_path_factory):
+  from tokenizers import pre_tokenizers
+  from ldlm_jax.evaluation import gguf_model
+  from ldlm_jax.evaluation.llama import LlamaConfig
+  from ldlm_testing import random_hf_llama
+  config = LlamaConfig(vocab_size=263, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4,
+                       num_kv_heads=2, head_dim=8, rope_theta=10000.0, rms_norm_eps=1e-5,
+                       max_position_embeddings=64, tie_word_embeddings=True)
+  merges = ['Ġ t', 'h e', 'Ġt he', 'i n', 'Ġ a', 'e r']
+  tokens = ['<|endoftext|>'] + sorted(pre_tokenizers.ByteLevel.alphabet()) + [m.replace(' ', '') for m in merges]
+  path = tmp_path_factory.mktemp('scorer') / 'tiny.gguf'
+  gguf_model.write_llama_gguf(path, config, random_hf_llama(config, seed=0, scale=0.3, norm_jitter=0.0),
+                              tokens, merges, eos_id=0)
+  return str(path)
+
+
+def test_continuation_perplexity_scores_only_the_continuation(tiny_scorer):
+  from ldlm_jax.evaluation import genppl, scorers
+  scorer = scorers.load_scorer('gguf', tiny_scorer)
+  ctx = [scorer.tokenizer.encode('the cat sat'), [], scorer.tokenizer.encode('a mat')]
+  cont = [scorer.tokenizer.encode(' on a mat'), scorer.tokenizer.encode('then ran'),
+          scorer.tokenizer.encode(' in') + [0] + scorer.tokenizer.encode(' the garden')]
+  got = genppl.continuation_perplexity(scorer, ctx, cont, batch_size=2)
+  for i, (a, b) in enumerate(zip(ctx, cont)):
+    ids = np.asarray([a + b], np.int32)
+    lp = scorer.token_logprobs(ids, np.ones_like(ids))[0]     # targets 1..n-1
+    first = max(len(a), 1)
+    full = a + b
+    end = next((t + 1 for t in range(first, len(full)) if full[t] == 0), len(full))  # through the first EOS
+    np.testing.assert_allclose(got.sample_nll[i], -lp[first - 1:end - 1].sum(), rtol=1e-5)
+    assert got.sample_tokens[i] == end - first
+  assert got.sample_tokens[2] == len(cont[2]) - len(scorer.tokenizer.encode(' the garden'))
+
+
+def test_evaluate_continuation_task(cond_run, tiny_scorer, tmp_path):
+  out = tmp_path / 'cont.json'
+  proc = _module('ldlm_jax.evaluate', '--task', 'continuation', '--workdir', cond_run, '--prompt_tokens', 5,
+                 '--num_texts', 4, '--guidance', 1, 2, '--steps', 2, '--scorer', 'gguf',
+                 '--scorer_path', tiny_scorer, '--batch_size', 4, '--out', out)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.loads(out.read_text())
+  assert list(result['rows']) == ['true_continuation', 'unconditional', 'guidance_1', 'guidance_2']
+  assert result['rows']['true_continuation']['mauve'] is None
+  for name, row in result['rows'].items():
+    assert row['gen_ppl'] > 1 and row['scored_tokens'] > 0 and row['entropy'] > 0, name
+    assert np.isfinite(row['prompt_gain'])
+    if name != 'true_continuation':
+      assert 0 < row['mauve'] <= 1
+  assert 'prompt gain' in proc.stderr
+  proc = _module('ldlm_jax.evaluate', '--task', 'continuation', '--workdir', cond_run, '--prompt_tokens', 16,
+                 '--scorer', 'gguf', '--scorer_path', tiny_scorer, '--out', tmp_path / 'x.json')
+  assert proc.returncode == 2 and '--prompt_tokens must be in [1, 15]' in proc.stderr, proc.stderr
+  assert not (tmp_path / 'x.json').exists()
