@@ -113,6 +113,10 @@ def test_guidance_one_is_the_single_conditional_pass():
   np.testing.assert_array_equal(got, ref)
   # w = 2: x0_null + 2 (x0_cond - x0_null) at every step of the scan.
   null = model.null_condition(3)
+  z = jax.random.normal(jax.random.PRNGKey(9), (3, d.latent_len, d.latent_dim))
+  t = jnp.full((3,), 0.4)
+  # cond=None skips the condition modules: the same numbers as an all-False mask.
+  np.testing.assert_array_equal(model.denoise(params, z, t, z), model.denoise(params, z, t, z, null))
 
   def guided(z, t, sc):
     xc, xu = model.denoise(params, z, t, sc, cond), model.denoise(params, z, t, sc, null)

@@ -100,20 +100,20 @@ class DiT(nn.Module):
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
     cond_x, cond_mask, key_mask = None, None, None
-    if self.condition:
-      if cond is None:
-        raise ValueError('this denoiser was built with a condition path; pass cond '
-                         '(an all-False mask is the null condition)')
+    # cond=None on a conditional denoiser: the unconditional path without the condition
+    # modules (what an all-False mask computes; exactly so for cross-attention).
+    path = self.condition if cond is not None else ''
+    if path:
       feats, cond_mask = cond['features'], cond['mask'].astype(bool)
       cond_x = nn.Dense(self.width, dtype=self.dtype, name='cond_proj')(feats.astype(self.dtype))
       cond_x = cond_x + layers.position_table(self, 'cond_pos', feats.shape[1],
                                               self.width).astype(self.dtype)
-      if self.condition == 'in_context':
+      if path == 'in_context':
         x = jnp.concatenate([x, cond_x], axis=1)
         key_mask = jnp.concatenate([jnp.ones(z_t_BND.shape[:2], bool), cond_mask], axis=1)
-      elif self.condition != 'cross_attention':
-        raise ValueError(f'unknown condition path {self.condition!r}')
-    cross = self.condition == 'cross_attention'
+      elif path != 'cross_attention':
+        raise ValueError(f'unknown condition path {path!r}')
+    cross = path == 'cross_attention'
     block = layers.rematerialized(DiTBlock, self.remat)
     for i in range(self.num_layers):
       x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,

@@ -147,13 +147,12 @@ class LDLM:
                                      tokens_BL, int(self.config.loss.ce_vocab_chunk))
 
   def denoise(self, params, z_t_BND, t_B, x0_sc_BND, cond=None):
-    """x0_hat; `cond` (a conditional model only): the dict of `condition()`, None = null."""
-    if not self.condition_path:
-      if cond is not None:
-        raise ValueError('this model was trained without conditions (condition.enabled=False)')
-      extra = ()
-    else:
-      extra = (cond if cond is not None else self.null_condition(z_t_BND.shape[0]),)
+    """x0_hat; `cond` (a conditional model only): the dict of `condition()`. None = nothing
+    given: the denoiser skips its condition modules, which computes what an all-False mask
+    computes (exactly, for cross-attention) at the unconditional cost."""
+    if not self.condition_path and cond is not None:
+      raise ValueError('this model was trained without conditions (condition.enabled=False)')
+    extra = () if cond is None else (cond,)
     return self.denoiser.apply({'params': params['denoiser']}, z_t_BND, t_B, x0_sc_BND,
                                *extra).astype(jnp.float32)
 
