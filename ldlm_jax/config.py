@@ -176,6 +176,37 @@ def base_config() -> ml_collections.ConfigDict:
   # pass always runs and each example keeps it with probability p.
   c.diffusion.self_cond_mode = 'cond'
 
+  # --- Conditional generation (issue 15; the paper trains unconditionally) --
+  # The paper says nothing about conditioning; every default here is ours.
+  c.condition = ml_collections.ConfigDict()
+  # True: the denoiser reads a condition (the frozen encoder's features of the
+  # given tokens) and each training example marks a random prefix or random
+  # spans of its chunk as given. False (default): the unconditional model,
+  # same params tree and outputs as before issue 15.
+  c.condition.enabled = False
+  # How the denoiser reads the condition: 'cross_attention' (one masked
+  # cross-attention per DiT block, gated off per example when nothing is
+  # given, so a dropped condition computes exactly the unconditional path) or
+  # 'in_context' (condition tokens appended to the DiT sequence, key-masked).
+  # *default* 'cross_attention', ours (BUILD_NOTES.md, issue 15, has the reasons).
+  c.condition.path = 'cross_attention'
+  # Per example: with drop_prob nothing is given (the "null" condition of
+  # classifier-free guidance; *default* 0.1, Ho & Salimans 2022 used 0.1-0.2);
+  # otherwise a prefix with probability prefix_prob, else random spans.
+  c.condition.drop_prob = 0.1
+  # *default* 0.5, ours: continuation and infilling trained equally.
+  c.condition.prefix_prob = 0.5
+  # Prefix length as a fraction of data.seq_len, uniform in [min, max].
+  # *default* 0.1-0.75, ours (continuations of 25-90% of the chunk).
+  c.condition.min_prefix = 0.1
+  c.condition.max_prefix = 0.75
+  # Span mode: 1..span_max_gaps gaps (the tokens to generate) at random
+  # places, the rest given; the gaps cover a fraction of the chunk uniform in
+  # [span_min_fraction, span_max_fraction]. *default* 3 gaps, 0.15-0.6, ours.
+  c.condition.span_max_gaps = 3
+  c.condition.span_min_fraction = 0.15
+  c.condition.span_max_fraction = 0.6
+
   # --- Joint objective (SPEC 5) --------------------------------------------
   c.loss = ml_collections.ConfigDict()
   # Reconstruction signal reaching the latent encoder: 'mse' (paper),
@@ -304,6 +335,7 @@ _CHOICES = {
     'loss.reconstruction': ('mse', 'ce', 'mse+ce'),
     'sample.time_grid': ('uniform', 'adaptive'),
     'sample.final': ('z', 'x0'),
+    'condition.path': ('cross_attention', 'in_context'),
 }
 
 
@@ -384,6 +416,17 @@ def validate(config) -> None:
   if not 0 <= config.optim.get('decay_steps', 0) <= config.train.num_steps:
     raise ConfigError(f'optim.decay_steps must be in [0, train.num_steps={config.train.num_steps}] '
                       f'(got {config.optim.decay_steps!r}; 0 keeps the rate constant).')
+
+  cc = config.condition
+  for key in ('drop_prob', 'prefix_prob', 'min_prefix', 'max_prefix', 'span_min_fraction',
+              'span_max_fraction'):
+    if not 0.0 <= cc[key] <= 1.0:
+      raise ConfigError(f'condition.{key} must be in [0, 1] (got {cc[key]!r}).')
+  if cc.min_prefix > cc.max_prefix or cc.span_min_fraction > cc.span_max_fraction:
+    raise ConfigError('condition.min_prefix / span_min_fraction must not exceed their max; '
+                      'swap or change the values.')
+  if cc.span_max_gaps < 1:
+    raise ConfigError(f'condition.span_max_gaps must be >= 1 (got {cc.span_max_gaps!r}).')
 
   lc = config.loss
   if lc.reconstruction == 'ce' and lc.ce_stop_gradient:

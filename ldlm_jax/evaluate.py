@@ -35,6 +35,19 @@ The default scorer is the offline SmolLM2-135M (the paper's is GPT-2 Large,
 `--scorer gpt2-large --scorer_path DIR` where its weights exist). Argparse
 rather than ml_collections flags: the command takes a list of files and no
 config.
+
+`--task continuation` (issue 15) evaluates a run trained with conditions on
+prompt continuation instead of a samples file:
+
+  python -m ldlm_jax.evaluate --task continuation --workdir runs/demo_cond \
+      --prompt_tokens 8 --num_texts 64 --guidance 1 1.5 2 --out cont.json [--scorer ...]
+
+held-out chunks cut after --prompt_tokens tokens, continued at each guidance
+weight, beside the same model's unconditional samples and the true
+continuations: MAUVE against the true continuations, Gen. PPL with the prompt
+as the scorer's context, entropy, and the prompt gain (how much more likely a
+continuation is after its own prompt than after another one); see
+ldlm_jax/evaluation/continuation.py.
 """
 
 from __future__ import annotations
@@ -211,6 +224,17 @@ def run(args: argparse.Namespace) -> dict:
   from ldlm_jax.evaluation.scorers import load_scorer  # pylint: disable=import-outside-toplevel
   if args.batch_size < 1:
     raise EvaluationError(f'--batch_size must be >= 1, got {args.batch_size}.')
+  if args.task == 'continuation':
+    from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+    from ldlm_jax.evaluation import continuation  # pylint: disable=import-outside-toplevel
+    if args.samples:
+      raise EvaluationError('--task continuation generates its own samples; leave out --samples.')
+    cli.check_output_file(args.out, '--out')
+    payload = _json_safe(continuation.evaluate_continuation(args))
+    write_json_atomic(args.out, payload)
+    return payload
+  if not args.samples:
+    raise EvaluationError('--samples is required (JSONL files written by the sampler).')
   if args.max_samples < 0:
     raise EvaluationError(f'--max_samples must be >= 0 (0 = all), got {args.max_samples}.')
   if args.max_references < 0:
@@ -265,7 +289,10 @@ def run(args: argparse.Namespace) -> dict:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   from ldlm_jax.evaluation.scorers import SCORERS  # pylint: disable=import-outside-toplevel
   parser = argparse.ArgumentParser(prog='python -m ldlm_jax.evaluate', description=__doc__.split('\n')[0])
-  parser.add_argument('--samples', nargs='+', required=True, help='samples JSONL files, one per seed')
+  parser.add_argument('--task', default='samples', choices=('samples', 'continuation'),
+                      help="'samples': score --samples files; 'continuation': continue held-out prompts "
+                           '(a run trained with conditions, --workdir)')
+  parser.add_argument('--samples', nargs='+', default=[], help='samples JSONL files, one per seed')
   parser.add_argument('--out', required=True, help='metrics JSON file to write')
   parser.add_argument('--references', default='', help='reference texts (.txt lines or .jsonl "text") for MAUVE')
   parser.add_argument('--max_references', type=int, default=0, help='use at most this many references (0 = all)')
@@ -278,6 +305,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                            'and its held-out text (the reference rows)')
   parser.add_argument('--metric_tokens', default='scorer', choices=('scorer', 'generator'),
                       help='token ids for entropy and diversity')
+  cont = parser.add_argument_group('--task continuation')
+  cont.add_argument('--workdir', default='', help='a run trained with conditions')
+  cont.add_argument('--checkpoint_step', type=int, default=None, help='checkpoint step (default: latest)')
+  cont.add_argument('--prompt_tokens', type=int, default=0,
+                    help='prompt length in the run\'s tokens (0 = a quarter of data.seq_len)')
+  cont.add_argument('--num_texts', type=int, default=64, help='held-out texts to continue')
+  cont.add_argument('--guidance', type=float, nargs='+', default=[1.0],
+                    help='classifier-free guidance weights, one row each (1 = none)')
+  cont.add_argument('--steps', type=int, default=0, help='denoising steps (0 = the run\'s sample.num_steps)')
+  cont.add_argument('--seed', type=int, default=0, help='sampling seed')
+  cont.add_argument('--sample_batch_size', type=int, default=0,
+                    help='samples per compiled call (0 = the run\'s sample.batch_size)')
+  cont.add_argument('--no_unconditional', action='store_true',
+                    help='skip the row of the same model\'s unconditional samples')
   return parser.parse_args(argv)
 
 
@@ -293,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   print(json.dumps(payload, indent=2))
+  if payload.get('task') == 'continuation':
+    from ldlm_jax.evaluation.continuation import table  # pylint: disable=import-outside-toplevel
+    print(table(payload), file=sys.stderr)
   if 'baselines' in payload:
     print(baselines_table(payload), file=sys.stderr)
   return 0

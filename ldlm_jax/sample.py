@@ -5,11 +5,26 @@ r"""Samples text from a trained run.
       [--time_grid uniform|adaptive] [--t_min 0.05] [--solver euler_maruyama|ddim|euler|heun] \
       [--token_decoder runs/demo/token_decoder_k2] [--final z|x0]
 
+  # A run trained with conditions (config.condition.enabled, issue 15):
+  python -m ldlm_jax.sample --workdir runs/demo_cond --prompts prompts.jsonl --guidance 1.5 \
+      --out continuations.jsonl [--samples_per_prompt 1] [...the options above]
+
 Restores the EMA parameters, runs the reverse SDE (or a flow's ODE) as one compiled lax.scan
 (self-conditioning carried inside the scan), then the latent decoder and the
 token decoder once at the end. The batch is sharded over all devices.
 Writes one JSON object per sample: text, tokens, seed, steps, checkpoint_step,
 eos_token, and the sampler settings.
+
+With --prompts, each line of the JSONL file is {"prompt": "..."} (a text to
+continue) or {"text": "... [[...]] ... [[6]] ..."} (gaps to fill: [[...]]
+is 4 tokens, [[n]] n tokens); see ldlm_jax/conditioning.py. The given
+tokens are placed at their positions and forced in the output, so they
+survive bit for bit; --guidance w is classifier-free guidance on the
+denoiser's x0 estimate inside the compiled scan (1 = none). Each record
+keeps the prompt verbatim and marks the generated text: a continuation has
+prompt, continuation, text and generated_from (the char offset in text where
+generated text begins); an infill has text, spans ([start, end] char offsets
+of the fills) and tail (generated after the last given piece, not in text).
 """
 
 from __future__ import annotations
@@ -19,7 +34,7 @@ import time
 
 from absl import flags
 
-from ldlm_jax.sampling import generate_samples, write_jsonl
+from ldlm_jax.sampling import generate_conditional, generate_samples, write_jsonl
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory of a trained run.')
 _NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
@@ -37,6 +52,11 @@ _FINAL = flags.DEFINE_enum('final', None, ['z', 'x0'],
                            'Latent decoded: the last z, or the last clean estimate x0_hat '
                            '(default: the run\'s sample.final).')
 _NO_EMA = flags.DEFINE_bool('no_ema', False, 'Use the raw parameters instead of the EMA.')
+_PROMPTS = flags.DEFINE_string('prompts', None, 'JSONL file of prompts to continue or texts with '
+                               '[[...]] gaps to fill (a run trained with conditions).')
+_GUIDANCE = flags.DEFINE_float('guidance', 1.0, 'Classifier-free guidance weight (1 = none); '
+                               'with --prompts.')
+_PER_PROMPT = flags.DEFINE_integer('samples_per_prompt', 1, 'Samples per prompt (with --prompts).')
 
 
 def check_flags() -> str:
@@ -56,6 +76,22 @@ def check_flags() -> str:
   if _TOKEN_DECODER.value and not os.path.isdir(_TOKEN_DECODER.value):
     raise ConfigError(f'--token_decoder {_TOKEN_DECODER.value} is not a directory; pass the '
                       'folder post_train_decoder wrote.')
+  if _PROMPTS.value is None:
+    if _GUIDANCE.value != 1.0 or flags.FLAGS['samples_per_prompt'].present:
+      raise ConfigError('--guidance and --samples_per_prompt apply to prompted sampling; '
+                        'pass --prompts FILE.jsonl too.')
+  else:
+    if flags.FLAGS['num_samples'].present:
+      raise ConfigError('--num_samples is for unconditional sampling; with --prompts use '
+                        '--samples_per_prompt.')
+    if _TOKEN_DECODER.value:
+      raise ConfigError('--token_decoder is not supported with --prompts; leave it out.')
+    if _GUIDANCE.value < 0:
+      raise ConfigError(f'--guidance must be >= 0 (got {_GUIDANCE.value}; 1 = no guidance).')
+    cli.check_positive(samples_per_prompt=_PER_PROMPT.value)
+    if not os.path.isfile(_PROMPTS.value):
+      raise ConfigError(f'--prompts {_PROMPTS.value} is not a file; pass a JSONL file of '
+                        '{"prompt": ...} or {"text": ...} records.')
   return cli.check_output_file(_OUT.value, '--out')
 
 
@@ -63,6 +99,10 @@ def main(argv):
   del argv
   from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
   out = check_flags()
+  prompts = None
+  if _PROMPTS.value:
+    from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
+    prompts = conditioning.read_prompts(_PROMPTS.value)   # empty or malformed: stop before restoring
   run = restore.load_run(_WORKDIR.value, _STEP.value,
                          params='params' if _NO_EMA.value else 'ema_params')
   sc = run.config.sample
@@ -72,6 +112,20 @@ def main(argv):
                       'ends at t = 0; drop --t_min (it applies to VP runs).')
   steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
   t0 = time.time()
+  if prompts is not None:
+    records = generate_conditional(
+        run, prompts, _PER_PROMPT.value, steps, _SEED.value,
+        _BATCH.value if _BATCH.value is not None else int(sc.batch_size), guidance=_GUIDANCE.value,
+        time_grid=_GRID.value or sc.time_grid,
+        t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
+        solver=_SOLVER.value or sc.solver, use_ema=not _NO_EMA.value,
+        final=_FINAL.value or sc.get('final', 'z'))
+    write_jsonl(out, records)
+    print(f'wrote {len(records)} prompted samples (guidance {_GUIDANCE.value}) from step {run.step} '
+          f'to {_OUT.value} ({time.time() - t0:.1f}s including compilation)')
+    for r in records[:3]:
+      print('  ' + r['text'][:300])
+    return
   records = generate_samples(
       run, _NUM.value, steps, _SEED.value, _BATCH.value if _BATCH.value is not None else int(sc.batch_size),
       time_grid=_GRID.value or sc.time_grid, t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),

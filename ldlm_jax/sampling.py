@@ -1,6 +1,7 @@
 """Sampling from a restored run, as a library (no command-line flags, so any
 program can import it): `generate_samples` returns the sample records that
-`python -m ldlm_jax.sample` writes, `write_jsonl` writes them atomically.
+`python -m ldlm_jax.sample` writes, `generate_conditional` the records of
+prompted sampling (issue 15, `--prompts`), `write_jsonl` writes them atomically.
 """
 
 from __future__ import annotations
@@ -78,3 +79,147 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
 def write_jsonl(path: str, records) -> None:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fileio.write_jsonl(path, records)
+
+
+# ----------------------------------------------------------- conditional --
+def check_conditional(run) -> None:
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  if not run.model.condition_path:
+    raise ConfigError(f'The run in {run.workdir} was trained without conditions '
+                      '(condition.enabled=False), so it cannot follow prompts; sample without '
+                      '--prompts, or train with --config.condition.enabled=True.')
+
+
+def condition_inputs(run):
+  """(model, frozen): an LDLM over the run's frozen encoder and its FrozenInputs, which the
+  condition (the given tokens' features) needs; same params tree as `run.model`."""
+  import jax  # pylint: disable=import-outside-toplevel
+
+  from ldlm_jax.encoders.registry import load_frozen_encoder  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
+
+  config = run.config
+  check_conditional(run)
+  ec = config.encoder
+  encoder = load_frozen_encoder(ec.name, ec.path, ec.dtype).on_device(sharding_lib.replicated(run.mesh))
+  model = LDLM(config, encoder)
+  mean, std = restore.norm_stats(run.meta)
+  frozen = jax.device_put(model.frozen_inputs(encoder.params, mean, std),
+                          sharding_lib.replicated(run.mesh))
+  return model, frozen
+
+
+def _join(left: str, right: str) -> str:
+  """The separator between a given piece and a generated one: none where either side has a space."""
+  if not left or not right or left[-1].isspace() or right[0].isspace():
+    return ''
+  return ' '
+
+
+def assemble(p, row, mask_row, tokenizer) -> dict:
+  """The record fields of one prompted sample: the given text verbatim, generated text marked.
+
+  A continuation: prompt, continuation, text = prompt + continuation, and
+  generated_from (the char offset in text where generated text begins).
+  An infill: text with each gap's fill between the given pieces verbatim,
+  spans = [[start, end], ...] char offsets of the fills in text, and tail =
+  what was generated after the last given piece (not part of text)."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  row, mask_row = np.asarray(row), np.asarray(mask_row)
+  given_pos = np.flatnonzero(mask_row)
+  if p.kind == 'continuation':
+    prompt = p.pieces[0]
+    continuation = tokenizer.decode(row[given_pos[-1] + 1:])
+    sep = _join(prompt, continuation)
+    return {'kind': 'continuation', 'prompt': prompt, 'continuation': continuation,
+            'text': prompt + sep + continuation, 'generated_from': len(prompt + sep)}
+  text, spans, pos = '', [], 0
+  for piece in p.pieces:
+    if isinstance(piece, int):
+      fill = tokenizer.decode(row[pos:pos + piece])
+      text += _join(text, fill)
+      spans.append([len(text), len(text) + len(fill)])
+      text += fill
+      pos += piece
+    else:
+      text += _join(text, piece) if spans and text else ''
+      text += piece
+      pos += len(list(tokenizer.encode(piece)))
+  return {'kind': 'infill', 'text': text, 'spans': spans, 'tail': tokenizer.decode(row[pos:])}
+
+
+def generate_prompted_tokens(run, prompt_tokens, prompt_mask, steps: int, seed: int,
+                            batch_size: int, *, guidance: float, time_grid: str, t_min: float,
+                            solver: str, use_ema: bool = True, progress: bool = True,
+                            final: str = 'z'):
+  """Tokens (P, L) sampled for each row of (prompt_tokens, prompt_mask) (P, L), the given tokens
+  forced at their positions; `guidance` is the classifier-free guidance weight (1 = none)."""
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
+
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
+
+  run.check_can_sample()
+  check_conditional(run)
+  if guidance < 0:
+    raise ConfigError(f'--guidance must be >= 0 (got {guidance}; 1 = no guidance).')
+  if steps < 1 or batch_size < 1:
+    raise ConfigError('--steps and --batch_size must be >= 1.')
+  model, frozen = condition_inputs(run)
+  params = run.state.ema_params if use_ema else run.state.params
+  if 'token_decoder' not in params:
+    raise ConfigError(f'The run in {run.workdir} was trained without a token decoder; prompted '
+                      'sampling needs the jointly trained one.')
+  mesh = run.mesh
+  shards = mesh.shape['data'] * mesh.shape['fsdp']
+  batch_size = int(math.ceil(batch_size / shards) * shards)
+  probs = run.state.timesteps.probs
+  total = len(prompt_tokens)
+  order = list(range(total)) + [total - 1] * (-total % batch_size)   # last batch padded with repeats
+  rows_tok = np.asarray(prompt_tokens, np.int32)[order]
+  rows_mask = np.asarray(prompt_mask, bool)[order]
+
+  def generate(params, rng, tok, mask):
+    return model.generate(params, rng, batch_size, steps, t_min=t_min, time_grid=time_grid,
+                          solver=solver, timestep_probs=probs, final=final,
+                          prompt=(tok, mask), frozen=frozen, guidance=guidance)
+
+  generate = jax.jit(generate, out_shardings=sharding_lib.batch_sharding(mesh))
+  base_key = jax.random.PRNGKey(seed)
+  out = []
+  for b in tqdm(range(len(order) // batch_size), desc='sampling', unit='batch', disable=not progress):
+    sl = slice(b * batch_size, (b + 1) * batch_size)
+    tokens = generate(params, jax.random.fold_in(base_key, b), rows_tok[sl], rows_mask[sl])
+    out.append(np.asarray(multihost_utils.process_allgather(tokens, tiled=True)))
+  return np.concatenate(out)[:total]
+
+
+def generate_conditional(run, prompts, samples_per_prompt: int, steps: int, seed: int,
+                         batch_size: int, *, guidance: float, time_grid: str, t_min: float,
+                         solver: str, use_ema: bool = True, progress: bool = True,
+                         final: str = 'z') -> list[dict]:
+  """Records of prompted samples (conditioning.read_prompts' prompts), `samples_per_prompt`
+  each; the given tokens are forced at their positions (they survive bit for bit)."""
+  from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
+
+  check_conditional(run)
+  ptokens, pmask = conditioning.encode_prompts(prompts, run.tokenizer, int(run.config.data.seq_len))
+  order = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]
+  tokens = generate_prompted_tokens(run, ptokens[order], pmask[order], steps, seed, batch_size,
+                                    guidance=guidance, time_grid=time_grid, t_min=t_min,
+                                    solver=solver, use_ema=use_ema, progress=progress, final=final)
+  records = []
+  for k, row in enumerate(tokens):
+    p = prompts[order[k]]
+    records.append({'index': k, 'prompt_index': p.index,
+                    **assemble(p, row, pmask[order[k]], run.tokenizer),
+                    'tokens': row.tolist(), 'prompt_mask': pmask[order[k]].astype(int).tolist(),
+                    'guidance': guidance, 'seed': seed, 'steps': steps,
+                    'checkpoint_step': run.step, 'solver': solver, 'time_grid': time_grid,
+                    't_min': run.model.process.sampling_t_end(t_min), 'ema': use_ema, 'final': final})
+  return records

@@ -106,8 +106,12 @@ def prepare_train(config, opts: Options, log: Log = print) -> TrainCase:
                           np.ones(hidden, np.float32)), replicated)
   state, _ = state_lib.create_sharded_train_state(model, config, mesh,
                                                   jax.random.PRNGKey(opts.seed))
-  tokens = jax.device_put(_random_tokens(batch, seq_len, encoder.vocab_size, opts.seed),
-                          sharding_lib.batch_sharding(mesh))
+  tokens = _random_tokens(batch, seq_len, encoder.vocab_size, opts.seed)
+  if config.condition.enabled:   # the batch dict of a conditional run (DESIGN seam 3)
+    from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
+    tokens = {'tokens': tokens, 'prompt_mask': conditioning.draw_prompt_masks(
+        config, conditioning.mask_rng(opts.seed, 0), batch, seq_len)}
+  tokens = jax.device_put(tokens, sharding_lib.batch_sharding(mesh))
   metrics = jax.jit(step_lib.empty_train_metrics, out_shardings=replicated)()
   jitted = step_lib.compile_train_step(model, config, mesh, state, frozen)
   comp = timing.lower_and_compile(jitted, state, frozen, tokens, metrics)

@@ -414,3 +414,15 @@ def load_reference_texts(config, tokenizer, num_texts: int) -> list[str]:
     log.warning('The %r split has only %d chunks; returning %d reference texts instead of %d.',
                 split, len(chunks), len(chunks), num_texts)
   return [decode_chunk(tokenizer, c) for c in chunks]
+
+
+def load_reference_chunks(config, tokenizer, num_chunks: int) -> np.ndarray:
+  """The token chunks (k, L) behind `load_reference_texts` (continuation prompts, issue 15)."""
+  if num_chunks <= 0:
+    raise ConfigError(f'num_chunks={num_chunks} must be positive.')
+  split = _reference_split(config)
+  chunks = np.asarray(_take_chunks(config, tokenizer, split, num_chunks))
+  if len(chunks) < num_chunks:
+    log.warning('The %r split has only %d chunks; using %d instead of %d.',
+                split, len(chunks), len(chunks), num_chunks)
+  return chunks

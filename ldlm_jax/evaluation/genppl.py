@@ -116,3 +116,49 @@ def generative_perplexity_of_texts(scorer: CausalScorer, texts: Sequence[str],
     raise ValueError(f'{len(eos_markers)} EOS markers for {len(texts)} texts; give one per text.')
   token_lists = [encode_with_eos_marker(scorer.tokenizer, t, m) for t, m in zip(texts, eos_markers)]
   return generative_perplexity(scorer, token_lists, batch_size)
+
+
+def continuation_perplexity(scorer: CausalScorer, context_lists: Sequence[Sequence[int]],
+                            continuation_lists: Sequence[Sequence[int]], batch_size: int = 8,
+                            length_multiple: int = 64) -> GenPPLResult:
+  """Gen. PPL of continuations with their prompts as the scorer's context (issue 15).
+
+  Each row is context + continuation in scorer tokens; only the continuation's
+  tokens are scored, up to and including its first EOS (an EOS inside the
+  context is context). An empty context falls back to the plain protocol (the
+  continuation's first token is context only). A row longer than the scorer's
+  window loses context tokens from the left.
+  """
+  if len(context_lists) != len(continuation_lists):
+    raise ValueError(f'{len(context_lists)} contexts for {len(continuation_lists)} continuations.')
+  if batch_size < 1:
+    raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+  rows = []
+  for ctx, cont in zip(context_lists, continuation_lists):
+    ctx, cont = list(ctx), list(cont)[:scorer.max_len - 1]
+    ctx = ctx[max(0, len(ctx) + len(cont) - scorer.max_len):]
+    rows.append((ctx + cont, max(len(ctx), 1)))
+  n = len(rows)
+  sample_nll = np.zeros(n, np.float64)
+  sample_tokens = np.zeros(n, np.int64)
+  order = sorted((i for i in range(n) if len(rows[i][0]) > rows[i][1]), key=lambda i: len(rows[i][0]))
+  eos_id = scorer.tokenizer.eos_id
+  for start in range(0, len(order), batch_size):
+    idx = order[start:start + batch_size]
+    length = min(round_up(max(len(rows[i][0]) for i in idx), length_multiple), scorer.max_len)
+    ids_BL, mask_BL = pad_batch([rows[i][0] for i in idx], length, batch_size, eos_id)
+    logprobs_BT = np.asarray(scorer.token_logprobs(ids_BL, mask_BL), np.float64)
+    # Targets t = 1..L-1 count from the continuation's first token on, up to its first EOS.
+    first_B = np.zeros(batch_size, np.int64)
+    first_B[:len(idx)] = [rows[i][1] for i in idx]
+    in_cont_BT = np.arange(1, length)[None, :] >= first_B[:, None]
+    real_BT = (mask_BL[:, 1:] > 0) & in_cont_BT
+    is_eos_BT = (ids_BL[:, 1:] == eos_id) & real_BT
+    scored_BT = real_BT & ((np.cumsum(is_eos_BT, axis=1) - is_eos_BT) == 0)
+    nll_B = -(logprobs_BT * scored_BT).sum(axis=1)
+    for row, i in enumerate(idx):
+      sample_nll[i] = nll_B[row]
+      sample_tokens[i] = scored_BT[row].sum()
+  nll_sum, num_tokens = float(sample_nll.sum()), int(sample_tokens.sum())
+  gen_ppl = math.exp(nll_sum / num_tokens) if num_tokens else float('nan')
+  return GenPPLResult(gen_ppl, nll_sum, num_tokens, sample_nll, sample_tokens)

@@ -164,3 +164,22 @@ class LatentSpace:
       return jnp.take(params['scratch_embedding'], tokens_BL, axis=0)
     h = self.raw_features(frozen.encoder_params, tokens_BL)
     return (h - frozen.norm_mean) / frozen.norm_std
+
+  def condition_features(self, frozen: FrozenInputs, params, tokens_BL, mask_BL):
+    """The condition of conditional generation (issue 15): h_n of the given tokens only.
+
+    The frozen encoder attends over the given positions alone (its attention
+    mask), so no feature carries anything of the tokens to be generated; a
+    row with nothing given runs unmasked and is zeroed. Positions not given
+    are zero (the denoiser masks them out anyway). Returns (B, L, H).
+    """
+    mask = mask_BL.astype(bool)
+    if self.feature_kind == 'hidden':
+      any_given = jnp.any(mask, axis=-1, keepdims=True)
+      enc_mask = jnp.where(any_given, mask, True).astype(jnp.int32)
+      h = self.encoder.hidden_state(frozen.encoder_params, tokens_BL, self.encoder_layer, enc_mask)
+      h = jax.lax.stop_gradient(h.astype(jnp.float32))
+      h = (h - frozen.norm_mean) / frozen.norm_std
+    else:   # per-token tables: nothing to leak
+      h = self.features(frozen, params, tokens_BL)
+    return jnp.where(mask[..., None], h, 0.0)

@@ -5,6 +5,17 @@ feature axis, projected to the DiT width; time enters through adaLN-Zero
 (every block's shift/scale/gate come from a zero-initialised projection of
 the time embedding, so each block starts as the identity). No token
 embedding and no vocabulary head: latents in, latents out.
+
+Conditional generation (issue 15, `condition` != ''): the condition is a
+dict {'features': (B, C, H) the frozen encoder's normalized features of the
+given tokens, 'mask': (B, C) bool, True where a token is given}. Its tokens
+are projected to the DiT width with their own learned positions and read
+either by one masked cross-attention per block ('cross_attention', added to
+the residual stream after self-attention and multiplied by 0 for an example
+with nothing given, so a dropped condition computes exactly the
+unconditional path) or as extra key-masked tokens of the DiT sequence
+('in_context', dropped from the output). With condition='' the module is the
+unconditional DiT: same parameter tree, same outputs.
 """
 
 from __future__ import annotations
@@ -36,9 +47,10 @@ class DiTBlock(nn.Module):
   attention_impl: str | None = None
   attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
+  cross_attention: bool = False   # one masked cross-attention over the condition tokens
 
   @nn.compact
-  def __call__(self, x_BNW, c_BW):
+  def __call__(self, x_BNW, c_BW, cond_BCW=None, cond_mask_BC=None, key_mask_BK=None):
     width = x_BNW.shape[-1]
     mod = nn.Dense(6 * width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                    name='adaln')(nn.silu(c_BW))
@@ -48,8 +60,17 @@ class DiTBlock(nn.Module):
     h = modulate(norm('attn_norm')(x_BNW), shift_a, scale_a)
     h = layers.Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
                          attention_impl=self.attention_impl,
-                         query_chunk=self.attention_query_chunk, name='attn')(h, h)
+                         query_chunk=self.attention_query_chunk, name='attn')(h, h, key_mask_BK)
     x_BNW = x_BNW + gate_a[:, None] * h
+    if self.cross_attention:
+      h = norm('cross_norm')(x_BNW)
+      h = layers.Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
+                           attention_impl=self.attention_impl,
+                           query_chunk=self.attention_query_chunk,
+                           name='cross_attn')(h, cond_BCW, cond_mask_BC)
+      # Nothing given: the (finite) output over all-masked keys is multiplied by an exact 0.
+      given = jnp.any(cond_mask_BC, axis=-1).astype(h.dtype)
+      x_BNW = x_BNW + given[:, None, None] * h
     h = modulate(norm('mlp_norm')(x_BNW), shift_m, scale_m)
     h = layers.MLP(self.mlp_ratio, dtype=self.dtype, name='mlp')(h)
     return x_BNW + gate_m[:, None] * h
@@ -67,9 +88,10 @@ class DiT(nn.Module):
   attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
   remat: str = 'none'     # layers.REMAT_POLICIES
+  condition: str = ''     # '' (unconditional) | 'cross_attention' | 'in_context'
 
   @nn.compact
-  def __call__(self, z_t_BND, t_B, x0_sc_BND):
+  def __call__(self, z_t_BND, t_B, x0_sc_BND, cond=None):
     _, length, _ = z_t_BND.shape
     x = jnp.concatenate([z_t_BND, x0_sc_BND], axis=-1).astype(self.dtype)
     x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(x)
@@ -77,11 +99,29 @@ class DiT(nn.Module):
     c = timestep_embedding(t_B, self.time_embed_dim)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
+    cond_x, cond_mask, key_mask = None, None, None
+    # cond=None on a conditional denoiser: the unconditional path without the condition
+    # modules (what an all-False mask computes; exactly so for cross-attention).
+    path = self.condition if cond is not None else ''
+    if path:
+      feats, cond_mask = cond['features'], cond['mask'].astype(bool)
+      cond_x = nn.Dense(self.width, dtype=self.dtype, name='cond_proj')(feats.astype(self.dtype))
+      cond_x = cond_x + layers.position_table(self, 'cond_pos', feats.shape[1],
+                                              self.width).astype(self.dtype)
+      if path == 'in_context':
+        x = jnp.concatenate([x, cond_x], axis=1)
+        key_mask = jnp.concatenate([jnp.ones(z_t_BND.shape[:2], bool), cond_mask], axis=1)
+      elif path != 'cross_attention':
+        raise ValueError(f'unknown condition path {path!r}')
+    cross = path == 'cross_attention'
     block = layers.rematerialized(DiTBlock, self.remat)
     for i in range(self.num_layers):
       x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
                 attention_impl=self.attention_impl,
-                attention_query_chunk=self.attention_query_chunk, name=f'block{i}')(x, c)
+                attention_query_chunk=self.attention_query_chunk, cross_attention=cross,
+                name=f'block{i}')(x, c, cond_x if cross else None, cond_mask if cross else None,
+                                  key_mask)
+    x = x[:, :length]
     shift, scale = jnp.split(
         nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                  name='final_adaln')(nn.silu(c)), 2, axis=-1)

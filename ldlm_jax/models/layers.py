@@ -41,16 +41,20 @@ def resolve_attention_impl(requested: str | None, dtype) -> str | None:
   return None
 
 
-def query_chunked_attention(q_BQHD, k_BKHD, v_BKHD, implementation, query_chunk: int):
+def query_chunked_attention(q_BQHD, k_BKHD, v_BKHD, implementation, query_chunk: int,
+                            key_mask_BK=None):
   """jax.nn.dot_product_attention, for XLA split into blocks of `query_chunk` queries.
 
   Each query's softmax is over all keys either way, so the blocks compute
   the same numbers; under a gradient each block is recomputed in the
   backward (jax.checkpoint inside lax.map), so only one block's scores are
   alive. Whole when query_chunk is 0, does not divide Q, or cuDNN runs.
+  `key_mask_BK` (bool, True = attend) hides keys; None = every key.
   """
   length = q_BQHD.shape[1]
-  attend = lambda q: jax.nn.dot_product_attention(q, k_BKHD, v_BKHD, implementation=implementation)
+  mask = None if key_mask_BK is None else key_mask_BK[:, None, None, :]
+  attend = lambda q: jax.nn.dot_product_attention(q, k_BKHD, v_BKHD, mask=mask,
+                                                  implementation=implementation)
   if implementation == 'cudnn' or query_chunk <= 0 or length <= query_chunk or length % query_chunk:
     return attend(q_BQHD)
   b, _, h, d = q_BQHD.shape
@@ -72,7 +76,7 @@ class Attention(nn.Module):
   query_chunk: int = 0
 
   @nn.compact
-  def __call__(self, x_BQW, context_BKW):
+  def __call__(self, x_BQW, context_BKW, key_mask_BK=None):
     width = x_BQW.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'width {width} is not divisible by num_heads {self.num_heads}')
@@ -87,7 +91,7 @@ class Attention(nn.Module):
       k = nn.RMSNorm(dtype=self.dtype, name='key_norm')(k)
     impl = resolve_attention_impl(self.attention_impl, self.dtype)
     out = query_chunked_attention(q.astype(self.dtype), k.astype(self.dtype),
-                                  v.astype(self.dtype), impl, self.query_chunk)
+                                  v.astype(self.dtype), impl, self.query_chunk, key_mask_BK)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(out)
 
 

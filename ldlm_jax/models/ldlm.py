@@ -5,8 +5,14 @@ pure functions of explicit parameters:
 
   init(rng)                         -> trainable params (dict per component)
   features(frozen, params, tokens)  -> normalized token-encoder features h_n
-  loss_fn(params, frozen, tokens, rng, step, sampler_state) -> (loss, aux)
+  loss_fn(params, frozen, batch, rng, step, sampler_state) -> (loss, aux)
   generate(params, rng, ...)        -> tokens, via one compiled lax.scan
+
+The batch is a dict (DESIGN seam 3): 'tokens' (B, L), and 'prompt_mask'
+(B, L) bool (True = given) when config.condition.enabled; a bare token array
+is read as {'tokens': array}. A conditional model's denoiser reads the
+condition `{'features', 'mask'}` (`condition()`); an all-False mask is the
+null condition of classifier-free guidance.
 
 What is diffused comes from the latent space (`config.latent_space.name`,
 ldlm_jax/latent_spaces); the denoiser, token decoder and sampler are shared.
@@ -68,8 +74,12 @@ class LDLM:
         num_heads=mc.token_decoder.num_heads, mlp_ratio=mc.token_decoder.mlp_ratio)
 
     den = mc.denoiser
+    cc = config.condition
+    # '' = unconditional (the denoiser's params and outputs as before issue 15).
+    self.condition_path = str(cc.path) if bool(cc.enabled) else ''
     self.denoiser = DiT(latent_dim=d.latent_dim, width=den.width, num_layers=den.num_layers,
-                        num_heads=den.num_heads, mlp_ratio=den.mlp_ratio, **self.module_options())
+                        num_heads=den.num_heads, mlp_ratio=den.mlp_ratio,
+                        condition=self.condition_path, **self.module_options())
 
   # The autoencoder's modules and switches (LDLM / COSMOS spaces), for the benchmarks.
   latent_encoder = property(lambda self: self.latent_space.latent_encoder)
@@ -95,7 +105,8 @@ class LDLM:
     params = self.latent_space.init(keys)
     if self.latent_space.trains_diffusion:
       z = jnp.zeros((1, d.latent_len, d.latent_dim), jnp.float32)
-      params['denoiser'] = self.denoiser.init(keys['denoiser'], z, jnp.zeros((1,)), z)['params']
+      cond = (self.null_condition(1),) if self.condition_path else ()
+      params['denoiser'] = self.denoiser.init(keys['denoiser'], z, jnp.zeros((1,)), z, *cond)['params']
     return params
 
   def init(self, rng) -> dict:
@@ -142,23 +153,61 @@ class LDLM:
   # VP processes' schedule (alpha, sigma, beta), for code that integrates the VP SDE itself.
   schedule = property(lambda self: getattr(self.process, 'schedule', None))
 
-  def predict(self, params, z_t_BND, t_B, x0_sc_BND):
-    """The denoiser's raw output: the process's prediction target (x0, velocity, ...)."""
-    return self.denoiser.apply({'params': params['denoiser']}, z_t_BND, t_B, x0_sc_BND).astype(jnp.float32)
+  def predict(self, params, z_t_BND, t_B, x0_sc_BND, cond=None):
+    """The denoiser's raw output: the process's prediction target (x0, velocity, ...).
 
-  def denoise(self, params, z_t_BND, t_B, x0_sc_BND):
-    """x0_hat: the denoiser's output converted by the process (what sampling and self-conditioning use)."""
-    return self.process.to_x0(z_t_BND, t_B, self.predict(params, z_t_BND, t_B, x0_sc_BND))
+    `cond` (a conditional model only): the dict of `condition()`. None = nothing
+    given: the denoiser skips its condition modules, which computes what an all-False mask
+    computes (exactly, for cross-attention) at the unconditional cost."""
+    if not self.condition_path and cond is not None:
+      raise ValueError('this model was trained without conditions (condition.enabled=False)')
+    extra = () if cond is None else (cond,)
+    return self.denoiser.apply({'params': params['denoiser']}, z_t_BND, t_B, x0_sc_BND,
+                               *extra).astype(jnp.float32)
+
+  # ------------------------------------------------------------ condition --
+  def null_condition(self, batch: int) -> dict:
+    """Nothing given: the denoiser computes the unconditional path (classifier-free guidance)."""
+    d = self.dims
+    return {'features': jnp.zeros((batch, d.seq_len, d.feature_dim), jnp.float32),
+            'mask': jnp.zeros((batch, d.seq_len), bool)}
+
+  def condition(self, frozen: FrozenInputs, params, tokens_BL, prompt_mask_BL) -> dict:
+    """The denoiser's condition: the features of the given tokens (prompt_mask True) only.
+
+    `params` must already hold the frozen components (`with_frozen`)."""
+    mask = jnp.asarray(prompt_mask_BL).astype(bool)
+    feats = self.latent_space.condition_features(frozen, params, tokens_BL, mask)
+    return {'features': feats, 'mask': mask}
+
+  def unpack_batch(self, batch):
+    """(tokens_BL, prompt_mask_BL or None) from the batch dict (or a bare token array)."""
+    if not isinstance(batch, dict):
+      batch = {'tokens': batch}
+    mask = batch.get('prompt_mask')
+    if self.condition_path and mask is None:
+      raise ValueError('a conditional model (condition.enabled) needs batch["prompt_mask"]')
+    if not self.condition_path and mask is not None:
+      raise ValueError('batch["prompt_mask"] given to a model trained without conditions')
+    return batch['tokens'], mask
+
+  def denoise(self, params, z_t_BND, t_B, x0_sc_BND, cond=None):
+    """x0_hat: the denoiser's output converted by the process (what sampling, self-conditioning
+    and guidance use)."""
+    return self.process.to_x0(z_t_BND, t_B, self.predict(params, z_t_BND, t_B, x0_sc_BND, cond))
 
   # ----------------------------------------------------------------- loss --
-  def loss_fn(self, params, frozen: FrozenInputs, tokens_BL, rng, step,
+  def loss_fn(self, params, frozen: FrozenInputs, batch_dict, rng, step,
               sampler_state: timesteps_lib.TimestepSamplerState):
     """The joint objective L = w_d L_diff + w_r L_rec + w_c L_ce (SPEC 5).
 
     Returns (loss, aux) where aux holds every term and the per-example
     diffusion losses with their timestep bins (for the adaptive sampler).
+    With a condition, the denoiser (both self-conditioning passes) reads the
+    given tokens' features; the diffusion loss is over all latents.
     """
     c = self.config
+    tokens_BL, prompt_mask = self.unpack_batch(batch_dict)
     batch = tokens_BL.shape[0]
     rng_t, rng_eps, rng_dec, rng_sc = jax.random.split(rng, 4)
     params = self.with_frozen(params, frozen)
@@ -181,8 +230,10 @@ class LDLM:
       process = self.process
       eps = jax.random.normal(rng_eps, z0.shape, z0.dtype)
       z_t = process.corrupt(z0, t, eps)
-      x0_sc = self._self_condition(params, z_t, t, rng_sc)
-      net_out = self.predict(params, z_t, t, x0_sc)
+      cond = (None if prompt_mask is None
+              else self.condition(frozen, params, tokens_BL, prompt_mask))
+      x0_sc = self._self_condition(params, z_t, t, rng_sc, cond)
+      net_out = self.predict(params, z_t, t, x0_sc, cond)
       diff_per_example = process.per_example_loss(net_out, process.target(z0, eps, t))
     else:  # an autoencoder stage: no denoiser yet
       diff_per_example = jnp.zeros((batch,), jnp.float32)
@@ -210,14 +261,14 @@ class LDLM:
     aux.update({k: v for k, v in terms.items() if k not in aux})
     return loss, aux
 
-  def _self_condition(self, params, z_t, t, rng):
+  def _self_condition(self, params, z_t, t, rng, cond=None):
     """x0_sc: zeros, or a stop-gradient first pass (Chen et al.)."""
     c = self.config.diffusion
     zeros = jnp.zeros_like(z_t)
     p = float(c.self_cond_prob)
     if p <= 0.0:
       return zeros
-    first_pass = lambda: jax.lax.stop_gradient(self.denoise(params, z_t, t, zeros))
+    first_pass = lambda: jax.lax.stop_gradient(self.denoise(params, z_t, t, zeros, cond))
     if p >= 1.0:
       return first_pass()
     if c.self_cond_mode == 'cond':
@@ -231,11 +282,23 @@ class LDLM:
   # ------------------------------------------------------------ sampling --
   def sample_latents(self, params, rng, num_samples: int, num_steps: int, *,
                      t_min: float = 0.05, time_grid: str = 'uniform', solver: str | None = None,
-                     timestep_probs=None, final: str = 'z'):
+                     timestep_probs=None, final: str = 'z', condition=None, guidance: float = 1.0):
     """z0 (B, N, D) from the reverse process (final: solver.FINALS); jit with the ints static.
 
     solver=None: the config's sample.solver. The grid runs from 1 to the
     process's end time: t_min for VP processes, 0 for flows.
+
+    `condition` (a conditional model): the dict of `condition()` for the
+    num_samples rows, fixed over the chain, so the denoiser closure captures
+    it and the solver's DenoiseFn stays f(z_t, t, x0_sc). `guidance` (a
+    Python float) is the classifier-free guidance weight w, applied inside
+    the compiled scan on the x0 prediction:
+      x0 = x0_null + w (x0_cond - x0_null)
+    At fixed z_t and t, eps_hat = (z_t - a_t x0) / s_t and a flow's velocity
+    (z_t - x0) / t are affine in x0 with coefficients summing to one on the x0 terms, so this
+    equals guidance on eps (Ho & Salimans) or on the velocity. w = 1 is the
+    single conditional pass (no null pass is run). With self-conditioning the
+    guided x0 is what the scan carries.
     """
     d = self.dims
     solver = solver or self.config.sample.solver
@@ -243,7 +306,21 @@ class LDLM:
     if wrong:
       raise ConfigError(wrong)
     grid = solver_lib.time_grid(num_steps, self.process.sampling_t_end(t_min), time_grid, timestep_probs)
-    denoise = lambda z, t, sc: self.denoise(params, z, t, sc)
+    if condition is not None and not self.condition_path:
+      raise ValueError('this model was trained without conditions (condition.enabled=False)')
+    guidance = float(guidance)
+    if guidance == 1.0 or condition is None:
+      denoise = lambda z, t, sc: self.denoise(params, z, t, sc, condition)
+    else:
+      null = self.null_condition(num_samples)
+      both = jax.tree.map(lambda a, b: jnp.concatenate([a, b], axis=0), condition, null)
+
+      def denoise(z, t, sc):
+        # One call on 2B rows: the conditional and the null pass together.
+        x0 = self.denoise(params, jnp.concatenate([z, z]), jnp.concatenate([t, t]),
+                          jnp.concatenate([sc, sc]), both)
+        x0_cond, x0_null = jnp.split(x0, 2, axis=0)
+        return x0_null + guidance * (x0_cond - x0_null)
     # A run trained without self-conditioning never saw a non-zero x0 slot.
     self_condition = float(self.config.diffusion.self_cond_prob) > 0.0
     return solver_lib.sample(denoise, self.process, rng,
@@ -257,11 +334,26 @@ class LDLM:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
 
   def generate(self, params, rng, num_samples: int, num_steps: int, **kwargs):
-    """Tokens (B, L): the scan sampler, then the decoders once at the end."""
+    """Tokens (B, L): the scan sampler, then the decoders once at the end.
+
+    `prompt=(tokens_BL, mask_BL)` (a conditional model; `params` with the
+    frozen components, and `frozen` given) conditions on the given tokens and
+    writes them back at their positions, so they survive bit for bit."""
     token_decoder = kwargs.pop('token_decoder', None)
     token_decoder_params = kwargs.pop('token_decoder_params', None)
+    prompt = kwargs.pop('prompt', None)
+    frozen = kwargs.pop('frozen', None)
+    if prompt is not None:
+      kwargs['condition'] = self.condition(frozen, params, *prompt)
     z0 = self.sample_latents(params, rng, num_samples, num_steps, **kwargs)
-    return self.decode_tokens(params, z0, token_decoder, token_decoder_params)
+    tokens = self.decode_tokens(params, z0, token_decoder, token_decoder_params)
+    return tokens if prompt is None else force_prompt(tokens, *prompt)
+
+
+def force_prompt(tokens_BL, prompt_tokens_BL, prompt_mask_BL):
+  """The given tokens at their positions, the generated ones elsewhere."""
+  return jnp.where(jnp.asarray(prompt_mask_BL).astype(bool),
+                   jnp.asarray(prompt_tokens_BL).astype(tokens_BL.dtype), tokens_BL)
 
 
 def count_params(params) -> dict[str, int]:

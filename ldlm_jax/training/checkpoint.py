@@ -36,7 +36,10 @@ from ldlm_jax.config import ConfigError
 SIGNATURE_SECTIONS = ('encoder', 'model', 'latent_space', 'diffusion')
 # ... plus these fields of sections that mostly hold run settings ...
 SIGNATURE_FIELDS = ('data.seq_len', 'loss.reconstruction', 'loss.train_token_decoder',
-                    'timesteps.num_bins', 'train.init_from.components', 'train.init_from.frozen')
+                    'timesteps.num_bins', 'train.init_from.components', 'train.init_from.frozen',
+                    # the denoiser's condition path (its params); the mask distribution is a
+                    # training setting like the optimizer's and may change on resume
+                    'condition.enabled', 'condition.path')
 # ... minus fields that only choose how the same model is computed or found.
 COMPUTE_ONLY_FIELDS = ('encoder.path', 'encoder.dtype', 'encoder.norm_num_chunks',
                        'encoder.norm_min_var', 'model.dtype', 'model.attention_impl',

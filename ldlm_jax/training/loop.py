@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ldlm_jax import fileio
+from ldlm_jax import conditioning, fileio
 from ldlm_jax.config import ConfigError, validate
 from ldlm_jax.data import pipeline as data_lib
 from ldlm_jax.encoders import normalization as norm_lib
@@ -247,11 +247,21 @@ def train(config, workdir: str) -> dict:
   can_sample = num_samples > 0 and model.latent_space.trains_diffusion
   generate_fn = make_generate_fn(model, config, num_samples) if can_sample else None
 
+  conditional = bool(config.condition.enabled)
+
+  def make_batch(tokens, mask_rng) -> dict:
+    """The batch dict (DESIGN seam 3): tokens, and per-example prompt masks when conditioning."""
+    batch = {'tokens': np.asarray(tokens)}
+    if conditional:
+      batch['prompt_mask'] = conditioning.draw_prompt_masks(config, mask_rng, *batch['tokens'].shape)
+    return batch
+
   def evaluate(step: int) -> dict:
     total = None
     for i, tokens in enumerate(eval_batches):
-      tokens = jax.device_put(tokens, batch_sharding)
-      m = eval_fn(state.params, frozen, tokens, jax.random.PRNGKey(10_000 + i), jnp.int32(step),
+      # The same masks at every evaluation (seeded by the batch index).
+      batch = jax.device_put(make_batch(tokens, conditioning.mask_rng(10_000, i)), batch_sharding)
+      m = eval_fn(state.params, frozen, batch, jax.random.PRNGKey(10_000 + i), jnp.int32(step),
                   state.timesteps)
       total = m if total is None else total.merge(m)
     return {f'eval_{k}': float(v) for k, v in total.compute().items()}
@@ -287,9 +297,11 @@ def train(config, workdir: str) -> dict:
     _log(f'nothing to do: the checkpoint is at step {step} >= train.num_steps={num_steps}')
   with _Preemption() as preemption:
     while step < num_steps:
-      local = next(train_iter)['tokens']
-      tokens = jax.make_array_from_process_local_data(batch_sharding, np.asarray(local), global_shape)
-      state, metrics_acc = step_fn(state, frozen, tokens, metrics_acc)
+      local = make_batch(next(train_iter)['tokens'],
+                         conditioning.mask_rng(int(tc.seed), step, process_index))
+      batch = {k: jax.make_array_from_process_local_data(batch_sharding, v, global_shape)
+               for k, v in local.items()}
+      state, metrics_acc = step_fn(state, frozen, batch, metrics_acc)
       step += 1
 
       if step % log_every == 0:

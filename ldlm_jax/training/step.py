@@ -39,11 +39,12 @@ def empty_train_metrics():
   return TrainMetrics.empty()
 
 
-def train_step(model, config, state: TrainState, frozen, tokens_BL, metrics):
+def train_step(model, config, state: TrainState, frozen, batch, metrics):
+  """`batch`: the dict of DESIGN seam 3 ('tokens', and 'prompt_mask' when conditioning)."""
   optimizer = make_optimizer(config)
   rng = jax.random.fold_in(state.rng, state.step)
   grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)
-  (loss, aux), grads = grad_fn(state.params, frozen, tokens_BL, rng, state.step, state.timesteps)
+  (loss, aux), grads = grad_fn(state.params, frozen, batch, rng, state.step, state.timesteps)
   grad_norm = optax.tree.norm(grads)
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -72,8 +73,8 @@ def train_step(model, config, state: TrainState, frozen, tokens_BL, metrics):
   return new_state, metrics
 
 
-def eval_step(model, params, frozen, tokens_BL, rng, step, sampler_state):
-  _, aux = model.loss_fn(params, frozen, tokens_BL, rng, step, sampler_state)
+def eval_step(model, params, frozen, batch, rng, step, sampler_state):
+  _, aux = model.loss_fn(params, frozen, batch, rng, step, sampler_state)
   return EvalMetrics.single_from_model_output(**{k: aux[k] for k in LOSS_METRICS})
 
 
@@ -82,7 +83,9 @@ def frozen_shardings(mesh, frozen):
 
 
 def compile_train_step(model, config, mesh, state_shapes, frozen):
-  """jit(train_step) with explicit shardings; the state and metrics are donated."""
+  """jit(train_step) with explicit shardings; the state and metrics are donated.
+
+  The batch sharding is a prefix of the batch dict: every entry is split over the data axes."""
   state_sh = sharding_lib.state_shardings(mesh, state_shapes)
   metrics_sh = jax.tree.map(lambda _: sharding_lib.replicated(mesh), empty_train_metrics())
   fn = functools.partial(train_step, model, config)
