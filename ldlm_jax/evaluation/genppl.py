@@ -47,14 +47,19 @@ def encode_with_eos_marker(tokenizer, text: str, eos_marker: str | None = None) 
   return ids
 
 
-def scored_target_mask(ids_BL: np.ndarray, mask_BL: np.ndarray, eos_id: int) -> np.ndarray:
+def scored_target_mask(ids_BL: np.ndarray, mask_BL: np.ndarray, eos_id: int,
+                       first_target_B: np.ndarray | None = None) -> np.ndarray:
   """Which targets x_t, t = 1..L-1, count towards Gen. PPL: (B, L-1) bool.
 
   A target counts when it is a real token and no EOS occurs at positions 1..t-1
-  (so the first EOS itself counts, everything after it does not).
+  (so the first EOS itself counts, everything after it does not). With
+  `first_target_B` only targets t >= first_target_B[b] are real (a continuation
+  after its prompt: the prompt is context, and an EOS in it does not count).
   """
   targets_BT = ids_BL[:, 1:]
   real_BT = mask_BL[:, 1:] > 0
+  if first_target_B is not None:
+    real_BT &= np.arange(1, ids_BL.shape[1])[None, :] >= np.asarray(first_target_B)[:, None]
   is_eos_BT = (targets_BT == eos_id) & real_BT
   eos_before_BT = np.cumsum(is_eos_BT, axis=1) - is_eos_BT  # EOS strictly before t
   return real_BT & (eos_before_BT == 0)
@@ -151,10 +156,7 @@ def continuation_perplexity(scorer: CausalScorer, context_lists: Sequence[Sequen
     # Targets t = 1..L-1 count from the continuation's first token on, up to its first EOS.
     first_B = np.zeros(batch_size, np.int64)
     first_B[:len(idx)] = [rows[i][1] for i in idx]
-    in_cont_BT = np.arange(1, length)[None, :] >= first_B[:, None]
-    real_BT = (mask_BL[:, 1:] > 0) & in_cont_BT
-    is_eos_BT = (ids_BL[:, 1:] == eos_id) & real_BT
-    scored_BT = real_BT & ((np.cumsum(is_eos_BT, axis=1) - is_eos_BT) == 0)
+    scored_BT = scored_target_mask(ids_BL, mask_BL, eos_id, first_B)
     nll_B = -(logprobs_BT * scored_BT).sum(axis=1)
     for row, i in enumerate(idx):
       sample_nll[i] = nll_B[row]
