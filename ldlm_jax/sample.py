@@ -111,32 +111,26 @@ def main(argv):
     raise ConfigError(f'The run in {_WORKDIR.value} is a {run.model.process.name} run, whose ODE always '
                       'ends at t = 0; drop --t_min (it applies to VP runs).')
   steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
+  batch_size = _BATCH.value if _BATCH.value is not None else int(sc.batch_size)
+  # The flags override the run's sample section; both generators take the same options.
+  options = dict(time_grid=_GRID.value or sc.time_grid,
+                 t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
+                 solver=_SOLVER.value or sc.solver, use_ema=not _NO_EMA.value,
+                 final=_FINAL.value or sc.get('final', 'z'))
   t0 = time.time()
   if prompts is not None:
-    records = generate_conditional(
-        run, prompts, _PER_PROMPT.value, steps, _SEED.value,
-        _BATCH.value if _BATCH.value is not None else int(sc.batch_size), guidance=_GUIDANCE.value,
-        time_grid=_GRID.value or sc.time_grid,
-        t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
-        solver=_SOLVER.value or sc.solver, use_ema=not _NO_EMA.value,
-        final=_FINAL.value or sc.get('final', 'z'))
-    write_jsonl(out, records)
-    print(f'wrote {len(records)} prompted samples (guidance {_GUIDANCE.value}) from step {run.step} '
-          f'to {_OUT.value} ({time.time() - t0:.1f}s including compilation)')
-    for r in records[:3]:
-      print('  ' + r['text'][:300])
-    return
-  records = generate_samples(
-      run, _NUM.value, steps, _SEED.value, _BATCH.value if _BATCH.value is not None else int(sc.batch_size),
-      time_grid=_GRID.value or sc.time_grid, t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
-      solver=_SOLVER.value or sc.solver, token_decoder=_TOKEN_DECODER.value, use_ema=not _NO_EMA.value,
-      final=_FINAL.value or sc.get('final', 'z'))
+    records = generate_conditional(run, prompts, _PER_PROMPT.value, steps, _SEED.value, batch_size,
+                                   guidance=_GUIDANCE.value, **options)
+    what = f'prompted samples (guidance {_GUIDANCE.value})'
+  else:
+    records = generate_samples(run, _NUM.value, steps, _SEED.value, batch_size,
+                               token_decoder=_TOKEN_DECODER.value, **options)
+    what = 'samples'
   write_jsonl(out, records)
-  print(f'wrote {len(records)} samples from step {run.step} to {_OUT.value} '
+  print(f'wrote {len(records)} {what} from step {run.step} to {_OUT.value} '
         f'({time.time() - t0:.1f}s including compilation)')
   for r in records[:3]:
     print('  ' + r['text'][:300])
-
 
 if __name__ == '__main__':
   from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
