@@ -23,6 +23,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from typing import Any
 
 import grain
@@ -257,6 +258,20 @@ def _is_failed_read_noise(unraisable) -> bool:
   return code is not None and 'orbax' in code.co_filename   # an orbax read coroutine
 
 
+def _is_closed_loop_callback(exc_type, exc, tb) -> bool:
+  """A tensorstore read completing into orbax's closed event loop, printed by PyErr_Print.
+
+  Tensorstore hands each finished read back with `loop.call_soon_threadsafe` from its own
+  (non-Python) thread; when the loop is already closed the call raises, and the error goes
+  to `sys.excepthook` with a traceback that lies wholly inside asyncio.
+  """
+  if exc_type is not RuntimeError or 'Event loop is closed' not in str(exc) or tb is None:
+    return False
+  frames = traceback.extract_tb(tb)
+  return frames[0].name == 'call_soon_threadsafe' and all(
+      os.path.basename(os.path.dirname(f.filename)) == 'asyncio' for f in frames)
+
+
 class _NeverRetrieved(logging.Filter):
   def filter(self, record):
     return 'exception was never retrieved' not in record.getMessage()
@@ -271,14 +286,18 @@ def _silence_failed_reads() -> None:
   When orbax's restore of a damaged step fails, its other array reads are still in
   flight: they complete later, on tensorstore threads, into a closed event loop, and
   Python would print each as "Exception ignored ..." (kilobytes per array, at any later
-  moment), plus asyncio's "exception was never retrieved". The damage has already been
-  reported in one sentence. Installed once, only after damage was found; every other
-  unraisable error still reaches the previous hook.
+  moment, up to the interpreter's exit), or as a bare traceback of asyncio's
+  `call_soon_threadsafe` through `sys.excepthook`, plus asyncio's "exception was never
+  retrieved". The damage has already been reported in one sentence. Installed once, only
+  after damage was found; every other error still reaches the previous hooks.
   """
   global _SILENCED
   if not _SILENCED:
     previous = sys.unraisablehook
     sys.unraisablehook = lambda u: None if _is_failed_read_noise(u) else previous(u)
+    previous_excepthook = sys.excepthook
+    sys.excepthook = lambda t, e, tb: (None if _is_closed_loop_callback(t, e, tb)
+                                       else previous_excepthook(t, e, tb))
     logging.getLogger('asyncio').addFilter(_NeverRetrieved())
     _SILENCED = True
   gc.collect()
