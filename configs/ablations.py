@@ -16,7 +16,7 @@ VARIANTS; see BUILD_NOTES.md.
 Hardware: paper: 500k steps at batch 512 on A100s; ours not yet measured.
 """
 
-from ldlm_jax.config import base_config
+from ldlm_jax.config import base_config, set_dotted
 
 VARIANTS = {
     '': {},
@@ -51,14 +51,6 @@ for _layer in (4, 6, 8, 10, 12):
   VARIANTS[f'layer_{_layer}'] = {'encoder.layer': _layer}
 
 
-def _set(config, dotted, value):
-  node = config
-  *path, last = dotted.split('.')
-  for part in path:
-    node = node[part]
-  node[last] = value
-
-
 def owt128_base():
   """The paper's ablation setup without a variant: OWT-128, GPT-2, 500k steps at batch 512."""
   c = base_config()
@@ -81,7 +73,7 @@ def get_config(variant: str = ''):
     raise ValueError(f'unknown ablation {variant!r}; choose one of {sorted(VARIANTS)}')
   c = owt128_base()
   for key, value in VARIANTS[variant].items():
-    _set(c, key, value)
+    set_dotted(c, key, value)
   return c
 
 

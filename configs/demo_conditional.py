@@ -14,19 +14,10 @@ cross-attention per DiT block (BUILD_NOTES.md, issue 15, has the measured
 numbers and the choice of path).
 """
 
-import importlib.util
-import os
-
-
-def _demo():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'demo.py')
-  spec = importlib.util.spec_from_file_location('_demo_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+from ldlm_jax.config import sibling
 
 
 def get_config():
-  c = _demo()
+  c = sibling(__file__, 'demo').get_config()
   c.condition.enabled = True
   return c

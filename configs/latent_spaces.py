@@ -38,9 +38,7 @@ Hardware: paper size as configs/ablations.py (500k steps at batch 512 on
 A100s in the paper; ours not measured). CPU size: configs/demo.py's scale.
 """
 
-import importlib.util
-import os
-
+from ldlm_jax.config import set_dotted, sibling
 
 ROWS = ('scratch_emb', 'encoder_emb', 'tencdm', 'cosmos', 'ldlm')   # Table 2 order
 TWO_STAGE = {'cosmos': 'cosmos_stage2'}
@@ -62,31 +60,14 @@ VARIANTS = {
 }
 
 
-def _set(config, dotted, value):
-  node = config
-  *path, last = dotted.split('.')
-  for part in path:
-    node = node[part]
-  node[last] = value
-
-
-def _sibling(name: str):
-  """Another file of configs/ (config files are loaded by path, not as a package)."""
-  spec = importlib.util.spec_from_file_location(
-      f'ldlm_{name}_config', os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def _paper_base():
   """OWT-128 with GPT-2 (paper Sec. 6-7, App. C): configs/ablations.py's base."""
-  return _sibling('ablations').owt128_base(), 200_000   # stage-one steps for cosmos (ours)
+  return sibling(__file__, 'ablations').owt128_base(), 200_000   # stage-one steps for cosmos (ours)
 
 
 def _cpu_base():
   """configs/demo.py: MiniLM on the embedded Brown corpus, CPU-sized."""
-  c = _sibling('demo').get_config()
+  c = sibling(__file__, 'demo').get_config()
   return c, int(c.train.num_steps * STAGE_ONE_FRACTION)
 
 
@@ -97,7 +78,7 @@ def get_config(variant: str = 'ldlm'):
                      f'{sorted(VARIANTS)}, each optionally with _cpu')
   c, stage_one_steps = _cpu_base() if cpu else _paper_base()
   for key, value in VARIANTS[name].items():
-    _set(c, key, value)
+    set_dotted(c, key, value)
   if name == 'cosmos':
     c.train.num_steps = stage_one_steps
   return c

@@ -40,10 +40,7 @@ Hardware: OWT scale as configs/owt.py (not measured). CPU scale: stage one
 half of the demo's 1400 steps, stage two the demo's 1400 steps.
 """
 
-import importlib.util
-import os
-
-from ldlm_jax.config import ConfigError, unknown_keys
+from ldlm_jax.config import ConfigError, set_dotted, sibling, unknown_keys
 
 ROWS = ('textldm', 'textldm_norepa')
 TWO_STAGE = {'textldm': 'textldm_stage2', 'textldm_norepa': 'textldm_norepa_stage2'}
@@ -88,26 +85,9 @@ VARIANTS = {
 }
 
 
-def _sibling(name: str):
-  """Another file of configs/ (config files are loaded by path, not as a package)."""
-  spec = importlib.util.spec_from_file_location(
-      f'ldlm_{name}_config', os.path.join(os.path.dirname(os.path.abspath(__file__)), f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def missing_keys(variant: str) -> list[str]:
   """Keys a variant sets that this tree's config schema lacks (part A's, before it is merged)."""
   return unknown_keys(VARIANTS[variant])
-
-
-def _set(config, dotted, value):
-  node = config
-  *path, last = dotted.split('.')
-  for part in path:
-    node = node[part]
-  node[last] = value
 
 
 def get_config(variant: str = 'textldm'):
@@ -121,13 +101,13 @@ def get_config(variant: str = 'textldm'):
         f'configs/textldm.py:{variant} sets {missing}, which this tree does not have yet (the '
         'rectified-flow process of issue 16 part A); merge that work first or train stage one.')
   if cpu:
-    c = _sibling('demo').get_config()            # the LDLM demo: Brown, MiniLM, its DiT
+    c = sibling(__file__, 'demo').get_config()            # the LDLM demo: Brown, MiniLM, its DiT
     stage_one_steps = int(c.train.num_steps * STAGE_ONE_FRACTION)
   else:
-    c = _sibling('owt').get_config()             # the LDLM OWT config: GPT-2, L = 1024, its DiT
+    c = sibling(__file__, 'owt').get_config()             # the LDLM OWT config: GPT-2, L = 1024, its DiT
     stage_one_steps = OWT_STAGE_ONE_STEPS
   for key, value in VARIANTS[name].items():
-    _set(c, key, value)
+    set_dotted(c, key, value)
   if name in TWO_STAGE:
     c.train.num_steps = stage_one_steps
     c.train.sample_every = 0                     # no denoiser to sample with

@@ -21,12 +21,11 @@ re-checked against the config to name the key that does not exist.
 from __future__ import annotations
 
 import difflib
-import importlib.util
 import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.config import ConfigError, load_file
 from ldlm_jax.data.errors import DataError
 
 # Exceptions whose message is written for the user (one sentence naming the fix).
@@ -104,10 +103,7 @@ def _load_config_file(spec: str):
     raise ConfigError(f'config file {path} does not exist; pass the path of a config file '
                       '(e.g. --config configs/tiny.py).')
   try:
-    module_spec = importlib.util.spec_from_file_location('_ldlm_checked_config', path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(*args)
+    return load_file(path, '_ldlm_checked_config').get_config(*args)
   except SyntaxError as e:
     raise ConfigError(f'config file {path} has a syntax error at line {e.lineno}: {e.msg}; '
                       'fix the file.') from None

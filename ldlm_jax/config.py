@@ -9,6 +9,9 @@ are left at 0 here and resolved in code by `resolve()`, never duplicated.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+
 import ml_collections
 
 
@@ -344,6 +347,29 @@ def _get(config, dotted):
   for part in dotted.split('.'):
     node = node[part]
   return node
+
+
+def set_dotted(config, dotted: str, value) -> None:
+  """config['a']['b'] = value for dotted 'a.b' (a variant's override, as on the command line)."""
+  node = config
+  *path, last = dotted.split('.')
+  for part in path:
+    node = node[part]
+  node[last] = value
+
+
+def load_file(path: str, name: str = ''):
+  """The module of a config file, loaded by path (configs/ is a folder of files, not a package)."""
+  name = name or f'ldlm_config_{os.path.splitext(os.path.basename(path))[0]}'
+  spec = importlib.util.spec_from_file_location(name, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def sibling(config_file: str, name: str):
+  """The module of configs/NAME.py, for a config file (pass its __file__) built on another."""
+  return load_file(os.path.join(os.path.dirname(os.path.abspath(config_file)), f'{name}.py'))
 
 
 def unknown_keys(dotted_keys) -> list[str]:

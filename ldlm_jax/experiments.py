@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import importlib.util
 import json
 import math
 import os
@@ -57,6 +56,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ldlm_jax import config as config_lib
 from ldlm_jax import fileio
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,10 +141,7 @@ def load_config_file(spec: str):
 
 
 def _load_module(path: str):
-  spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(path))[0], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_lib.load_file(path)
 
 
 def _ablation_variants() -> dict:
@@ -1000,7 +997,7 @@ def ab_final(workdir: str, out_dir: str, steps: Sequence[int], seeds: int, num_s
           sample_lib.write_jsonl(path, records)
         per_seed.append(evaluator.evaluate(path, records))
       results.setdefault(final, {})[str(n)] = {m: _stats([r.get(m) for r in per_seed]) for m in METRICS}
-  lines = [f'# A/B: decode the last latent z vs the last clean estimate x0_hat', '',
+  lines = ['# A/B: decode the last latent z vs the last clean estimate x0_hat', '',
            f'- command: `{command}`', f'- run: `{workdir}` (checkpoint step {run.step}), solver {sc.solver}, '
            f'time grid {sc.time_grid}, t_min {sc.t_min}',
            f'- machine: {machine_description()}', f'- date: {_now()}',

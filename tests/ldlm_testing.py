@@ -6,7 +6,6 @@ by a causal running mean, so features are contextual and deterministic.
 Parity of the real encoders is tested in tests/test_encoders_*.py.
 """
 
-import importlib.util
 import os
 import sys
 
@@ -14,14 +13,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ldlm_jax import config as config_lib
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def config_module(name):
+  """The module of configs/NAME.py."""
+  return config_lib.load_file(os.path.join(REPO, 'configs', f'{name}.py'))
+
+
 def load_config_file(name):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return config_module(name).get_config()
 
 
 def tiny_config():

@@ -11,7 +11,6 @@ analytic FLOP counts of a train step and a sampler call, and the traced
 """
 
 import functools
-import importlib.util
 import json
 import os
 import subprocess
@@ -23,27 +22,14 @@ import pytest
 
 from ldlm_jax.benchmarks import aot, flops, gpu_report, runs, timing
 from ldlm_jax.diffusion import timesteps as timesteps_lib
-from ldlm_testing import REPO, load_config_file
+from ldlm_testing import REPO, config_module, load_config_file
 
 
-def _ablations():
-  spec = importlib.util.spec_from_file_location(
-      'ablations', os.path.join(REPO, 'configs', 'ablations.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-ABLATIONS = _ablations()
-_spec = importlib.util.spec_from_file_location(
-    'latent_spaces', os.path.join(REPO, 'configs', 'latent_spaces.py'))
-LATENT_SPACE_CONFIGS = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(LATENT_SPACE_CONFIGS)
+ABLATIONS = config_module('ablations')
+LATENT_SPACE_CONFIGS = config_module('latent_spaces')
 LATENT_SPACES = [f'{v}{size}' for v in ('ldlm', 'scratch_emb', 'encoder_emb', 'tencdm', 'cosmos',
                                         'cosmos_stage2') for size in ('', '_cpu')]
-_spec = importlib.util.spec_from_file_location('textldm', os.path.join(REPO, 'configs', 'textldm.py'))
-TEXTLDM_CONFIGS = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(TEXTLDM_CONFIGS)
+TEXTLDM_CONFIGS = config_module('textldm')
 # Stage two's process keys come with issue 16 part A; before it only stage one is covered.
 TEXTLDM = [f'{v}{size}' for v in TEXTLDM_CONFIGS.VARIANTS if not TEXTLDM_CONFIGS.missing_keys(v)
            for size in ('', '_cpu')]

@@ -9,7 +9,7 @@ import pytest
 from ldlm_jax.config import validate
 from ldlm_jax.models.ldlm import LDLM, count_params
 
-from ldlm_testing import REPO, load_config_file
+from ldlm_testing import REPO, config_module, load_config_file
 
 CONFIG_NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, 'configs', '*.py')))
 
@@ -32,10 +32,7 @@ def test_config_validates_and_builds(name):
 
 
 def test_every_ablation_variant_validates():
-  import importlib.util
-  spec = importlib.util.spec_from_file_location('ablations', os.path.join(REPO, 'configs', 'ablations.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = config_module('ablations')
   added = []
   module.sweep(lambda **kw: added.append(kw))
   assert len(added) == len(module.VARIANTS) - 1

@@ -2,7 +2,6 @@
 stay bitwise frozen, the cosmos two-stage run equals one frozen by hand, a
 checkpoint refuses another latent space, and sampling honours self_cond_prob=0."""
 
-import importlib.util
 import json
 import os
 
@@ -18,18 +17,10 @@ from ldlm_jax.training import sharding as sharding_lib
 from ldlm_jax.training import state as state_lib
 from ldlm_jax.training import step as step_lib
 
-from ldlm_testing import REPO, ToyEncoder, tiny_config, toy_tokens
+from ldlm_testing import ToyEncoder, config_module, tiny_config, toy_tokens
 
 
-def _variants_module():
-  spec = importlib.util.spec_from_file_location('latent_spaces_config',
-                                                os.path.join(REPO, 'configs', 'latent_spaces.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-VARIANTS = _variants_module().VARIANTS
+VARIANTS = config_module('latent_spaces').VARIANTS
 AUTOENCODER = ('latent_encoder', 'latent_decoder', 'token_decoder')
 
 
@@ -171,7 +162,7 @@ def test_signature_is_derived_and_refuses_another_latent_space():
 
 
 def test_every_variant_config_validates_at_both_sizes():
-  module = _variants_module()
+  module = config_module('latent_spaces')
   assert set(module.ROWS) | set(module.TWO_STAGE.values()) == set(VARIANTS)
   for name in VARIANTS:
     for suffix in ('', '_cpu'):
@@ -196,7 +187,7 @@ def test_config_errors_name_the_fix():
   with pytest.raises(ConfigError, match='not one of'):
     validate(_tiny('ldlm', **{'latent_space.name': 'vae'}))
   with pytest.raises(ValueError, match='unknown latent space variant'):
-    _variants_module().get_config('nope_cpu')
+    config_module('latent_spaces').get_config('nope_cpu')
 
 
 def _cosmos_run_config(variant, **overrides):

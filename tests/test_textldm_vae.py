@@ -4,14 +4,13 @@ frozen teacher is bitwise unchanged after training steps, the two-stage handoff,
 config refusals. Stage two's flow-matching keys come with issue 16 part A; the tests that
 need them skip (saying so) in a tree without it."""
 
-import importlib.util
 import os
 
 import jax
 import numpy as np
 import pytest
 
-from ldlm_jax.config import ConfigError, base_config, validate
+from ldlm_jax.config import ConfigError, base_config, set_dotted, validate
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.latent_spaces import vae as vae_lib
 from ldlm_jax.models.ldlm import LDLM
@@ -19,17 +18,10 @@ from ldlm_jax.training import sharding as sharding_lib
 from ldlm_jax.training import state as state_lib
 from ldlm_jax.training import step as step_lib
 
-from ldlm_testing import REPO, ToyEncoder, tiny_config, toy_tokens
+from ldlm_testing import ToyEncoder, config_module, tiny_config, toy_tokens
 
 
-def _textldm_module():
-  spec = importlib.util.spec_from_file_location('textldm_config', os.path.join(REPO, 'configs', 'textldm.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-TEXTLDM = _textldm_module()
+TEXTLDM = config_module('textldm')
 PART_A = 'process' in base_config().diffusion
 NEEDS_PART_A = pytest.mark.skipif(
     not PART_A, reason='needs diffusion.process / logit-normal time / Euler-Heun solvers '
@@ -42,7 +34,7 @@ def _tiny(variant='textldm', **overrides):
   settings = {k: v for k, v in TEXTLDM.VARIANTS[variant].items() if k in _STAGE_KEYS or PART_A}
   for key, value in {**settings, 'model.denoiser.num_layers': 1, 'diffusion.self_cond_prob': 0.0,
                      **overrides}.items():
-    TEXTLDM._set(c, key, value)  # pylint: disable=protected-access
+    set_dotted(c, key, value)
   c.optim.warmup_steps = 0
   return c
 
