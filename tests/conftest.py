@@ -19,12 +19,18 @@ import pytest
 # programs are compiled many times across tests, and on 2 cores compilation
 # dominates their run time. A fresh directory per session, so no state leaks
 # between runs.
+# Under pytest-xdist each worker (PYTEST_XDIST_WORKER, set before this file is
+# imported) gets its own subfolder: JAX writes cache entries without a lock, so
+# two processes compiling the same program at once must not share a folder.
 _SESSION_CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _SESSION_CACHE = tempfile.mkdtemp(prefix='ldlm_jax_xla_cache_')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _SESSION_CACHE
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+if os.environ.get('PYTEST_XDIST_WORKER'):
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
+      os.environ['JAX_COMPILATION_CACHE_DIR'], os.environ['PYTEST_XDIST_WORKER'])
 
 
 # Tests compile far more than they run: XLA's CPU backend at LLVM -O0 cuts
