@@ -20,6 +20,7 @@ re-checked against the config to name the key that does not exist.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import sys
@@ -37,6 +38,13 @@ def fail(message: str) -> NoReturn:
   """Prints `error: message` to stderr and exits with code 2."""
   print(f'error: {str(message).strip()}', file=sys.stderr, flush=True)
   sys.exit(EXIT_USER_ERROR)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage errors are one `error:` line (exit 2) like every other user error."""
+
+  def error(self, message: str) -> NoReturn:
+    fail(f'{message} ({self.prog}); run it with --help to see the options.')
 
 
 # --- Output paths and numbers, checked before any work --------------------------------

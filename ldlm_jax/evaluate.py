@@ -287,8 +287,9 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluation.scorers import SCORERS  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(prog='python -m ldlm_jax.evaluate', description=__doc__.split('\n')[0])
+  parser = cli.ArgumentParser(prog='python -m ldlm_jax.evaluate', description=__doc__.split('\n')[0])
   parser.add_argument('--task', default='samples', choices=('samples', 'continuation'),
                       help="'samples': score --samples files; 'continuation': continue held-out prompts "
                            '(a run trained with conditions, --workdir)')

@@ -1026,7 +1026,8 @@ def ab_final(workdir: str, out_dir: str, steps: Sequence[int], seeds: int, num_s
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m ldlm_jax.experiments', description=__doc__.split('\n')[0])
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  parser = cli.ArgumentParser(prog='python -m ldlm_jax.experiments', description=__doc__.split('\n')[0])
   sub = parser.add_subparsers(dest='command', required=True)
   run = sub.add_parser('run', help='train, sample and evaluate every row of a table (resumable)')
   run.add_argument('table', choices=TABLES)

@@ -22,7 +22,8 @@ from typing import Sequence
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog='python -m ldlm_jax.plots', description=__doc__.split('\n')[0])
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  parser = cli.ArgumentParser(prog='python -m ldlm_jax.plots', description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='Work directory of a training run.')
   parser.add_argument('--out_dir', default=None, help='Where to write the PNGs (default WORKDIR/plots).')
   parser.add_argument('--num_curves', type=int, default=4,

@@ -184,3 +184,15 @@ def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
   scorer = scorers.load_scorer('gguf', scorer_path)
   again = evaluate.evaluate_file(scorer, 'bigram:seed0', sets['bigram'][0])
   assert again['gen_ppl'] == pytest.approx(payload['baselines']['bigram']['files'][0]['gen_ppl'], rel=1e-6)
+
+
+@pytest.mark.parametrize('module, argv', [('evaluate', ['--out', 'm.json', '--bogus']),
+                                          ('experiments', ['run', 'table9', '--out', 'x']),
+                                          ('plots', [])])
+def test_usage_errors_are_one_line(module, argv, capsys):
+  import importlib  # pylint: disable=import-outside-toplevel
+  with pytest.raises(SystemExit) as exit_info:
+    importlib.import_module(f'ldlm_jax.{module}').parse_args(argv)
+  err = capsys.readouterr().err
+  assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
+  assert err.startswith('error: ') and err.strip().endswith('run it with --help to see the options.')
