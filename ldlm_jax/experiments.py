@@ -665,6 +665,10 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
       _log(f'{run_name} seed {seed} (rows {", ".join(served)}): training')
       _seed_normalization(out_dir, run_dir)
       record = run_one(config, scale, run_dir, seed, evaluator)
+      if first_stages:   # the row's training time includes its first stage's
+        record['seconds']['stage_one_train'] = round(sum(
+            _read_json(os.path.join(d, DONE_FILE))['seconds']['train'] for d, _ in first_stages), 1)
+        _write_json(os.path.join(run_dir, DONE_FILE), record)
       headline = record['results'][str(scale.sample_steps[-1])]
       _log(f'{run_name} seed {seed}: Gen. PPL {headline["gen_ppl"]:.1f}, entropy {headline["entropy"]:.2f} '
            f'({record["seconds"]})')
@@ -695,14 +699,18 @@ def _collect(out_dir: str, plan: dict) -> dict:
     row_dir = os.path.join(out_dir, 'runs', name)
     alias = os.path.join(row_dir, 'alias.json')
     run_dir = os.path.join(out_dir, 'runs', _read_json(alias)['run']) if os.path.isfile(alias) else row_dir
-    per_seed = []
+    per_seed, train_minutes = [], []
     for seed in range(int(plan['seeds'])):
       done = os.path.join(run_dir, f'seed{seed}', DONE_FILE)
       if os.path.isfile(done):
-        per_seed.append(_read_json(done)['results'])
+        record = _read_json(done)
+        per_seed.append(record['results'])
+        train_minutes.append(_train_minutes(record, os.path.join(run_dir, f'seed{seed}'), name in
+                                            plan.get('stage_one', {})))
     if not per_seed:
       continue
-    rows[name] = {'run': os.path.relpath(run_dir, out_dir), 'seeds': len(per_seed), 'steps': {}}
+    rows[name] = {'run': os.path.relpath(run_dir, out_dir), 'seeds': len(per_seed), 'steps': {},
+                  'train_minutes': _stats(train_minutes)}
     for steps in plan['sample_steps']:
       vals = [r[str(steps)] for r in per_seed if str(steps) in r]
       rows[name]['steps'][str(steps)] = {m: _stats([v.get(m) for v in vals]) for m in METRICS}
@@ -717,6 +725,23 @@ def _collect(out_dir: str, plan: dict) -> dict:
     if vals:
       reference[name] = {'seeds': len(vals), **{m: _stats([v.get(m) for v in vals]) for m in METRICS}}
   return {'rows': rows, 'reference': reference}
+
+
+def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
+  """Wall minutes of a run's training, its first stage included (None where a stage's time is unknown)."""
+  seconds = record.get('seconds', {})
+  if 'train' not in seconds:
+    return None
+  total = seconds['train']
+  if two_stage:
+    stage_one = seconds.get('stage_one_train')
+    if stage_one is None:   # a record written before the stage's time was added to it
+      stage_done = os.path.join(stage_one_dir(run_dir), DONE_FILE)
+      if not os.path.isfile(stage_done):
+        return None
+      stage_one = _read_json(stage_done)['seconds']['train']
+    total += stage_one
+  return total / 60
 
 
 def _fmt(stat, digits: int = 1) -> str:
@@ -879,9 +904,10 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
     lines.append('- **smoke scale: the scorer is a tiny random Llama and training runs a few steps; '
                  'these numbers only show that the pipeline runs.**')
   lines += ['', f'Mean ± std over seeds at {head} denoising steps (Gen. PPL lower is better; entropy of '
-            'held-out text is the target; MAUVE higher is better).', '',
-            '| row | seeds | Gen. PPL | entropy | MAUVE | 2-4-gram diversity | PPL per word |',
-            '|---|---|---|---|---|---|---|']
+            'held-out text is the target; MAUVE higher is better; train minutes: wall clock of training on '
+            'the sweep\'s machine, a two-stage row\'s first stage included).', '',
+            '| row | seeds | Gen. PPL | entropy | MAUVE | 2-4-gram diversity | PPL per word | train minutes |',
+            '|---|---|---|---|---|---|---|---|']
   for name in plan['rows']:
     if name in plan.get('unavailable', {}):
       lines.append(f'| {name} | - | {plan["unavailable"][name]} | | | | |')
@@ -892,13 +918,14 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
       continue
     m = entry['steps'][head]
     lines.append(f'| {name} | {entry["seeds"]} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | '
-                 f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} |')
+                 f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} | '
+                 f'{_fmt(entry.get("train_minutes", (None, None)))} |')
   for name, label in (('unigram', 'unigram samples'), ('bigram', 'bigram samples'),
                       ('trigram', 'trigram samples'), ('held_out', 'held-out text')):
     m = data['reference'].get(name)
     if m:
       lines.append(f'| *{label}* | {m["seeds"]} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | '
-                   f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} |')
+                   f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} | |')
   checks = orderings(table, data, plan)
   if checks:
     lines += ['', '## The paper\'s orderings', '']

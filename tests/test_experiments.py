@@ -50,7 +50,9 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   os.remove(out / 'table1.md')
   os.remove(out / 'pareto.png')
   assert experiments.main(['report', str(out)]) == 0
-  strip = lambda text: [l for l in text.splitlines() if not l.startswith('- date:')]
+  # Dates and the measured train minutes (the last cell of a table row) change between reports.
+  strip = lambda text: [l.rsplit('|', 2)[0] if l.startswith('| ') else l
+                        for l in text.splitlines() if not l.startswith('- date:')]
   assert strip((out / 'table1.md').read_text(encoding='utf-8')) == strip(md)
   assert (out / 'pareto.png').is_file()
 
@@ -171,3 +173,24 @@ def test_textldm_table_plans_two_stage_rows_next_to_ldlm(tmp_path):
     with pytest.raises(experiments.ExperimentError, match='issue 16 part A'):
       experiments.run_table('textldm', 'smoke', 1, str(tmp_path / 'out'))
     assert not (tmp_path / 'out').exists()
+
+
+def test_train_minutes_count_a_two_stage_rows_first_stage(tmp_path):
+  """Rows are compared at equal training time: a two-stage row's minutes include stage one's."""
+  plan = {'rows': ['ldlm', 'textldm'], 'seeds': 2, 'sample_steps': [8],
+          'stage_one': {'textldm': {'config': 'configs/textldm.py:textldm', 'num_steps': 1}}}
+  results = {'8': {m: 1.0 for m in experiments.METRICS}}
+  def done(path, record):
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, experiments.DONE_FILE), 'w', encoding='utf-8') as f:
+      json.dump(record, f)
+  runs = tmp_path / 'runs'
+  done(runs / 'ldlm' / 'seed0', {'results': results, 'seconds': {'train': 600.0}})
+  done(runs / 'ldlm' / 'seed1', {'results': results, 'seconds': {'train': 720.0}})
+  # Seed 0 carries its first stage's time; seed 1 was written before that (read from stage one).
+  done(runs / 'textldm' / 'seed0', {'results': results, 'seconds': {'train': 600.0, 'stage_one_train': 300.0}})
+  done(runs / 'textldm' / 'seed1', {'results': results, 'seconds': {'train': 600.0}})
+  done(runs / 'textldm' / 'stage_one' / 'seed1', {'seconds': {'train': 300.0}})
+  rows = experiments._collect(str(tmp_path), plan)['rows']  # pylint: disable=protected-access
+  assert rows['ldlm']['train_minutes'] == (11.0, 1.0)
+  assert rows['textldm']['train_minutes'] == (15.0, 0.0)
