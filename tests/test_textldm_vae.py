@@ -4,6 +4,7 @@ frozen teacher is bitwise unchanged after training steps, the two-stage handoff,
 config refusals. Stage two's flow-matching keys come with issue 16 part A; the tests that
 need them skip (saying so) in a tree without it."""
 
+import json
 import os
 
 import jax
@@ -126,9 +127,12 @@ def test_frozen_teacher_is_bitwise_unchanged_after_train_steps():
   tokens = toy_tokens(8, c.data.seq_len)
   losses = []
   for _ in range(3):
-    state, metrics = step_fn(state, frozen, tokens, step_lib.empty_train_metrics())
+    state, metrics = step_fn(state, frozen, tokens, step_lib.empty_train_metrics(model.extra_metrics))
     losses.append(float(metrics.compute()['loss']))
   assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+  logged = metrics.compute()   # the VAE's own terms are logged beside the fixed ones
+  assert model.extra_metrics == ('kl_loss', 'repa_loss')
+  assert float(logged['kl_loss']) > 0 and -1 <= float(logged['repa_loss']) <= 1
   _assert_tree_equal(frozen.encoder_params, teacher_before)
   for name in state.params:   # every trainable component moved
     assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(before[name]),
@@ -160,6 +164,9 @@ def test_two_stages_hand_the_frozen_vae_to_the_denoiser(tmp_path):
   for name in vae_lib.VAE_COMPONENTS:
     _assert_tree_equal(loaded.state.ema_params[name], ema_one[name])
   assert 'repa_projector' not in loaded.state.ema_params   # stage one's REPA head is left behind
+  logged = lambda run: [json.loads(l) for l in open(os.path.join(run, 'metrics.jsonl'), encoding='utf-8')]
+  assert all({'kl_loss', 'repa_loss'} <= set(r) for r in logged(stage_one))   # KL and REPA logged
+  assert not any({'kl_loss', 'repa_loss'} & set(r) for r in logged(stage_two))
   tokens = loaded.model.generate(loaded.state.ema_params, jax.random.PRNGKey(0), 2, 2)
   assert tokens.shape == (2, c2.data.seq_len)
 

@@ -79,7 +79,7 @@ def aot_train_step(config, devices, log=print) -> dict:
         (batch, seq_len), jnp.bool_, sharding=sharding_lib.batch_sharding(mesh))}
   metrics_abs = jax.tree.map(
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated),
-      jax.eval_shape(step_lib.empty_train_metrics))
+      jax.eval_shape(lambda: step_lib.empty_train_metrics(model.extra_metrics)))
 
   jitted = step_lib.compile_train_step(model, config, mesh, state_shapes, frozen_shapes)
   comp = timing.lower_and_compile(jitted, state_abs, frozen_abs, tokens_abs, metrics_abs)

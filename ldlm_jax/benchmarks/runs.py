@@ -112,7 +112,7 @@ def prepare_train(config, opts: Options, log: Log = print) -> TrainCase:
     tokens = {'tokens': tokens, 'prompt_mask': conditioning.draw_prompt_masks(
         config, conditioning.mask_rng(opts.seed, 0), batch, seq_len)}
   tokens = jax.device_put(tokens, sharding_lib.batch_sharding(mesh))
-  metrics = jax.jit(step_lib.empty_train_metrics, out_shardings=replicated)()
+  metrics = jax.jit(lambda: step_lib.empty_train_metrics(model.extra_metrics), out_shardings=replicated)()
   jitted = step_lib.compile_train_step(model, config, mesh, state, frozen)
   comp = timing.lower_and_compile(jitted, state, frozen, tokens, metrics)
   log(f'compile: lower {comp.lower_s:.1f}s + compile {comp.compile_s:.1f}s (excluded from step time)')

@@ -82,6 +82,8 @@ class LatentSpace:
   # None = whatever config.encoder.input says (the LDLM and COSMOS autoencoders).
   required_input: str | None = None
   trains_diffusion = True     # False: an autoencoder stage without the diffusion loss
+  # The space's own loss terms (keys of reconstruction()'s dict) logged beside LOSS_METRICS.
+  extra_metrics: tuple[str, ...] = ()
 
   def __init__(self, config, encoder, model):
     self.config = config

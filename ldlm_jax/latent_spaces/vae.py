@@ -148,6 +148,9 @@ class TextVAE(LatentSpace):
     # REPA only shapes stage one; stage two's VAE is frozen and needs no teacher.
     self.use_repa = self.stage == 'vae' and self.repa_weight > 0
     self.align_layer = repa_block(config) if self.use_repa else 0
+    # Logged in stage one (stage two's VAE is frozen: its KL is not trained).
+    self.extra_metrics = (('kl_loss',) + (('repa_loss',) if self.use_repa else ())
+                          if self.stage == 'vae' else ())
     enc, dec = mc.latent_encoder, mc.latent_decoder
     self.embed_width = int(enc.width) or int(mc.latent_dim)
     dec_width = int(dec.width) or int(mc.latent_dim)

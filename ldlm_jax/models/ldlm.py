@@ -65,6 +65,8 @@ class LDLM:
     self.encoder_layer = int(config.encoder.layer)
     self.latent_space = latent_space_class(config)(config, encoder, self)
     self.dims = self.latent_space.dims()
+    # Loss terms of the latent space logged beside the fixed ones (the VAE's KL and REPA).
+    self.extra_metrics = tuple(self.latent_space.extra_metrics)
     d = self.dims
     self.frozen_names = tuple(sorted(set(frozen_component_names(config))
                                      | set(self.latent_space.frozen_components)))
@@ -256,8 +258,8 @@ class LDLM:
         'diffusion_per_example': diff_per_example,
         'timestep_bins': bins,
     }
-    # A space's own terms (e.g. the VAE's KL and REPA losses) ride along in aux
-    # for tests and callers; the logged metrics stay the fixed LOSS_METRICS.
+    # A space's own terms (e.g. the VAE's KL and REPA losses) ride along in aux;
+    # those in `extra_metrics` are logged beside LOSS_METRICS.
     aux.update({k: v for k, v in terms.items() if k not in aux})
     return loss, aux
 

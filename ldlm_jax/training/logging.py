@@ -149,7 +149,8 @@ class Progress:
              f'{sps * self.tokens_per_step:,.0f} tok/s', f'ETA {format_duration(eta)}']
     for key, short in (('loss', 'loss'), ('diffusion_loss', 'diff'),
                        ('reconstruction_loss', 'rec'), ('ce_loss', 'ce'),
-                       ('token_accuracy', 'acc'), ('latent_norm', '|z|')):
+                       ('token_accuracy', 'acc'), ('latent_norm', '|z|'), ('kl_loss', 'kl'),
+                       ('repa_loss', 'repa')):
       if key in scalars:
         parts.append(f'{short} {scalars[key]:.4f}')
     print(' | '.join(parts), file=self.stream, flush=True)

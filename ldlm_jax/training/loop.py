@@ -14,6 +14,7 @@ Sections, in order (the resume order matters):
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -200,7 +201,8 @@ def train(config, workdir: str) -> dict:
   state_sh = sharding_lib.state_shardings(mesh, state_shapes)
   # The accumulator is donated to the step, so every window starts from a fresh copy.
   # Built inside jit so it is a proper global array on multi-host meshes too.
-  fresh_metrics = jax.jit(step_lib.empty_train_metrics, out_shardings=replicated)
+  fresh_metrics = jax.jit(functools.partial(step_lib.empty_train_metrics, model.extra_metrics),
+                          out_shardings=replicated)
   logger = RunLogger(workdir, enabled=is_primary)
   # Components frozen from train.init_from: restored with the checkpoint, else from that run.
   frozen_shapes = {k: v for k, v in jax.eval_shape(model.init_components, rng).items()

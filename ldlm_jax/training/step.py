@@ -29,14 +29,30 @@ LOSS_METRICS = ('loss', 'diffusion_loss', 'reconstruction_loss', 'ce_loss',
                 'token_accuracy', 'encoder_lambda', 'latent_norm')
 TRAIN_METRICS = LOSS_METRICS + ('learning_rate', 'grad_norm', 'nonfinite')
 
-TrainMetrics = clu_metrics.Collection.create(
-    **{name: clu_metrics.Average.from_output(name) for name in TRAIN_METRICS})
-EvalMetrics = clu_metrics.Collection.create(
-    **{name: clu_metrics.Average.from_output(name) for name in LOSS_METRICS})
 
 
-def empty_train_metrics():
-  return TrainMetrics.empty()
+@functools.lru_cache(maxsize=None)
+def _collection(names: tuple[str, ...]):
+  # One class per set of names: jit and checkpoints compare the accumulator's type.
+  return clu_metrics.Collection.create(**{n: clu_metrics.Average.from_output(n) for n in names})
+
+
+def train_metrics_type(extra: tuple[str, ...] = ()):
+  """The training accumulator: TRAIN_METRICS plus a latent space's own terms (`model.extra_metrics`)."""
+  return _collection(LOSS_METRICS + tuple(extra) + TRAIN_METRICS[len(LOSS_METRICS):])
+
+
+def eval_metrics_type(extra: tuple[str, ...] = ()):
+  return _collection(LOSS_METRICS + tuple(extra))
+
+
+TrainMetrics = train_metrics_type()
+EvalMetrics = eval_metrics_type()
+
+
+def empty_train_metrics(extra: tuple[str, ...] = ()):
+  """An empty accumulator; pass `model.extra_metrics` (empty for LDLM, the VAE's KL and REPA)."""
+  return train_metrics_type(tuple(extra)).empty()
 
 
 def train_step(model, config, state: TrainState, frozen, batch, metrics):
@@ -65,17 +81,18 @@ def train_step(model, config, state: TrainState, frozen, batch, metrics):
       ema_params=keep(ema_params, state.ema_params),
       timesteps=keep(sampler, state.timesteps))
 
-  scalars = {k: aux[k] for k in LOSS_METRICS}
+  scalars = {k: aux[k] for k in LOSS_METRICS + model.extra_metrics}
   scalars['learning_rate'] = learning_rate_schedule(config)(state.step)
   scalars['grad_norm'] = grad_norm
   scalars['nonfinite'] = 1.0 - finite.astype(jnp.float32)
-  metrics = metrics.merge(TrainMetrics.single_from_model_output(**scalars))
+  metrics = metrics.merge(train_metrics_type(model.extra_metrics).single_from_model_output(**scalars))
   return new_state, metrics
 
 
 def eval_step(model, params, frozen, batch, rng, step, sampler_state):
   _, aux = model.loss_fn(params, frozen, batch, rng, step, sampler_state)
-  return EvalMetrics.single_from_model_output(**{k: aux[k] for k in LOSS_METRICS})
+  names = LOSS_METRICS + model.extra_metrics
+  return eval_metrics_type(model.extra_metrics).single_from_model_output(**{k: aux[k] for k in names})
 
 
 def frozen_shardings(mesh, frozen):
@@ -87,7 +104,8 @@ def compile_train_step(model, config, mesh, state_shapes, frozen):
 
   The batch sharding is a prefix of the batch dict: every entry is split over the data axes."""
   state_sh = sharding_lib.state_shardings(mesh, state_shapes)
-  metrics_sh = jax.tree.map(lambda _: sharding_lib.replicated(mesh), empty_train_metrics())
+  metrics_sh = jax.tree.map(lambda _: sharding_lib.replicated(mesh),
+                            empty_train_metrics(model.extra_metrics))
   fn = functools.partial(train_step, model, config)
   return jax.jit(
       fn,
