@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import os
 import sys
 from typing import Callable, NoReturn, Sequence
@@ -236,8 +237,9 @@ def run_absl(main: Callable, extra_errors: tuple = ()) -> None:
 class _ProjectInfoOnly:
   """Logging filter: below WARNING, only records logged by ldlm_jax itself pass."""
 
-  # orbax warns on every read-only open (sampling, evaluation), which is what we ask for.
-  EXPECTED_WARNINGS = ('Given directory is read only',)
+  # orbax warns on every read-only open (sampling, evaluation), which is what we ask for,
+  # and on reading the state item alone (its metadata file is the step's, one level up).
+  EXPECTED_WARNINGS = ('Given directory is read only', 'Metadata file does not exist')
 
   def filter(self, record) -> bool:
     if record.pathname.startswith(_PACKAGE_DIR):
@@ -263,3 +265,15 @@ def quiet_library_logs(argv: Sequence[str]) -> None:
   handler = absl_logging.get_absl_handler()
   if not any(isinstance(f, _ProjectInfoOnly) for f in handler.filters):
     handler.addFilter(_ProjectInfoOnly())
+  hide_expected_warnings()
+
+
+def hide_expected_warnings() -> None:
+  """Drops orbax's expected warnings (_ProjectInfoOnly) at the 'absl' logger itself.
+
+  For the argparse entry points (evaluate, experiments), whose absl records reach
+  Python's own handlers rather than absl's; their verbosity is left as it is.
+  """
+  target = logging.getLogger('absl')
+  if not any(isinstance(f, _ProjectInfoOnly) for f in target.filters):
+    target.addFilter(_ProjectInfoOnly())

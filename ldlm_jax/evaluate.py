@@ -329,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from ldlm_jax.evaluation.scorers import ScorerError  # pylint: disable=import-outside-toplevel
   from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   args = parse_args(argv)
+  cli.hide_expected_warnings()
   try:
     payload = run(args)
   except (EvaluationError, ScorerError, GGUFModelError, MauveUnavailableError, *cli.USER_ERRORS) as e:

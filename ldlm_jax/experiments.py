@@ -1082,6 +1082,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.hide_expected_warnings()
   from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   try:

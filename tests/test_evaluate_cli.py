@@ -196,3 +196,16 @@ def test_usage_errors_are_one_line(module, argv, capsys):
   err = capsys.readouterr().err
   assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1, err
   assert err.startswith('error: ') and err.strip().endswith('run it with --help to see the options.')
+
+
+def test_orbax_expected_warnings_are_hidden_others_kept(caplog):
+  """evaluate and experiments open checkpoints read-only: orbax's notice of it is not news."""
+  import logging  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.hide_expected_warnings()
+  absl_logger = logging.getLogger('absl')
+  with caplog.at_level(logging.WARNING):
+    absl_logger.warning('Given directory is read only=/runs/x/checkpoints')
+    absl_logger.warning('Metadata file does not exist: /runs/x/checkpoints/8/state/_CHECKPOINT_METADATA')
+    absl_logger.warning('Something else went wrong')
+  assert [r.getMessage() for r in caplog.records] == ['Something else went wrong']
