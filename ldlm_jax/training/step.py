@@ -30,7 +30,6 @@ LOSS_METRICS = ('loss', 'diffusion_loss', 'reconstruction_loss', 'ce_loss',
 TRAIN_METRICS = LOSS_METRICS + ('learning_rate', 'grad_norm', 'nonfinite')
 
 
-
 @functools.lru_cache(maxsize=None)
 def _collection(names: tuple[str, ...]):
   # One class per set of names: jit and checkpoints compare the accumulator's type.
