@@ -248,3 +248,34 @@ def test_a_smollm2_like_llama_teaches_with_its_own_tokenizer(tmp_path):
   loss_fn = _loss_fn(model, c)
   grads = jax.jit(jax.grad(lambda p: loss_fn(p, frozen, tokens)[1]['repa_loss']))(params)
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads['repa_projector']))
+
+
+def test_conditional_textldm_reads_the_vae_embeddings_and_guides():
+  """TextLDM with a condition (issue 15's path): the given tokens' VAE embeddings, and
+  classifier-free guidance in the same scan (its arithmetic: tests/test_conditioning.py)."""
+  c = _tiny('textldm_stage2', **{'condition.enabled': True, 'train.init_from.workdir': '/nonexistent'})
+  enc = ToyEncoder()
+  model = LDLM(c, enc)
+  frozen = model.frozen_inputs(enc.init_params(), np.zeros(enc.hidden_size), np.ones(enc.hidden_size))
+  params = model.init_components(jax.random.PRNGKey(0))   # the frozen VAE's too, as with_frozen gives
+  # Non-zero weights everywhere (the zero-initialised output projections would hide the condition).
+  leaves, tree = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  params = jax.tree.unflatten(tree, [x + 0.3 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+  tokens = toy_tokens(3, c.data.seq_len)
+  mask = np.zeros((3, c.data.seq_len), bool)
+  mask[:, :5] = True
+  cond = model.condition(frozen, params, tokens, mask)
+  table = np.asarray(params['scratch_embedding'])
+  np.testing.assert_array_equal(np.asarray(cond['features'])[:, :5], table[np.asarray(tokens)[:, :5]])
+  assert not np.any(np.asarray(cond['features'])[:, 5:])
+  assert cond['features'].shape == model.null_condition(3)['features'].shape
+  loss, _ = model.loss_fn(params, frozen, {'tokens': tokens, 'prompt_mask': mask}, jax.random.PRNGKey(1), 0,
+                          timesteps_lib.init_state(int(c.timesteps.num_bins)))
+  assert np.isfinite(float(loss))
+  rng = jax.random.PRNGKey(2)
+  one = model.sample_latents(params, rng, 3, 4, condition=cond, guidance=1.0)
+  d = model.dims
+  two = model.sample_latents(params, rng, 3, 4, condition=cond, guidance=2.0)
+  assert two.shape == (3, d.latent_len, d.latent_dim) and np.all(np.isfinite(two))
+  assert not np.allclose(two, one, atol=1e-4)

@@ -167,6 +167,10 @@ class LatentSpace:
     h = self.raw_features(frozen.encoder_params, tokens_BL)
     return (h - frozen.norm_mean) / frozen.norm_std
 
+  def condition_dim(self) -> int:
+    """Width of condition_features() (the denoiser's condition input; its null is zeros of it)."""
+    return self.dims().feature_dim
+
   def condition_features(self, frozen: FrozenInputs, params, tokens_BL, mask_BL):
     """The condition of conditional generation (issue 15): h_n of the given tokens only.
 

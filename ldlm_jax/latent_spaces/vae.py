@@ -208,6 +208,17 @@ class TextVAE(LatentSpace):
       out['teacher'] = jax.lax.stop_gradient(h.astype(jnp.float32))
     return out
 
+  def condition_dim(self) -> int:
+    return self.embed_width
+
+  def condition_features(self, frozen, params, tokens_BL, mask_BL):
+    """The VAE's own token embeddings of the given tokens (zero elsewhere): the condition of a
+    conditional TextLDM. Per-token rows, so nothing of the tokens to generate leaks in; in
+    stage two they are stage one's frozen rows."""
+    del frozen
+    h = jnp.take(params['scratch_embedding'], tokens_BL, axis=0)
+    return jnp.where(jnp.asarray(mask_BL, bool)[..., None], h, 0.0)
+
   # ---- the VAE ----
   def posterior(self, params, h):
     """(mean, logvar, aligned feature) of the encoder."""

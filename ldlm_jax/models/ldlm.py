@@ -171,7 +171,8 @@ class LDLM:
   def null_condition(self, batch: int) -> dict:
     """Nothing given: the denoiser computes the unconditional path (classifier-free guidance)."""
     d = self.dims
-    return {'features': jnp.zeros((batch, d.seq_len, d.feature_dim), jnp.float32),
+    width = self.latent_space.condition_dim()
+    return {'features': jnp.zeros((batch, d.seq_len, width), jnp.float32),
             'mask': jnp.zeros((batch, d.seq_len), bool)}
 
   def condition(self, frozen: FrozenInputs, params, tokens_BL, prompt_mask_BL) -> dict:
