@@ -1,7 +1,7 @@
 """Held-out AE reconstruction token accuracy: encode -> decode (no noise, no diffusion).
 
   python docs/issue13/heldout_recon.py WORKDIR [NUM_CHUNKS]
-First NUM_CHUNKS (256) chunks of the reference split, EMA and raw params.
+First NUM_CHUNKS (256) chunks of the reference split, EMA params (and raw ones where loaded).
 """
 import json, sys
 import jax, jax.numpy as jnp, numpy as np
@@ -27,6 +27,8 @@ def recon(params, tokens):
 
 out = {'workdir': workdir, 'step': run.step, 'num_chunks': len(chunks)}
 for name, params in (('ema', run.state.ema_params), ('raw', run.state.params)):
+  if params is None:   # load_run reads the inference state (EMA) only
+    continue
   preds = np.concatenate([np.asarray(recon(params, jnp.asarray(chunks[i:i + 64]))) for i in range(0, len(chunks), 64)])
   out[f'acc_{name}'] = float(np.mean(preds == chunks))
 print(json.dumps(out))
