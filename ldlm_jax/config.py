@@ -351,11 +351,8 @@ def _get(config, dotted):
 
 def set_dotted(config, dotted: str, value) -> None:
   """config['a']['b'] = value for dotted 'a.b' (a variant's override, as on the command line)."""
-  node = config
-  *path, last = dotted.split('.')
-  for part in path:
-    node = node[part]
-  node[last] = value
+  parent, _, last = dotted.rpartition('.')
+  (_get(config, parent) if parent else config)[last] = value
 
 
 def load_file(path: str, name: str = ''):

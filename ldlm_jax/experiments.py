@@ -136,17 +136,13 @@ def load_config_file(spec: str):
   full = path if os.path.isabs(path) else os.path.join(REPO, path)
   if not os.path.isfile(full):
     raise ExperimentError(f'{path} is not available in this checkout; these rows need it.')
-  module = _load_module(full)
+  module = config_lib.load_file(full)
   return module.get_config(arg) if arg else module.get_config()
-
-
-def _load_module(path: str):
-  return config_lib.load_file(path)
 
 
 def _ablation_variants() -> dict:
   """configs/ablations.py's VARIANTS: the one place the paper's ablation overrides are written."""
-  return _load_module(os.path.join(REPO, 'configs', 'ablations.py')).VARIANTS
+  return config_lib.load_file(os.path.join(REPO, 'configs', 'ablations.py')).VARIANTS
 
 
 # ----------------------------------------------------------------------------- tables
@@ -187,7 +183,7 @@ LATENT_SPACES_FILE = 'configs/latent_spaces.py'
 def _latent_spaces_module():
   """configs/latent_spaces.py, or None while it is missing (row_availability then says so)."""
   full = os.path.join(REPO, LATENT_SPACES_FILE)
-  return _load_module(full) if os.path.isfile(full) else None
+  return config_lib.load_file(full) if os.path.isfile(full) else None
 
 
 def _table2(scale: Scale) -> list[Row]:
@@ -214,7 +210,7 @@ def _textldm(scale: Scale) -> list[Row]:
   # its VAE (stage one) first, then the DiT on it (stage two, sampled), as table2's cosmos.
   del scale
   rows = [Row('ldlm')]
-  module = _load_module(os.path.join(REPO, TEXTLDM_FILE))
+  module = config_lib.load_file(os.path.join(REPO, TEXTLDM_FILE))
   for name in module.ROWS:
     rows.append(Row(name, config=f'{TEXTLDM_FILE}:{module.TWO_STAGE[name]}',
                     stage_one=f'{TEXTLDM_FILE}:{name}'))
@@ -333,14 +329,14 @@ def _load_module_checked(path: str):
     raise ExperimentError(
         f'{path} is not available in this checkout (the latent-space configs come with the latent-space '
         'work); merge it first, then run this table.')
-  return _load_module(full)
+  return config_lib.load_file(full)
 
 
 def _keys_missing_from_schema(spec: str) -> list[str]:
   """A variants file's keys for `spec` ('file.py:NAME') that base_config() does not have."""
   from ldlm_jax.config import unknown_keys  # pylint: disable=import-outside-toplevel
   path, _, name = spec.partition(':')
-  return unknown_keys(getattr(_load_module(os.path.join(REPO, path)), 'VARIANTS', {}).get(name, {}))
+  return unknown_keys(getattr(config_lib.load_file(os.path.join(REPO, path)), 'VARIANTS', {}).get(name, {}))
 
 
 def row_availability(row: Row) -> str:
@@ -487,8 +483,11 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
         f'{k} Gen. PPL {v["gen_ppl"]:.1f}' for k, v in results.items() if v.get('gen_ppl') is not None))
 
 
-def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator) -> dict:
-  """Train (or resume), sample at every step count, evaluate; returns the done record."""
+def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
+            stage_one_seconds: float | None = None) -> dict:
+  """Train (or resume), sample at every step count, evaluate; returns the done record.
+
+  `stage_one_seconds`: a two-stage row's first-stage training time, kept in the record."""
   from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import loop, restore  # pylint: disable=import-outside-toplevel
   done_path = os.path.join(run_dir, DONE_FILE)
@@ -519,6 +518,8 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator)
     t_eval += time.time() - t2
   record = {'results': results, 'checkpoint_step': run.step, 'finished': _now(),
             'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
+  if stage_one_seconds is not None:   # the row's training time includes its first stage's
+    record['seconds']['stage_one_train'] = round(stage_one_seconds, 1)
   _write_json(done_path, record)
   return record
 
@@ -664,11 +665,9 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
         _log(f'{run_name} seed {seed}: stage one trained ({stage_record["seconds"]})')
       _log(f'{run_name} seed {seed} (rows {", ".join(served)}): training')
       _seed_normalization(out_dir, run_dir)
-      record = run_one(config, scale, run_dir, seed, evaluator)
-      if first_stages:   # the row's training time includes its first stage's
-        record['seconds']['stage_one_train'] = round(sum(
-            _read_json(os.path.join(d, DONE_FILE))['seconds']['train'] for d, _ in first_stages), 1)
-        _write_json(os.path.join(run_dir, DONE_FILE), record)
+      stage_one_seconds = (sum(_read_json(os.path.join(d, DONE_FILE))['seconds']['train']
+                               for d, _ in first_stages) if first_stages else None)
+      record = run_one(config, scale, run_dir, seed, evaluator, stage_one_seconds)
       headline = record['results'][str(scale.sample_steps[-1])]
       _log(f'{run_name} seed {seed}: Gen. PPL {headline["gen_ppl"]:.1f}, entropy {headline["entropy"]:.2f} '
            f'({record["seconds"]})')

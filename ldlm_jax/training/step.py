@@ -45,10 +45,6 @@ def eval_metrics_type(extra: tuple[str, ...] = ()):
   return _collection(LOSS_METRICS + tuple(extra))
 
 
-TrainMetrics = train_metrics_type()
-EvalMetrics = eval_metrics_type()
-
-
 def empty_train_metrics(extra: tuple[str, ...] = ()):
   """An empty accumulator; pass `model.extra_metrics` (empty for LDLM, the VAE's KL and REPA)."""
   return train_metrics_type(tuple(extra)).empty()
