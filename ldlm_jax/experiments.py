@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -365,6 +366,53 @@ def _config_key(config) -> str:
   return json.dumps(config.to_dict(), sort_keys=True, default=str)
 
 
+def _config_sha256(config) -> str:
+  return hashlib.sha256(_config_key(config).encode('utf-8')).hexdigest()
+
+
+# What must agree, besides the config and the seed, for another sweep's run to stand for this one's.
+PROTOCOL = ('scale', 'sample_steps', 'num_samples', 'num_references', 'scorer')
+
+
+def find_reusable(reuse_dirs: Sequence[str], config, plan: dict, seed: int) -> str:
+  """A finished run of another sweep (DIR/runs/*/seedS) trained from exactly `config` and evaluated
+  under the same protocol (PROTOCOL of plan.json), or ''. A run written before done.json carried
+  its config's hash is matched through its config.json (laid over today's schema, as the trainer
+  reads it); a mirror without either is never matched."""
+  import glob  # pylint: disable=import-outside-toplevel
+  want = _config_sha256(config)
+  for directory in reuse_dirs:
+    other = _read_json(os.path.join(directory, PLAN_FILE))
+    if any(other.get(k) != plan[k] for k in PROTOCOL):
+      continue
+    for done in sorted(glob.glob(os.path.join(directory, 'runs', '*', f'seed{seed}', DONE_FILE))):
+      record = _read_json(done)
+      if 'stage' in record:   # a first stage: not a sampled run
+        continue
+      run_dir = os.path.dirname(done)
+      have = record.get('config_sha256')
+      saved = os.path.join(run_dir, 'config.json')
+      if have is None and os.path.isfile(saved):
+        have = _config_sha256(config_lib.from_saved(_read_json(saved)))
+      if have == want:
+        return run_dir
+  return ''
+
+
+def reuse_run(source: str, run_dir: str) -> None:
+  """Copies a finished run's evaluation (and its samples and config, where present) into run_dir;
+  done.json, written last, records where it came from. No checkpoint is copied."""
+  import shutil  # pylint: disable=import-outside-toplevel
+  os.makedirs(run_dir, exist_ok=True)
+  if os.path.isdir(os.path.join(source, 'samples')):
+    shutil.copytree(os.path.join(source, 'samples'), os.path.join(run_dir, 'samples'), dirs_exist_ok=True)
+  if os.path.isfile(os.path.join(source, 'config.json')):
+    shutil.copyfile(os.path.join(source, 'config.json'), os.path.join(run_dir, 'config.json'))
+  record = _read_json(os.path.join(source, DONE_FILE))
+  record['reused_from'] = os.path.abspath(source)
+  _write_json(os.path.join(run_dir, DONE_FILE), record)
+
+
 def _run_groups(scale: Scale, rows: list[Row], seed: int) -> dict[str, list[str]]:
   """Run name -> the rows it serves: rows with identical configs share one run (named by the first)."""
   groups: dict[str, list[str]] = {}
@@ -517,7 +565,7 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
     t_sample += t2 - t1
     t_eval += time.time() - t2
   record = {'results': results, 'checkpoint_step': run.step, 'finished': _now(),
-            'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
+            'config_sha256': _config_sha256(config), 'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
   if stage_one_seconds is not None:   # the row's training time includes its first stage's
     record['seconds']['stage_one_train'] = round(stage_one_seconds, 1)
   _write_json(done_path, record)
@@ -595,8 +643,9 @@ def machine_description() -> str:
 
 
 def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: Sequence[str] = (),
-              skip_unavailable: bool = False, command: str = '') -> dict:
-  """The whole sweep (resumable), then the report."""
+              skip_unavailable: bool = False, command: str = '', reuse: Sequence[str] = ()) -> dict:
+  """The whole sweep (resumable), then the report. `reuse`: other sweep directories whose finished
+  runs stand for this sweep's where config, seed and evaluation protocol agree (find_reusable)."""
   if table not in TABLES:
     raise ExperimentError(f'Unknown table {table!r}; choose one of {", ".join(TABLES)}.')
   if scale_name not in SCALES:
@@ -618,6 +667,11 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
   runnable = [r for r in rows if r.name not in unavailable]
   if not runnable:
     raise ExperimentError(f'No row of {table} can run here: {unavailable}.')
+  for directory in reuse:
+    if not os.path.isfile(os.path.join(directory, PLAN_FILE)):
+      raise ExperimentError(f'--reuse {directory} holds no sweep ({PLAN_FILE} is missing); '
+                            'name a directory written by `experiments run`.')
+  reuse = [d for d in reuse if os.path.abspath(d) != os.path.abspath(out_dir)]
   plan_path = os.path.join(out_dir, PLAN_FILE)
   plan = {'table': table, 'scale': scale_name, 'seeds': seeds, 'rows': [r.name for r in rows],
           'unavailable': unavailable, 'command': command, 'machine': machine_description(),
@@ -655,6 +709,11 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
         _log(f'{run_name} seed {seed}: done, skipped')
         continue
       *first_stages, (_, config) = run_stages(scale, row, seed, run_dir)
+      source = '' if first_stages else find_reusable(reuse, config, plan, seed)
+      if source:
+        reuse_run(source, run_dir)
+        _log(f'{run_name} seed {seed}: the same run is finished in {source}; its evaluation reused')
+        continue
       for stage_dir, stage_config in first_stages:
         if os.path.isfile(os.path.join(stage_dir, DONE_FILE)):
           _log(f'{run_name} seed {seed}: stage one done, skipped')
@@ -698,18 +757,20 @@ def _collect(out_dir: str, plan: dict) -> dict:
     row_dir = os.path.join(out_dir, 'runs', name)
     alias = os.path.join(row_dir, 'alias.json')
     run_dir = os.path.join(out_dir, 'runs', _read_json(alias)['run']) if os.path.isfile(alias) else row_dir
-    per_seed, train_minutes = [], []
+    per_seed, train_minutes, reused = [], [], {}
     for seed in range(int(plan['seeds'])):
       done = os.path.join(run_dir, f'seed{seed}', DONE_FILE)
       if os.path.isfile(done):
         record = _read_json(done)
         per_seed.append(record['results'])
+        if 'reused_from' in record:
+          reused[str(seed)] = record['reused_from']
         train_minutes.append(_train_minutes(record, os.path.join(run_dir, f'seed{seed}'), name in
                                             plan.get('stage_one', {})))
     if not per_seed:
       continue
     rows[name] = {'run': os.path.relpath(run_dir, out_dir), 'seeds': len(per_seed), 'steps': {},
-                  'train_minutes': _stats(train_minutes)}
+                  'train_minutes': _stats(train_minutes), 'reused_from': reused}
     for steps in plan['sample_steps']:
       vals = [r[str(steps)] for r in per_seed if str(steps) in r]
       rows[name]['steps'][str(steps)] = {m: _stats([v.get(m) for v in vals]) for m in METRICS}
@@ -899,6 +960,10 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
     lines.append(f'- `{name}` trains in two stages: `{stage["config"]}` for {stage["num_steps"]} steps '
                  f'(runs/{name}/stage_one/seedS, not sampled), then the row\'s config for the full run '
                  'from it (train.init_from, autoencoder frozen)')
+  for name, entry in data['rows'].items():
+    for seed, source in entry['reused_from'].items():
+      lines.append(f'- `{name}` seed {seed}: the same run (identical config, seed and protocol) finished in '
+                   f'another sweep, `{source}`; its evaluation is reused (`--reuse`)')
   if plan['scorer'] == 'tiny-random':
     lines.append('- **smoke scale: the scorer is a tiny random Llama and training runs a few steps; '
                  'these numbers only show that the pipeline runs.**')
@@ -1063,6 +1128,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   run.add_argument('--rows', default='', help='comma-separated subset of the rows (default: all)')
   run.add_argument('--skip_unavailable', action='store_true',
                    help='report rows that cannot run here (missing weights or configs) instead of stopping')
+  run.add_argument('--reuse', action='append', default=[], metavar='DIR',
+                   help='another sweep directory (repeatable): a finished run there with the same config, seed and '
+                        'evaluation protocol is copied instead of trained (its done.json says from where)')
   rep = sub.add_parser('report', help='redraw TABLE.md, TABLE.json and pareto.png from a sweep directory')
   rep.add_argument('dir')
   rep.add_argument('--publish', default='',
@@ -1090,7 +1158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       command = 'python -m ldlm_jax.experiments ' + ' '.join(
           shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
       payload = run_table(args.table, args.scale, args.seeds, args.out,
-                          [r for r in args.rows.split(',') if r], args.skip_unavailable, command)
+                          [r for r in args.rows.split(',') if r], args.skip_unavailable, command, args.reuse)
     elif args.command == 'ab_final':
       command = 'python -m ldlm_jax.experiments ' + ' '.join(
           shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))

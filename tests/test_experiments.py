@@ -86,10 +86,27 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   strip_run = lambda text: [l for l in strip(text) if not l.startswith('- command:')]
   assert strip_run((fresh / 'table1.md').read_text(encoding='utf-8')) == strip_run(md)
 
+  # --reuse: another table's row with the same config, seed and protocol (textldm's ldlm is
+  # table1's recon_mse) is copied from a sweep, here the published mirror, instead of trained.
+  other = tmp_path / 'textldm'
+  assert experiments.main(['run', 'textldm', '--scale', 'smoke', '--seeds', '1', '--rows', 'ldlm',
+                           '--out', str(other), '--reuse', str(raw)]) == 0
+  log = capsys.readouterr().out
+  assert 'ldlm seed 0: the same run is finished in' in log and ': training' not in log, log
+  record = json.loads((other / 'runs' / 'ldlm' / 'seed0' / 'done.json').read_text(encoding='utf-8'))
+  assert record['reused_from'] == str(raw / 'runs' / 'recon_mse' / 'seed0')
+  assert record['results'] == json.loads(kept_before)['results']
+  assert 'seed 0: the same run (identical config, seed and protocol)' in (other / 'textldm.md').read_text()
+
 
 def test_errors_name_the_fix(tmp_path, capsys):
   assert experiments.main(['report', str(tmp_path)]) == 2
   assert 'plan.json is missing' in capsys.readouterr().err
+  refused = tmp_path / 'refused'
+  assert experiments.main(['run', 'table1', '--scale', 'smoke', '--out', str(refused),
+                           '--reuse', str(tmp_path / 'nothing')]) == 2
+  assert 'holds no sweep (plan.json is missing)' in capsys.readouterr().err
+  assert not refused.exists()
   rows = experiments.ROWS['table6'](experiments.SCALES['cpu'])
   needs = {r.name: experiments.row_availability(r) for r in rows}
   assert needs['minilm_l6'] == ''
