@@ -390,13 +390,17 @@ def find_reusable(reuse_dirs: Sequence[str], config, plan: dict, seed: int) -> s
       if 'stage' in record:   # a first stage: not a sampled run
         continue
       run_dir = os.path.dirname(done)
-      have = record.get('config_sha256')
-      saved = os.path.join(run_dir, 'config.json')
-      if have is None and os.path.isfile(saved):
-        have = _config_sha256(config_lib.from_saved(_read_json(saved)))
-      if have == want:
+      if _run_config_sha256(run_dir, record) == want:
         return run_dir
   return ''
+
+
+def _run_config_sha256(run_dir: str, record: dict) -> str | None:
+  """The hash of the config a finished run trained with: its done.json's, else from its config.json."""
+  saved = os.path.join(run_dir, 'config.json')
+  if 'config_sha256' not in record and os.path.isfile(saved):
+    return _config_sha256(config_lib.from_saved(_read_json(saved)))
+  return record.get('config_sha256')
 
 
 def reuse_run(source: str, run_dir: str) -> None:
@@ -1041,7 +1045,8 @@ def publish_raw(out_dir: str, raw_dir: str) -> None:
   """Mirrors the sweep's evaluations (no checkpoints, no samples) into raw_dir, in the sweep's layout.
 
   `report raw_dir` redraws the table from it, and a sweep directory seeded with a copy of it continues
-  the sweep: its finished runs and reference rows are skipped. (A stage one is not mirrored: its
+  the sweep: its finished runs and reference rows are skipped, and `run --reuse raw_dir` matches its runs
+  (a run's done.json there carries its config hash). (A stage one is not mirrored: its
   checkpoint is what a stage two needs, so an unfinished two-stage run starts again from stage one.)
   """
   if os.path.abspath(raw_dir) == os.path.abspath(out_dir):
@@ -1049,6 +1054,12 @@ def publish_raw(out_dir: str, raw_dir: str) -> None:
   for rel in _raw_files(out_dir):
     with open(os.path.join(out_dir, rel), encoding='utf-8') as f:
       text = f.read()
+    if rel.startswith('runs') and rel.endswith(DONE_FILE):   # the mirror keeps what --reuse matches on
+      record = json.loads(text)
+      if 'stage' not in record and 'config_sha256' not in record:
+        sha = _run_config_sha256(os.path.dirname(os.path.join(out_dir, rel)), record)
+        if sha:
+          text = json.dumps({**record, 'config_sha256': sha}, indent=2, allow_nan=False) + '\n'
     target = os.path.join(raw_dir, rel)
     os.makedirs(os.path.dirname(target), exist_ok=True)
     fileio.write_text(target, text)

@@ -97,6 +97,14 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   assert record['reused_from'] == str(raw / 'runs' / 'recon_mse' / 'seed0')
   assert record['results'] == json.loads(kept_before)['results']
   assert 'seed 0: the same run (identical config, seed and protocol)' in (other / 'textldm.md').read_text()
+  # A record written before done.json carried the hash gets it in the mirror, from its config.json.
+  old_record = out / 'runs' / 'recon_ce' / 'seed0' / 'done.json'
+  record = json.loads(old_record.read_text(encoding='utf-8'))
+  sha = record.pop('config_sha256')
+  old_record.write_text(json.dumps(record), encoding='utf-8')
+  assert experiments.main(['report', str(out), '--publish', str(tmp_path / 'pub2')]) == 0
+  mirrored = tmp_path / 'pub2' / 'raw' / 'table1' / 'runs' / 'recon_ce' / 'seed0' / 'done.json'
+  assert json.loads(mirrored.read_text(encoding='utf-8'))['config_sha256'] == sha
 
 
 def test_errors_name_the_fix(tmp_path, capsys):
