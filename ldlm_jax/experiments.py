@@ -1,7 +1,7 @@
 r"""The paper's tables reproduced at small scale: one command per table.
 
   python -m ldlm_jax.experiments run TABLE --scale SCALE --seeds N --out DIR \
-      [--rows a,b,...] [--skip_unavailable]
+      [--rows a,b,...] [--skip_unavailable] [--reuse OTHER_SWEEP_DIR ...]
   python -m ldlm_jax.experiments report DIR [--publish docs/results]
 
 TABLE: table1 (reconstruction loss; diffusion-to-encoder warmup; uniform vs
@@ -20,7 +20,9 @@ of the scale (`sampling.generate_samples`), evaluated with one scorer for the
 whole table (`evaluate.evaluate_file`: Gen. PPL, entropy, diversity, MAUVE
 against held-out references), then marked done (done.json), so a killed
 sweep run again skips finished runs and continues the others from their
-checkpoints. All of it runs in this one process (one jax import, one scorer,
+checkpoints; with --reuse, a run finished in another sweep (same config hash,
+seed and evaluation protocol: Table 1's recon_mse is Table 2's ldlm) is copied
+instead of trained. All of it runs in this one process (one jax import, one scorer,
 one compilation cache). A two-stage row (configs/latent_spaces.py's TWO_STAGE:
 cosmos) first trains its stage one in DIR/runs/ROW/stage_one/seedS (its own
 done.json, not sampled), then its stage two from it in DIR/runs/ROW/seedS.
@@ -569,7 +571,8 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
     t_sample += t2 - t1
     t_eval += time.time() - t2
   record = {'results': results, 'checkpoint_step': run.step, 'finished': _now(),
-            'config_sha256': _config_sha256(config), 'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
+            'config_sha256': _config_sha256(config),
+            'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
   if stage_one_seconds is not None:   # the row's training time includes its first stage's
     record['seconds']['stage_one_train'] = round(stage_one_seconds, 1)
   _write_json(done_path, record)

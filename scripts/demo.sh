@@ -12,10 +12,14 @@ bash scripts/setup_env.sh
 WORKDIR=${WORKDIR:-runs/demo}
 start=$(date +%s)
 python -m ldlm_jax.train --config configs/demo.py --workdir "$WORKDIR" "$@"
-python -m ldlm_jax.sample --workdir "$WORKDIR" --num_samples 64 --seed 0 --out "$WORKDIR/samples/final_seed0.jsonl"
+# Three sampling seeds x 64 samples: the evaluation reports mean +- std over them.
+for seed in 0 1 2; do
+  python -m ldlm_jax.sample --workdir "$WORKDIR" --num_samples 64 --seed $seed \
+      --out "$WORKDIR/samples/final_seed$seed.jsonl"
+done
 echo "train + sample: $(( $(date +%s) - start )) s"
 python -m ldlm_jax.data.references --workdir "$WORKDIR" --num_texts 256 --out "$WORKDIR/references.jsonl"
-python -m ldlm_jax.evaluate --samples "$WORKDIR/samples/final_seed0.jsonl" \
+python -m ldlm_jax.evaluate --samples "$WORKDIR"/samples/final_seed{0,1,2}.jsonl \
     --references "$WORKDIR/references.jsonl" --scorer smollm2 --out "$WORKDIR/eval_metrics.json" \
     --ngram_baselines "$WORKDIR"
 python -m ldlm_jax.plots --workdir "$WORKDIR"
