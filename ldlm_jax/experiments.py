@@ -73,6 +73,23 @@ DONE_FILE = 'done.json'
 COLLAPSE_NATS = 0.5
 
 
+# Tempered n-gram reference rows (`NGramModel.sample(temperature=T)`, p ~ count ** (1 / T)): a
+# word-frequency sampler pushed to lower entropy. The unigram ones with the plain unigram row trace
+# the Gen. PPL a model reaches at a given entropy from word frequencies alone ("unigram frontier");
+# a row under that curve has learned something of word order. The bigram ones trace the same
+# curve for a sampler that knows one word of context. Temperatures: ours, chosen to span the
+# entropies the cpu-scale rows reach (2.5-3.4 nats; BUILD_NOTES, issue 13).
+TEMPERED = {'unigram': (0.6, 0.7, 0.8, 0.9), 'bigram': (0.8, 0.9)}
+BASE_REFERENCES = ('unigram', 'bigram', 'trigram', 'held_out')
+
+
+def tempered_name(order_name: str, temperature: float) -> str:
+  return f'{order_name}_T{temperature:g}'
+
+
+REFERENCE_ROWS = BASE_REFERENCES + tuple(tempered_name(n, t) for n, ts in TEMPERED.items() for t in ts)
+
+
 class ExperimentError(ValueError):
   """A sweep that cannot run as asked; the message names the fix."""
 
@@ -505,7 +522,9 @@ def reference_texts(config, num_references: int, num_held_out: int) -> tuple[lis
 
 def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator: Evaluator,
                        held_out: list[str]) -> None:
-  """Unigram/bigram/trigram samples (one set per seed) and the held-out text, evaluated like the runs."""
+  """Unigram/bigram/trigram samples (one set per seed), their tempered versions (TEMPERED; no MAUVE)
+  and the held-out text, evaluated like the runs. A seed's record missing some rows (written before
+  a row was added) gets just those."""
   from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
   from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
@@ -514,27 +533,32 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
   models = None
   for seed in range(seeds):
     done = os.path.join(ref_dir, f'seed{seed}', DONE_FILE)
-    if os.path.isfile(done):
+    results = _read_json(done)['results'] if os.path.isfile(done) else {}
+    wanted = [n for n in REFERENCE_ROWS if n != 'held_out' or seed == 0]
+    missing = [n for n in wanted if n not in results]
+    if not missing:
       continue
     if models is None:
       t0 = time.time()
       models = ngram.fit_models(config, tokenizer)
       _log(f'n-gram models fitted to the training split in {time.time() - t0:.1f}s')
-    results = {}
-    for name, model in models.items():
+    for name in missing:
+      if name == 'held_out':
+        path = os.path.join(ref_dir, 'held_out.jsonl')
+        records = [{'index': i, 'text': t, 'seed': None, 'generator': 'held_out'} for i, t in enumerate(held_out)]
+        sample_lib.write_jsonl(path, records)
+        results[name] = evaluator.evaluate(path, records)
+        continue
+      order_name, _, temperature = name.partition('_T')
       path = os.path.join(ref_dir, f'seed{seed}', f'{name}.jsonl')
-      tokens = model.sample(scale.num_samples, int(config.data.seq_len), seed=seed)
+      tokens = models[order_name].sample(scale.num_samples, int(config.data.seq_len), seed=seed,
+                                         temperature=float(temperature or 1.0))
       records = ngram.records(tokens, tokenizer, name, seed)
       sample_lib.write_jsonl(path, records)
-      results[name] = evaluator.evaluate(path, records)
-    if seed == 0:
-      path = os.path.join(ref_dir, 'held_out.jsonl')
-      records = [{'index': i, 'text': t, 'seed': None, 'generator': 'held_out'} for i, t in enumerate(held_out)]
-      sample_lib.write_jsonl(path, records)
-      results['held_out'] = evaluator.evaluate(path, records)
+      results[name] = evaluator.evaluate(path, records, mauve=not temperature)
     _write_json(done, {'results': results, 'finished': _now()})
     _log(f'reference rows, seed {seed}: ' + ', '.join(
-        f'{k} Gen. PPL {v["gen_ppl"]:.1f}' for k, v in results.items() if v.get('gen_ppl') is not None))
+        f'{k} Gen. PPL {results[k]["gen_ppl"]:.1f}' for k in missing if results[k].get('gen_ppl') is not None))
 
 
 def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
@@ -787,11 +811,31 @@ def _collect(out_dir: str, plan: dict) -> dict:
     done = os.path.join(out_dir, 'reference', f'seed{seed}', DONE_FILE)
     if os.path.isfile(done):
       ref_seeds.append(_read_json(done)['results'])
-  for name in ('unigram', 'bigram', 'trigram', 'held_out'):
+  for name in REFERENCE_ROWS:
     vals = [r[name] for r in ref_seeds if name in r]
     if vals:
       reference[name] = {'seeds': len(vals), **{m: _stats([v.get(m) for v in vals]) for m in METRICS}}
   return {'rows': rows, 'reference': reference}
+
+
+def frontier(reference: dict, order_name: str) -> list[tuple[float, float]]:
+  """(entropy, Gen. PPL) means of an n-gram order's plain and tempered rows, sorted by entropy."""
+  names = [order_name] + [tempered_name(order_name, t) for t in TEMPERED.get(order_name, ())]
+  points = [(reference[n]['entropy'][0], reference[n]['gen_ppl'][0]) for n in names
+            if n in reference and None not in (reference[n]['entropy'][0], reference[n]['gen_ppl'][0])]
+  return sorted(points)
+
+
+def frontier_ratio(entropy: float | None, gen_ppl: float | None, points: list[tuple[float, float]]) -> float | None:
+  """gen_ppl over the frontier's Gen. PPL at the same entropy (log-linear between the two nearest
+  points); None outside the frontier's entropy range (no extrapolation) or without numbers."""
+  if entropy is None or gen_ppl is None:
+    return None
+  for (e0, p0), (e1, p1) in zip(points, points[1:]):
+    if e0 <= entropy <= e1 and e1 > e0:
+      at = math.exp(math.log(p0) + (entropy - e0) / (e1 - e0) * (math.log(p1) - math.log(p0)))
+      return gen_ppl / at
+  return None
 
 
 def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
@@ -809,6 +853,11 @@ def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
       stage_one = _read_json(stage_done)['seconds']['train']
     total += stage_one
   return total / 60
+
+
+def _fmt_ratio(metrics: dict, points: list[tuple[float, float]]) -> str:
+  ratio = frontier_ratio(metrics['entropy'][0], metrics['gen_ppl'][0], points)
+  return '' if ratio is None else f'{ratio:.2f}'
 
 
 def _fmt(stat, digits: int = 1) -> str:
@@ -935,9 +984,14 @@ def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:
     line, = ax.plot(xs, ys, marker='os^D'[index // 10 % 4], color=colors[index % 20], label=name,
                     linestyle=('-', '--')[index // 10 % 2])
     ax.annotate(str(ss[-1]), (xs[-1], ys[-1]), fontsize=7, color=line.get_color())
+  for order_name, style in (('unigram', ':'), ('bigram', '-.')):
+    points = frontier(data['reference'], order_name)
+    if len(points) > 1:
+      ax.plot(*zip(*points), linestyle=style, color='gray', marker='.',
+              label=f'{order_name}, T = {", ".join(f"{t:g}" for t in TEMPERED[order_name])}, 1')
   markers = {'unigram': 'x', 'bigram': '+', 'trigram': '1', 'held_out': '*'}
   for name, entry in data['reference'].items():
-    if entry['gen_ppl'][0] is not None:
+    if name in markers and entry['gen_ppl'][0] is not None:
       ax.scatter([entry['entropy'][0]], [entry['gen_ppl'][0]], marker=markers[name], s=90, color='black',
                  label=name.replace('_', '-'), zorder=5)
   ax.set_yscale('log')
@@ -977,26 +1031,35 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
   lines += ['', f'Mean ± std over seeds at {head} denoising steps (Gen. PPL lower is better; entropy of '
             'held-out text is the target; MAUVE higher is better; train minutes: wall clock of training on '
             'the sweep\'s machine, a two-stage row\'s first stage included).', '',
-            '| row | seeds | Gen. PPL | entropy | MAUVE | 2-4-gram diversity | PPL per word | train minutes |',
-            '|---|---|---|---|---|---|---|---|']
+            '| row | seeds | Gen. PPL | entropy | MAUVE | 2-4-gram diversity | PPL per word | '
+            '÷ unigram frontier | train minutes |',
+            '|---|---|---|---|---|---|---|---|---|']
+  unigram_frontier = frontier(data['reference'], 'unigram')
   for name in plan['rows']:
     if name in plan.get('unavailable', {}):
-      lines.append(f'| {name} | - | {plan["unavailable"][name]} | | | | |')
+      lines.append(f'| {name} | - | {plan["unavailable"][name]} | | | | | |')
       continue
     entry = data['rows'].get(name)
     if entry is None:
-      lines.append(f'| {name} | 0 | (not finished) | | | | |')
+      lines.append(f'| {name} | 0 | (not finished) | | | | | |')
       continue
     m = entry['steps'][head]
     lines.append(f'| {name} | {entry["seeds"]} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | '
                  f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} | '
-                 f'{_fmt(entry.get("train_minutes", (None, None)))} |')
-  for name, label in (('unigram', 'unigram samples'), ('bigram', 'bigram samples'),
-                      ('trigram', 'trigram samples'), ('held_out', 'held-out text')):
+                 f'{_fmt_ratio(m, unigram_frontier)} | {_fmt(entry.get("train_minutes", (None, None)))} |')
+  for name in REFERENCE_ROWS:
     m = data['reference'].get(name)
     if m:
+      order_name, _, temperature = name.partition('_T')
+      label = ('held-out text' if name == 'held_out' else
+               f'{order_name} samples' + (f', T = {temperature}' if temperature else ''))
       lines.append(f'| *{label}* | {m["seeds"]} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | '
-                   f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} | |')
+                   f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} | '
+                   f'{"" if order_name == "unigram" else _fmt_ratio(m, unigram_frontier)} | |')
+  lines += ['', '"÷ unigram frontier": the row\'s Gen. PPL over that of word-frequency samples at the same '
+            'entropy (the unigram and tempered-unigram rows, interpolated log-linearly in entropy; blank '
+            'outside their range). Below 1: better than word frequencies alone at that entropy, i.e. some '
+            'word order learned; about 1: a lower Gen. PPL bought with a lower entropy only.']
   checks = orderings(table, data, plan)
   if checks:
     lines += ['', '## The paper\'s orderings', '']

@@ -28,8 +28,10 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   assert 'tiny random Llama' in md
   for name in rows:
     assert f'| {name} | 1 | ' in md, name
-  for label in ('unigram samples', 'bigram samples', 'trigram samples', 'held-out text'):
+  for label in ('unigram samples', 'bigram samples', 'trigram samples', 'held-out text',
+                'unigram samples, T = 0.6', 'unigram samples, T = 0.9', 'bigram samples, T = 0.8'):
     assert f'| *{label}* | 1 | ' in md, label
+  assert '"÷ unigram frontier"' in md
   payload = json.loads((out / 'table1.json').read_text(encoding='utf-8'))
   assert sorted(payload['rows']) == sorted(rows)
   for name in rows:
@@ -37,7 +39,8 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
       mean, std = payload['rows'][name]['steps'][steps]['gen_ppl']
       assert mean > 1 and std == 0.0
     assert 0 < payload['rows'][name]['steps']['8']['mauve'][0] <= 1
-  assert set(payload['reference']) == {'unigram', 'bigram', 'trigram', 'held_out'}
+  assert set(payload['reference']) == set(experiments.REFERENCE_ROWS)
+  assert payload['reference']['unigram_T0.8']['mauve'] == [None, None]   # tempered rows: no MAUVE
   assert len(payload['orderings']) == 5
   for item in payload['orderings']:
     assert item['verdict'].startswith(VERDICTS), item
@@ -105,6 +108,17 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   assert experiments.main(['report', str(out), '--publish', str(tmp_path / 'pub2')]) == 0
   mirrored = tmp_path / 'pub2' / 'raw' / 'table1' / 'runs' / 'recon_ce' / 'seed0' / 'done.json'
   assert json.loads(mirrored.read_text(encoding='utf-8'))['config_sha256'] == sha
+
+
+def test_frontier_ratio_interpolates_log_linearly_inside_the_measured_range():
+  reference = {'unigram': {'entropy': (3.4, 0.0), 'gen_ppl': (4000.0, 0.0)},
+               'unigram_T0.8': {'entropy': (3.0, 0.0), 'gen_ppl': (1000.0, 0.0)}}
+  points = experiments.frontier(reference, 'unigram')
+  assert points == [(3.0, 1000.0), (3.4, 4000.0)]
+  assert experiments.frontier_ratio(3.2, 1000.0, points) == pytest.approx(0.5)   # the frontier is 2000 there
+  assert experiments.frontier_ratio(3.0, 500.0, points) == pytest.approx(0.5)
+  assert experiments.frontier_ratio(2.9, 500.0, points) is None                 # no extrapolation
+  assert experiments.frontier_ratio(None, 500.0, points) is None
 
 
 def test_errors_name_the_fix(tmp_path, capsys):

@@ -53,5 +53,11 @@ def test_unigram_frequencies_and_backoff():
   unigram = ngram.NGramModel(1, 3, bigram.keys[:1], bigram.counts[:1])
   draws = unigram.sample(2000, 10, seed=2)
   assert abs(np.mean(draws == 1) - 0.25) < 0.02      # p(1) = 50 / 200
+  np.testing.assert_array_equal(draws, unigram.sample(2000, 10, seed=2, temperature=1.0))
+  # Tempered: p(w) ~ count ** (1 / T), here 50 ** 2 / (150 ** 2 + 50 ** 2) = 0.1 at T = 0.5.
+  cold = unigram.sample(2000, 10, seed=2, temperature=0.5)
+  assert abs(np.mean(cold == 1) - 0.1) < 0.015
+  with pytest.raises(ValueError, match='temperature must be > 0'):
+    unigram.sample(1, 1, seed=0, temperature=0.0)
   with pytest.raises(ValueError):
     ngram.NGramModel.fit([[0, 9]], 2, 5)

@@ -26,7 +26,7 @@ Counting is exact integer work in numpy: an n-gram is one int64 key
 the contiguous key range [ctx V, ctx V + V) of the sorted keys.
 
   python -m ldlm_jax.evaluation.ngram --workdir runs/demo --order 2 \
-      --num_samples 64 --length 32 --seed 0 --out runs/demo/bigram.jsonl
+      --num_samples 64 --length 32 --seed 0 [--temperature 1.0] --out runs/demo/bigram.jsonl
 """
 
 from __future__ import annotations
@@ -80,8 +80,14 @@ class NGramModel:
     lo, hi = np.searchsorted(self.keys[k - 1], [prefix * self.vocab_size, (prefix + 1) * self.vocab_size])
     return self.keys[k - 1][lo:hi] % self.vocab_size, self.counts[k - 1][lo:hi]
 
-  def sample(self, num_samples: int, length: int, seed: int) -> np.ndarray:
-    """(num_samples, length) int32 token ids, each drawn left to right with backoff (module docstring)."""
+  def sample(self, num_samples: int, length: int, seed: int, temperature: float = 1.0) -> np.ndarray:
+    """(num_samples, length) int32 token ids, each drawn left to right with backoff (module docstring).
+
+    `temperature` T draws w with probability proportional to count(context, w) ** (1 / T): below 1 the
+    samples lean on frequent continuations (lower entropy), as a diffusion model's often do; a
+    tempered unigram row shows what that alone does to Gen. PPL, with no word order at all."""
+    if temperature <= 0:
+      raise ValueError(f'temperature must be > 0, got {temperature}.')
     rng = np.random.default_rng(seed)
     out = np.zeros((num_samples, length), np.int32)
     for b in range(num_samples):
@@ -91,7 +97,8 @@ class NGramModel:
           tokens, counts = self.continuations(history[start:])
           if counts.size:
             break
-        out[b, j] = tokens[rng.choice(counts.size, p=counts / counts.sum())]
+        weights = counts if temperature == 1.0 else counts.astype(np.float64) ** (1.0 / temperature)
+        out[b, j] = tokens[rng.choice(counts.size, p=weights / weights.sum())]
     return out
 
 
@@ -138,37 +145,6 @@ def load_run_config(workdir: str):
     return from_saved(json.load(f))
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--workdir', required=True, help='a run directory (its config.json names the data)')
-  parser.add_argument('--order', type=int, default=2, choices=sorted(ORDER_NAMES))
-  parser.add_argument('--num_samples', type=int, default=64)
-  parser.add_argument('--length', type=int, default=0, help='tokens per sample (0 = data.seq_len)')
-  parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--out', required=True, help='samples JSONL to write')
-  args = parser.parse_args(argv)
-  from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
-  try:
-    config = load_run_config(args.workdir)
-    tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
-    model = fit_models(config, tokenizer, orders=(args.order,))[ORDER_NAMES[args.order]]
-  except (ConfigError, DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  tokens = model.sample(args.num_samples, args.length or int(config.data.seq_len), args.seed)
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  fileio.write_jsonl(args.out, records(tokens, tokenizer, ORDER_NAMES[args.order], args.seed))
-  print(f'wrote {args.num_samples} {ORDER_NAMES[args.order]} samples to {args.out}')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())
-
-
 def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: int = 0,
                          references: Sequence[str] = ()) -> dict[str, list[list[dict]]]:
   """The reference rows of a run, for `evaluate --ngram_baselines`.
@@ -191,3 +167,40 @@ def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: 
   if len(held_out) >= 2:
     sets['held_out'] = [held_out]
   return sets
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--workdir', required=True, help='a run directory (its config.json names the data)')
+  parser.add_argument('--order', type=int, default=2, choices=sorted(ORDER_NAMES))
+  parser.add_argument('--num_samples', type=int, default=64)
+  parser.add_argument('--length', type=int, default=0, help='tokens per sample (0 = data.seq_len)')
+  parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--temperature', type=float, default=1.0,
+                      help='draw continuations with probability ~ count ** (1 / T) (default 1: the fitted model)')
+  parser.add_argument('--out', required=True, help='samples JSONL to write')
+  args = parser.parse_args(argv)
+  from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  try:
+    config = load_run_config(args.workdir)
+    tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+    model = fit_models(config, tokenizer, orders=(args.order,))[ORDER_NAMES[args.order]]
+  except (ConfigError, DataError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  if args.temperature <= 0:
+    print(f'error: --temperature must be > 0, got {args.temperature}.', file=sys.stderr)
+    return 2
+  tokens = model.sample(args.num_samples, args.length or int(config.data.seq_len), args.seed, args.temperature)
+  name = ORDER_NAMES[args.order] + ('' if args.temperature == 1.0 else f'_T{args.temperature:g}')
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  fileio.write_jsonl(args.out, records(tokens, tokenizer, name, args.seed))
+  print(f'wrote {args.num_samples} {name} samples to {args.out}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
