@@ -265,7 +265,9 @@ def run(args: argparse.Namespace) -> dict:
   mean, std = summarize(file_results)
   baselines = {}
   for name, sets in baseline_sets.items():
-    results = [evaluate_file(scorer, f'{name}:seed{i}', records, reference_features, args.batch_size,
+    # The tempered rows trace the unigram frontier (Gen. PPL against entropy): no MAUVE for them.
+    features = None if '_T' in name else reference_features
+    results = [evaluate_file(scorer, f'{name}:seed{i}', records, features, args.batch_size,
                              args.metric_tokens) for i, records in enumerate(sets)]
     b_mean, b_std = summarize(results)
     baselines[name] = {'files': results, 'mean': b_mean, 'std': b_std}
@@ -349,13 +351,20 @@ def baselines_table(payload: dict) -> str:
   def cell(mean, std, name, digits):
     value = mean.get(name)
     return 'n/a' if value is None else f'{value:.{digits}f} +- {std[name]:.{digits}f}'
-  lines = ['rows            | Gen. PPL             | entropy       | MAUVE',
-           '----------------|----------------------|---------------|--------------']
+  from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+  lines = ['rows            | Gen. PPL             | entropy       | MAUVE          | ÷ unigram frontier',
+           '----------------|----------------------|---------------|----------------|-------------------']
   rows = [('samples', payload['mean'], payload['std'])]
   rows += [(name, b['mean'], b['std']) for name, b in payload['baselines'].items()]
+  points = ngram.frontier({name: (mean.get('entropy'), mean.get('gen_ppl')) for name, mean, _ in rows}, 'unigram')
   for name, mean, std in rows:
+    ratio = None if name.startswith('unigram') else ngram.frontier_ratio(mean.get('entropy'), mean.get('gen_ppl'),
+                                                                         points)
     lines.append(f'{name:<15} | {cell(mean, std, "gen_ppl", 1):<20} | {cell(mean, std, "entropy", 2):<13} | '
-                 f'{cell(mean, std, "mauve", 3)}')
+                 f'{cell(mean, std, "mauve", 3):<14} | {"" if ratio is None else f"{ratio:.2f}"}')
+  if len(points) > 1:
+    lines.append('÷ unigram frontier: Gen. PPL over that of (tempered) unigram samples at the same entropy '
+                 '(below 1: some word order learned; about 1: word frequencies only).')
   return '\n'.join(lines)
 
 

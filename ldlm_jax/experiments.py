@@ -61,6 +61,7 @@ import numpy as np
 
 from ldlm_jax import config as config_lib
 from ldlm_jax import fileio
+from ldlm_jax.evaluation import ngram as ngram_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TABLES = ('table1', 'table2', 'table4', 'table6', 'table7', 'textldm')
@@ -73,21 +74,10 @@ DONE_FILE = 'done.json'
 COLLAPSE_NATS = 0.5
 
 
-# Tempered n-gram reference rows (`NGramModel.sample(temperature=T)`, p ~ count ** (1 / T)): a
-# word-frequency sampler pushed to lower entropy. The unigram ones with the plain unigram row trace
-# the Gen. PPL a model reaches at a given entropy from word frequencies alone ("unigram frontier");
-# a row under that curve has learned something of word order. The bigram ones trace the same
-# curve for a sampler that knows one word of context. Temperatures: ours, chosen to span the
-# entropies the cpu-scale rows reach (2.5-3.4 nats; BUILD_NOTES, issue 13).
-TEMPERED = {'unigram': (0.6, 0.7, 0.8, 0.9), 'bigram': (0.8, 0.9)}
+# The reference rows: n-gram samples, held-out text, tempered n-gram samples (the unigram frontier).
 BASE_REFERENCES = ('unigram', 'bigram', 'trigram', 'held_out')
-
-
-def tempered_name(order_name: str, temperature: float) -> str:
-  return f'{order_name}_T{temperature:g}'
-
-
-REFERENCE_ROWS = BASE_REFERENCES + tuple(tempered_name(n, t) for n, ts in TEMPERED.items() for t in ts)
+REFERENCE_ROWS = BASE_REFERENCES + tuple(ngram_lib.tempered_name(n, t) for n, ts in ngram_lib.TEMPERED.items()
+                                         for t in ts)
 
 
 class ExperimentError(ValueError):
@@ -522,7 +512,7 @@ def reference_texts(config, num_references: int, num_held_out: int) -> tuple[lis
 
 def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator: Evaluator,
                        held_out: list[str]) -> None:
-  """Unigram/bigram/trigram samples (one set per seed), their tempered versions (TEMPERED; no MAUVE)
+  """Unigram/bigram/trigram samples (one set per seed), their tempered versions (ngram.TEMPERED; no MAUVE)
   and the held-out text, evaluated like the runs. A seed's record missing some rows (written before
   a row was added) gets just those."""
   from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
@@ -819,23 +809,8 @@ def _collect(out_dir: str, plan: dict) -> dict:
 
 
 def frontier(reference: dict, order_name: str) -> list[tuple[float, float]]:
-  """(entropy, Gen. PPL) means of an n-gram order's plain and tempered rows, sorted by entropy."""
-  names = [order_name] + [tempered_name(order_name, t) for t in TEMPERED.get(order_name, ())]
-  points = [(reference[n]['entropy'][0], reference[n]['gen_ppl'][0]) for n in names
-            if n in reference and None not in (reference[n]['entropy'][0], reference[n]['gen_ppl'][0])]
-  return sorted(points)
-
-
-def frontier_ratio(entropy: float | None, gen_ppl: float | None, points: list[tuple[float, float]]) -> float | None:
-  """gen_ppl over the frontier's Gen. PPL at the same entropy (log-linear between the two nearest
-  points); None outside the frontier's entropy range (no extrapolation) or without numbers."""
-  if entropy is None or gen_ppl is None:
-    return None
-  for (e0, p0), (e1, p1) in zip(points, points[1:]):
-    if e0 <= entropy <= e1 and e1 > e0:
-      at = math.exp(math.log(p0) + (entropy - e0) / (e1 - e0) * (math.log(p1) - math.log(p0)))
-      return gen_ppl / at
-  return None
+  """The order's frontier (ngram.frontier) from a table's reference rows' means."""
+  return ngram_lib.frontier({n: (r['entropy'][0], r['gen_ppl'][0]) for n, r in reference.items()}, order_name)
 
 
 def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
@@ -856,7 +831,7 @@ def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
 
 
 def _fmt_ratio(metrics: dict, points: list[tuple[float, float]]) -> str:
-  ratio = frontier_ratio(metrics['entropy'][0], metrics['gen_ppl'][0], points)
+  ratio = ngram_lib.frontier_ratio(metrics['entropy'][0], metrics['gen_ppl'][0], points)
   return '' if ratio is None else f'{ratio:.2f}'
 
 
@@ -988,7 +963,7 @@ def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:
     points = frontier(data['reference'], order_name)
     if len(points) > 1:
       ax.plot(*zip(*points), linestyle=style, color='gray', marker='.',
-              label=f'{order_name}, T = {", ".join(f"{t:g}" for t in TEMPERED[order_name])}, 1')
+              label=f'{order_name}, T = {", ".join(f"{t:g}" for t in ngram_lib.TEMPERED[order_name])}, 1')
   markers = {'unigram': 'x', 'bigram': '+', 'trigram': '1', 'held_out': '*'}
   for name, entry in data['reference'].items():
     if name in markers and entry['gen_ppl'][0] is not None:

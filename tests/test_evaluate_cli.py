@@ -171,13 +171,16 @@ def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
   captured = capsys.readouterr()
   payload = json.loads(out.read_text())
   assert json.loads(captured.out) == payload
-  assert set(payload['baselines']) == {'unigram', 'bigram', 'trigram', 'held_out'}
+  tempered = {ngram.tempered_name('unigram', t) for t in ngram.TEMPERED['unigram']}
+  assert set(payload['baselines']) == {'unigram', 'bigram', 'trigram', 'held_out'} | tempered
+  for name in tempered:   # the unigram frontier: scored, no MAUVE
+    assert len(payload['baselines'][name]['files']) == 2 and payload['baselines'][name]['mean']['mauve'] is None
   for name in ('unigram', 'bigram', 'trigram'):
     files = payload['baselines'][name]['files']
     assert [f['num_samples'] for f in files] == [12, 12]     # as many sets and samples as the model's
     assert payload['baselines'][name]['mean']['mauve'] is not None
   assert len(payload['baselines']['held_out']['files']) == 1
-  for row in ('samples', 'unigram', 'bigram', 'trigram', 'held_out'):
+  for row in ('samples', 'unigram', 'bigram', 'trigram', 'held_out', 'unigram_T0.6', '÷ unigram frontier'):
     assert row in captured.err
   # The evaluated bigram set is exactly the n-gram module's seed-0 sample, scored like any samples file.
   sets = ngram.baseline_sample_sets(str(run_dir), 2, 12)

@@ -110,17 +110,6 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   assert json.loads(mirrored.read_text(encoding='utf-8'))['config_sha256'] == sha
 
 
-def test_frontier_ratio_interpolates_log_linearly_inside_the_measured_range():
-  reference = {'unigram': {'entropy': (3.4, 0.0), 'gen_ppl': (4000.0, 0.0)},
-               'unigram_T0.8': {'entropy': (3.0, 0.0), 'gen_ppl': (1000.0, 0.0)}}
-  points = experiments.frontier(reference, 'unigram')
-  assert points == [(3.0, 1000.0), (3.4, 4000.0)]
-  assert experiments.frontier_ratio(3.2, 1000.0, points) == pytest.approx(0.5)   # the frontier is 2000 there
-  assert experiments.frontier_ratio(3.0, 500.0, points) == pytest.approx(0.5)
-  assert experiments.frontier_ratio(2.9, 500.0, points) is None                 # no extrapolation
-  assert experiments.frontier_ratio(None, 500.0, points) is None
-
-
 def test_errors_name_the_fix(tmp_path, capsys):
   assert experiments.main(['report', str(tmp_path)]) == 2
   assert 'plan.json is missing' in capsys.readouterr().err

@@ -61,3 +61,13 @@ def test_unigram_frequencies_and_backoff():
     unigram.sample(1, 1, seed=0, temperature=0.0)
   with pytest.raises(ValueError):
     ngram.NGramModel.fit([[0, 9]], 2, 5)
+
+
+def test_frontier_ratio_interpolates_log_linearly_inside_the_measured_range():
+  points = ngram.frontier({'unigram': (3.4, 4000.0), 'unigram_T0.8': (3.0, 1000.0), 'bigram': (3.3, 1.0),
+                           'unigram_T0.7': (None, 5.0)}, 'unigram')
+  assert points == [(3.0, 1000.0), (3.4, 4000.0)]
+  assert ngram.frontier_ratio(3.2, 1000.0, points) == pytest.approx(0.5)   # the frontier is 2000 there
+  assert ngram.frontier_ratio(3.0, 500.0, points) == pytest.approx(0.5)
+  assert ngram.frontier_ratio(2.9, 500.0, points) is None                 # no extrapolation
+  assert ngram.frontier_ratio(None, 500.0, points) is None

@@ -32,6 +32,7 @@ the contiguous key range [ctx V, ctx V + V) of the sorted keys.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Sequence
@@ -39,6 +40,37 @@ from typing import Sequence
 import numpy as np
 
 ORDER_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram'}
+# Tempered rows (`NGramModel.sample(temperature=T)`, p ~ count ** (1 / T)): a word-frequency sampler
+# pushed to lower entropy. The unigram ones with the plain unigram row trace the Gen. PPL that word
+# frequencies alone reach at a given entropy (the "unigram frontier"); samples under that curve have
+# learned something of word order, samples on it bought their Gen. PPL with entropy only. The bigram
+# ones trace the same curve for one word of context. Temperatures: ours, chosen to span the
+# entropies the cpu-scale models reach (2.5-3.4 nats; BUILD_NOTES, issue 13).
+TEMPERED = {'unigram': (0.6, 0.7, 0.8, 0.9), 'bigram': (0.8, 0.9)}
+
+
+def tempered_name(order_name: str, temperature: float) -> str:
+  return f'{order_name}_T{temperature:g}'
+
+
+def frontier(points_by_name: dict, order_name: str) -> list[tuple[float, float]]:
+  """(entropy, Gen. PPL) of an order's plain and tempered rows, sorted by entropy.
+
+  `points_by_name`: row name -> (entropy, Gen. PPL) (means); rows missing or without numbers are left out."""
+  names = [order_name] + [tempered_name(order_name, t) for t in TEMPERED.get(order_name, ())]
+  return sorted(tuple(points_by_name[n]) for n in names if n in points_by_name and None not in points_by_name[n])
+
+
+def frontier_ratio(entropy: float | None, gen_ppl: float | None, points: list[tuple[float, float]]) -> float | None:
+  """gen_ppl over the frontier's Gen. PPL at the same entropy (log-linear between the two nearest
+  points); None outside the frontier's entropy range (no extrapolation) or without numbers."""
+  if entropy is None or gen_ppl is None:
+    return None
+  for (e0, p0), (e1, p1) in zip(points, points[1:]):
+    if e0 <= entropy <= e1 and e1 > e0:
+      at = math.exp(math.log(p0) + (entropy - e0) / (e1 - e0) * (math.log(p1) - math.log(p0)))
+      return gen_ppl / at
+  return None
 
 
 class NGramModel:
@@ -149,7 +181,7 @@ def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: 
                          references: Sequence[str] = ()) -> dict[str, list[list[dict]]]:
   """The reference rows of a run, for `evaluate --ngram_baselines`.
 
-  {'unigram' | 'bigram' | 'trigram': `num_sets` sample sets (seeds 0..num_sets-1) of
+  {'unigram' | 'bigram' | 'trigram' | 'unigram_T<T>' (TEMPERED): `num_sets` sample sets (seeds 0..num_sets-1) of
   `num_samples` records of `length` tokens (0 = data.seq_len), fitted to the run's
   training split; 'held_out': one set of held-out texts, the run's reference-split
   chunks that are not among `references` (the MAUVE references)}.
@@ -159,8 +191,13 @@ def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: 
   config = load_run_config(workdir)
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   length = length or int(config.data.seq_len)
+  models = fit_models(config, tokenizer)
   sets = {name: [records(model.sample(num_samples, length, seed), tokenizer, name, seed) for seed in range(num_sets)]
-          for name, model in fit_models(config, tokenizer).items()}
+          for name, model in models.items()}
+  for temperature in TEMPERED['unigram']:
+    name = tempered_name('unigram', temperature)
+    sets[name] = [records(models['unigram'].sample(num_samples, length, seed, temperature), tokenizer, name, seed)
+                  for seed in range(num_sets)]
   taken = set(references)
   texts = [t for t in pipeline.load_reference_texts(config, tokenizer, len(taken) + num_samples) if t not in taken]
   held_out = [{'index': i, 'text': t, 'generator': 'held_out'} for i, t in enumerate(texts[:num_samples])]
