@@ -861,8 +861,9 @@ def verdict_beats(data: dict, plan: dict, better: str, worse: str) -> tuple[str,
   """(verdict, numbers) for 'better has lower Gen. PPL than worse' at the headline step count.
 
   Rule: the difference of the means against the combined spread sqrt(std_a^2 + std_b^2)
-  (std over seeds): within it -> 'inside the error bars'; lower beyond it, without
-  collapsed entropy -> 'reproduced'; otherwise 'not reproduced'.
+  (std over seeds): within it -> 'inside the error bars'; beyond it, the lower Gen. PPL wins
+  unless it collapsed (COLLAPSE_NATS) and the other did not, in which case the other wins;
+  'reproduced' when `better` wins, else 'not reproduced'.
   """
   a, b = _headline(data, better, plan), _headline(data, worse, plan)
   if a is None or b is None:
@@ -881,6 +882,8 @@ def verdict_beats(data: dict, plan: dict, better: str, worse: str) -> tuple[str,
     return 'reproduced', numbers
   if pa < pb:
     return 'not reproduced (lower Gen. PPL with collapsed entropy)', numbers
+  if _collapsed(b, data) and not _collapsed(a, data):
+    return f'reproduced ({worse}\'s lower Gen. PPL comes with collapsed entropy)', numbers
   return 'not reproduced', numbers
 
 
@@ -938,9 +941,9 @@ def orderings(table: str, data: dict, plan: dict) -> list[tuple[str, str, str]]:
 
 
 RULE = (f'Rule: at the headline step count, a difference of mean Gen. PPL within sqrt(std_a^2 + std_b^2) '
-        f'(std over seeds, ddof=0) is "inside the error bars"; lower beyond it is "reproduced" unless the winner '
-        f'collapsed (mean unigram entropy more than {COLLAPSE_NATS} nats below held-out text) and the loser did '
-        'not. With one seed there are no error bars. "A large sigma_dec collapses" compares entropies the same way.')
+        f'(std over seeds, ddof=0) is "inside the error bars"; beyond it the lower Gen. PPL wins unless it '
+        f'collapsed (mean unigram entropy more than {COLLAPSE_NATS} nats below held-out text) and the other did '
+        'not, in which case the other wins; "reproduced" when the paper\'s better row wins. With one seed there are no error bars. "A large sigma_dec collapses" compares entropies the same way.')
 
 
 def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:

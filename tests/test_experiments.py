@@ -222,3 +222,19 @@ def test_train_minutes_count_a_two_stage_rows_first_stage(tmp_path):
   rows = experiments._collect(str(tmp_path), plan)['rows']  # pylint: disable=protected-access
   assert rows['ldlm']['train_minutes'] == (11.0, 1.0)
   assert rows['textldm']['train_minutes'] == (15.0, 0.0)
+
+
+def test_verdicts_do_not_reward_a_collapsed_rows_lower_gen_ppl():
+  def row(ppl, std, entropy):
+    return {'seeds': 2, 'steps': {'100': {'gen_ppl': (ppl, std), 'entropy': (entropy, 0.0)}}}
+  data = {'rows': {'warm': row(1600.0, 10.0, 3.14), 'cold': row(420.0, 10.0, 2.57),
+                   'near': row(1610.0, 20.0, 3.1), 'good': row(900.0, 10.0, 3.2)},
+          'reference': {'held_out': {'entropy': (3.32, 0.0)}}}
+  plan = {'sample_steps': [100]}
+  verdict = lambda a, b: experiments.verdict_beats(data, plan, a, b)[0]
+  # cold's lower Gen. PPL comes with an entropy 0.75 nats below held-out text: warm wins.
+  assert verdict('warm', 'cold') == "reproduced (cold's lower Gen. PPL comes with collapsed entropy)"
+  assert verdict('cold', 'warm') == 'not reproduced (lower Gen. PPL with collapsed entropy)'
+  assert verdict('warm', 'near') == 'inside the error bars'
+  assert verdict('good', 'warm') == 'reproduced'
+  assert verdict('warm', 'good') == 'not reproduced'
