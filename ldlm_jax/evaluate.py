@@ -266,7 +266,7 @@ def run(args: argparse.Namespace) -> dict:
   baselines = {}
   for name, sets in baseline_sets.items():
     # The tempered rows trace the unigram frontier (Gen. PPL against entropy): no MAUVE for them.
-    features = None if '_T' in name else reference_features
+    features = None if ngram.split_row_name(name)[1] is not None else reference_features
     results = [evaluate_file(scorer, f'{name}:seed{i}', records, features, args.batch_size,
                              args.metric_tokens) for i, records in enumerate(sets)]
     b_mean, b_std = summarize(results)
@@ -358,7 +358,7 @@ def baselines_table(payload: dict) -> str:
   rows += [(name, b['mean'], b['std']) for name, b in payload['baselines'].items()]
   points = ngram.frontier({name: (mean.get('entropy'), mean.get('gen_ppl')) for name, mean, _ in rows}, 'unigram')
   for name, mean, std in rows:
-    ratio = None if name.startswith('unigram') else ngram.frontier_ratio(mean.get('entropy'), mean.get('gen_ppl'),
+    ratio = None if ngram.split_row_name(name)[0] == 'unigram' else ngram.frontier_ratio(mean.get('entropy'), mean.get('gen_ppl'),
                                                                          points)
     lines.append(f'{name:<15} | {cell(mean, std, "gen_ppl", 1):<20} | {cell(mean, std, "entropy", 2):<13} | '
                  f'{cell(mean, std, "mauve", 3):<14} | {"" if ratio is None else f"{ratio:.2f}"}')

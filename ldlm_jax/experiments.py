@@ -517,7 +517,6 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
   a row was added) gets just those."""
   from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
   from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
   ref_dir = os.path.join(out_dir, 'reference')
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   models = None
@@ -530,7 +529,7 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
       continue
     if models is None:
       t0 = time.time()
-      models = ngram.fit_models(config, tokenizer)
+      models = ngram_lib.fit_models(config, tokenizer)
       _log(f'n-gram models fitted to the training split in {time.time() - t0:.1f}s')
     for name in missing:
       if name == 'held_out':
@@ -539,13 +538,13 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
         sample_lib.write_jsonl(path, records)
         results[name] = evaluator.evaluate(path, records)
         continue
-      order_name, _, temperature = name.partition('_T')
+      order_name, temperature = ngram_lib.split_row_name(name)
       path = os.path.join(ref_dir, f'seed{seed}', f'{name}.jsonl')
       tokens = models[order_name].sample(scale.num_samples, int(config.data.seq_len), seed=seed,
-                                         temperature=float(temperature or 1.0))
-      records = ngram.records(tokens, tokenizer, name, seed)
+                                         temperature=temperature or 1.0)
+      records = ngram_lib.records(tokens, tokenizer, name, seed)
       sample_lib.write_jsonl(path, records)
-      results[name] = evaluator.evaluate(path, records, mauve=not temperature)
+      results[name] = evaluator.evaluate(path, records, mauve=temperature is None)
     _write_json(done, {'results': results, 'finished': _now()})
     _log(f'reference rows, seed {seed}: ' + ', '.join(
         f'{k} Gen. PPL {results[k]["gen_ppl"]:.1f}' for k in missing if results[k].get('gen_ppl') is not None))
@@ -943,7 +942,8 @@ def orderings(table: str, data: dict, plan: dict) -> list[tuple[str, str, str]]:
 RULE = (f'Rule: at the headline step count, a difference of mean Gen. PPL within sqrt(std_a^2 + std_b^2) '
         f'(std over seeds, ddof=0) is "inside the error bars"; beyond it the lower Gen. PPL wins unless it '
         f'collapsed (mean unigram entropy more than {COLLAPSE_NATS} nats below held-out text) and the other did '
-        'not, in which case the other wins; "reproduced" when the paper\'s better row wins. With one seed there are no error bars. "A large sigma_dec collapses" compares entropies the same way.')
+        'not, in which case the other wins; "reproduced" when the paper\'s better row wins. With one seed '
+        'there are no error bars. "A large sigma_dec collapses" compares entropies the same way.')
 
 
 def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:
@@ -1028,9 +1028,9 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str) -> str:
   for name in REFERENCE_ROWS:
     m = data['reference'].get(name)
     if m:
-      order_name, _, temperature = name.partition('_T')
+      order_name, temperature = ngram_lib.split_row_name(name)
       label = ('held-out text' if name == 'held_out' else
-               f'{order_name} samples' + (f', T = {temperature}' if temperature else ''))
+               f'{order_name} samples' + (f', T = {temperature:g}' if temperature else ''))
       lines.append(f'| *{label}* | {m["seeds"]} | {_fmt(m["gen_ppl"])} | {_fmt(m["entropy"], 2)} | '
                    f'{_fmt(m["mauve"], 3)} | {_fmt(m["diversity"], 2)} | {_fmt(m["word_ppl"], 0)} | '
                    f'{"" if order_name == "unigram" else _fmt_ratio(m, unigram_frontier)} | |')

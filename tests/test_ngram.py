@@ -71,3 +71,13 @@ def test_frontier_ratio_interpolates_log_linearly_inside_the_measured_range():
   assert ngram.frontier_ratio(3.0, 500.0, points) == pytest.approx(0.5)
   assert ngram.frontier_ratio(2.9, 500.0, points) is None                 # no extrapolation
   assert ngram.frontier_ratio(None, 500.0, points) is None
+
+
+def test_row_names_round_trip_and_a_bad_temperature_stops_before_any_work(tmp_path, capsys):
+  assert ngram.split_row_name(ngram.tempered_name('unigram', 0.8)) == ('unigram', 0.8)
+  assert ngram.split_row_name('bigram') == ('bigram', None)
+  assert ngram.split_row_name('held_out') == ('held_out', None)
+  out = tmp_path / 'u.jsonl'
+  assert ngram.main(['--workdir', str(tmp_path / 'no_run'), '--temperature', '0', '--out', str(out)]) == 2
+  assert capsys.readouterr().err.strip() == 'error: --temperature must be > 0, got 0.0.'
+  assert not out.exists()

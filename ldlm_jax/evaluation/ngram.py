@@ -53,6 +53,13 @@ def tempered_name(order_name: str, temperature: float) -> str:
   return f'{order_name}_T{temperature:g}'
 
 
+def split_row_name(name: str) -> tuple[str, float | None]:
+  """(order name, temperature) of a reference row's name: ('unigram', 0.8) for tempered_name's
+  'unigram_T0.8', ('bigram', None) for a plain row (and (name, None) for any other, e.g. 'held_out')."""
+  order_name, _, temperature = name.partition('_T')
+  return order_name, (float(temperature) if temperature else None)
+
+
 def frontier(points_by_name: dict, order_name: str) -> list[tuple[float, float]]:
   """(entropy, Gen. PPL) of an order's plain and tempered rows, sorted by entropy.
 
@@ -217,6 +224,9 @@ def main(argv=None) -> int:
                       help='draw continuations with probability ~ count ** (1 / T) (default 1: the fitted model)')
   parser.add_argument('--out', required=True, help='samples JSONL to write')
   args = parser.parse_args(argv)
+  if args.temperature <= 0:
+    print(f'error: --temperature must be > 0, got {args.temperature}.', file=sys.stderr)
+    return 2
   from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
   from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
@@ -228,11 +238,9 @@ def main(argv=None) -> int:
   except (ConfigError, DataError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  if args.temperature <= 0:
-    print(f'error: --temperature must be > 0, got {args.temperature}.', file=sys.stderr)
-    return 2
   tokens = model.sample(args.num_samples, args.length or int(config.data.seq_len), args.seed, args.temperature)
-  name = ORDER_NAMES[args.order] + ('' if args.temperature == 1.0 else f'_T{args.temperature:g}')
+  name = (ORDER_NAMES[args.order] if args.temperature == 1.0
+          else tempered_name(ORDER_NAMES[args.order], args.temperature))
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   fileio.write_jsonl(args.out, records(tokens, tokenizer, name, args.seed))
   print(f'wrote {args.num_samples} {name} samples to {args.out}')
