@@ -163,7 +163,14 @@ def evaluate_file(scorer, path: str, records: list[dict], reference_features=Non
   from ldlm_jax.evaluation import genppl, metrics, mauve_score  # pylint: disable=import-outside-toplevel
   scorer_ids = [genppl.encode_with_eos_marker(scorer.tokenizer, r['text'], r.get('eos_token'))
                 for r in records]
-  ppl = genppl.generative_perplexity(scorer, scorer_ids, batch_size=batch_size)
+  if reference_features is not None:
+    # MAUVE drops empty texts (as mauve-text's own featurization does).
+    num_nonempty = sum(1 for ids in scorer_ids if ids)
+    if num_nonempty < 2:
+      raise EvaluationError(f'{path} has {num_nonempty} non-empty samples; MAUVE needs at least 2.')
+    ppl, sample_features = genppl.perplexity_and_features(scorer, scorer_ids, batch_size=batch_size)
+  else:
+    ppl = genppl.generative_perplexity(scorer, scorer_ids, batch_size=batch_size)
   num_words = sum(scored_word_count(r['text'], r.get('eos_token'))
                   for r, ids in zip(records, scorer_ids) if len(ids) >= 2)
   tokens = _metric_tokens(records, scorer_ids, metric_tokens, path)
@@ -182,11 +189,6 @@ def evaluate_file(scorer, path: str, records: list[dict], reference_features=Non
       'mauve': None,
   }
   if reference_features is not None:
-    # MAUVE drops empty texts (as mauve-text's own featurization does).
-    nonempty = [ids for ids in scorer_ids if ids]
-    if len(nonempty) < 2:
-      raise EvaluationError(f'{path} has {len(nonempty)} non-empty samples; MAUVE needs at least 2.')
-    sample_features = scorer.features_from_ids(nonempty, batch_size=batch_size)
     result['mauve'] = mauve_score.mauve_from_features(reference_features, sample_features)
   return result
 

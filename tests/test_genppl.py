@@ -151,6 +151,42 @@ def test_llama_scorer_padding_and_batching_do_not_change_scores():
   assert together.sample_nll[1] == pytest.approx(expected, rel=1e-5)
 
 
+def test_perplexity_and_features_in_one_pass_equal_the_two_passes():
+  """evaluate's path: Gen. PPL and MAUVE features from one forward pass per batch (Llama's
+  `with_hidden`), equal to `generative_perplexity` + `features_from_ids`; the padding length
+  does not change either. Lists the one pass cannot take whole (1 token) fall back to two passes."""
+  config = LlamaConfig(vocab_size=50, hidden_size=16, intermediate_size=32, num_layers=2, num_heads=4,
+                       num_kv_heads=2, head_dim=4, max_position_embeddings=32)
+  params = params_from_hf_tensors(random_hf_llama(config, seed=2), config)
+  scorer = scorers.llama_scorer('tiny', config, params, _Tok())
+  calls = []
+  both = scorer.logprobs_and_last_hidden
+  scorer.logprobs_and_last_hidden = lambda ids, mask: calls.append(ids.shape) or both(ids, mask)
+  rng = np.random.RandomState(1)
+  samples = [list(rng.randint(1, 50, size=n)) for n in (3, 9, 17, 30, 31, 6)]
+  for multiple in (4, 16, 32):
+    calls.clear()
+    result, features = genppl.perplexity_and_features(scorer, samples, batch_size=4, length_multiple=multiple)
+    assert calls and all(shape[1] % multiple == 0 or shape[1] == 32 for shape in calls)
+    apart = genppl.generative_perplexity(scorer, samples, batch_size=4, length_multiple=32)
+    np.testing.assert_allclose(result.sample_nll, apart.sample_nll, rtol=1e-5)
+    np.testing.assert_array_equal(result.sample_tokens, apart.sample_tokens)
+    np.testing.assert_allclose(features, scorer.features_from_ids(samples, batch_size=4, length_multiple=32),
+                               rtol=1e-4, atol=1e-5)
+  with_short = samples + [[7]]   # one token: no Gen. PPL target, but a MAUVE feature
+  calls.clear()
+  result, features = genppl.perplexity_and_features(scorer, with_short, batch_size=4)
+  assert not calls and features.shape == (7, 16)
+  np.testing.assert_allclose(result.sample_nll[:-1], apart.sample_nll, rtol=1e-5)
+  assert result.sample_tokens[-1] == 0
+
+
+def test_padded_length_buckets():
+  assert [scorers.padded_length(n, 16, 1024) for n in (1, 16, 17, 33, 128, 129, 200, 1000, 1025)] == \
+      [16, 16, 32, 48, 128, 192, 256, 1024, 1024]
+  assert scorers.padded_length(40, 16, 36) == 36
+
+
 def test_gpt2_scorer_matches_transformers(tmp_path, gpt2_tokenizer):
   """'gpt2' through the project's Flax GPT-2: Gen. PPL and MAUVE features equal HF GPT-2 by hand."""
   torch = pytest.importorskip('torch')

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ldlm_jax.evaluation.scorers import CausalScorer, pad_batch, round_up
+from ldlm_jax.evaluation.scorers import MAUVE_MAX_TOKENS, PAD_MULTIPLE, CausalScorer, pad_batch, padded_length
 
 
 def encode_with_eos_marker(tokenizer, text: str, eos_marker: str | None = None) -> list[int]:
@@ -81,26 +81,59 @@ class GenPPLResult:
 
 
 def generative_perplexity(scorer: CausalScorer, token_lists: Sequence[Sequence[int]],
-                          batch_size: int = 8, length_multiple: int = 64) -> GenPPLResult:
+                          batch_size: int = 8, length_multiple: int = PAD_MULTIPLE) -> GenPPLResult:
   """Gen. PPL of samples already encoded with the scorer's tokenizer (see `encode_with_eos_marker`).
 
-  Samples are batched by similar length; lengths are padded to a multiple of
-  `length_multiple` (capped at the scorer's context) to bound recompilation.
+  Samples are batched by similar length; lengths are padded as
+  `scorers.padded_length` says (capped at the scorer's context) to bound
+  recompilation.
   """
+  return _score(scorer, token_lists, batch_size, length_multiple, with_features=False)[0]
+
+
+def perplexity_and_features(scorer: CausalScorer, token_lists: Sequence[Sequence[int]],
+                            batch_size: int = 8, length_multiple: int = PAD_MULTIPLE
+                            ) -> tuple[GenPPLResult, np.ndarray]:
+  """`generative_perplexity` and the MAUVE features (`CausalScorer.features_from_ids`) of the
+  non-empty lists, from one forward pass per batch.
+
+  The one pass applies when every list is scored and featurized whole (2 to
+  min(context, 1024) tokens, the usual case); otherwise the two are computed
+  apart, with the same results.
+  """
+  cap = min(scorer.max_len, MAUVE_MAX_TOKENS)
+  if token_lists and all(2 <= len(s) <= cap for s in token_lists):
+    result, features = _score(scorer, token_lists, batch_size, length_multiple, with_features=True)
+    return result, np.stack(features).astype(np.float32)
+  nonempty = [s for s in token_lists if len(s)]
+  return (generative_perplexity(scorer, token_lists, batch_size, length_multiple),
+          scorer.features_from_ids(nonempty, batch_size, length_multiple))
+
+
+def _score(scorer: CausalScorer, token_lists: Sequence[Sequence[int]], batch_size: int,
+           length_multiple: int, with_features: bool) -> tuple[GenPPLResult, list]:
+  """The batched scoring loop of the two functions above (features: one per list, or None)."""
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
   seqs = [list(s)[:scorer.max_len] for s in token_lists]
   n = len(seqs)
   sample_nll = np.zeros(n, np.float64)
   sample_tokens = np.zeros(n, np.int64)
+  features = [None] * n
   # Samples with < 2 tokens have no target; skip them instead of running the model.
   order = sorted((i for i in range(n) if len(seqs[i]) >= 2), key=lambda i: len(seqs[i]))
   eos_id = scorer.tokenizer.eos_id
   for start in range(0, len(order), batch_size):
     idx = order[start:start + batch_size]
-    length = min(round_up(max(len(seqs[i]) for i in idx), length_multiple), scorer.max_len)
+    length = padded_length(max(len(seqs[i]) for i in idx), length_multiple, scorer.max_len)
     ids_BL, mask_BL = pad_batch([seqs[i] for i in idx], length, batch_size, eos_id)
-    logprobs_BT = np.asarray(scorer.token_logprobs(ids_BL, mask_BL), np.float64)
+    if with_features:
+      logprobs_BT, feats_BH = scorer.logprobs_and_last_hidden(ids_BL, mask_BL)
+      for row, i in enumerate(idx):
+        features[i] = feats_BH[row]
+    else:
+      logprobs_BT = scorer.token_logprobs(ids_BL, mask_BL)
+    logprobs_BT = np.asarray(logprobs_BT, np.float64)
     scored_BT = scored_target_mask(ids_BL, mask_BL, eos_id)
     nll_B = -(logprobs_BT * scored_BT).sum(axis=1)
     for row, i in enumerate(idx):
@@ -108,7 +141,7 @@ def generative_perplexity(scorer: CausalScorer, token_lists: Sequence[Sequence[i
       sample_tokens[i] = scored_BT[row].sum()
   nll_sum, num_tokens = float(sample_nll.sum()), int(sample_tokens.sum())
   gen_ppl = math.exp(nll_sum / num_tokens) if num_tokens else float('nan')
-  return GenPPLResult(gen_ppl, nll_sum, num_tokens, sample_nll, sample_tokens)
+  return GenPPLResult(gen_ppl, nll_sum, num_tokens, sample_nll, sample_tokens), features
 
 
 def generative_perplexity_of_texts(scorer: CausalScorer, texts: Sequence[str],
@@ -125,7 +158,7 @@ def generative_perplexity_of_texts(scorer: CausalScorer, texts: Sequence[str],
 
 def continuation_perplexity(scorer: CausalScorer, context_lists: Sequence[Sequence[int]],
                             continuation_lists: Sequence[Sequence[int]], batch_size: int = 8,
-                            length_multiple: int = 64) -> GenPPLResult:
+                            length_multiple: int = PAD_MULTIPLE) -> GenPPLResult:
   """Gen. PPL of continuations with their prompts as the scorer's context (issue 15).
 
   Each row is context + continuation in scorer tokens; only the continuation's
@@ -150,7 +183,7 @@ def continuation_perplexity(scorer: CausalScorer, context_lists: Sequence[Sequen
   eos_id = scorer.tokenizer.eos_id
   for start in range(0, len(order), batch_size):
     idx = order[start:start + batch_size]
-    length = min(round_up(max(len(rows[i][0]) for i in idx), length_multiple), scorer.max_len)
+    length = padded_length(max(len(rows[i][0]) for i in idx), length_multiple, scorer.max_len)
     ids_BL, mask_BL = pad_batch([rows[i][0] for i in idx], length, batch_size, eos_id)
     logprobs_BT = np.asarray(scorer.token_logprobs(ids_BL, mask_BL), np.float64)
     # Targets t = 1..L-1 count from the continuation's first token on, up to its first EOS.

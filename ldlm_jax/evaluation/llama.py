@@ -122,13 +122,16 @@ class LlamaBlock(nn.Module):
 class Llama(nn.Module):
   """Llama decoder: token ids (B, L) -> logits (B, L, V), or final hidden states (B, L, H).
 
+  `return_hidden` returns the final hidden states only; `with_hidden` returns
+  (logits, hidden states) from the one pass.
+
   `mask_BL` marks real tokens (1) and padding (0); padded keys are never
   attended. Positions count from 0 at the first column, so pad on the right.
   """
   config: LlamaConfig
 
   @nn.compact
-  def __call__(self, ids_BL, mask_BL=None, return_hidden: bool = False):
+  def __call__(self, ids_BL, mask_BL=None, return_hidden: bool = False, with_hidden: bool = False):
     c = self.config
     B, L = ids_BL.shape
     if mask_BL is None:
@@ -154,9 +157,11 @@ class Llama(nn.Module):
     if return_hidden:
       return hidden_BLH
     if c.tie_word_embeddings:
-      return embed.attend(hidden_BLH)
-    return nn.Dense(c.vocab_size, use_bias=False, name='lm_head',
-                    kernel_init=nn.initializers.normal(0.02))(hidden_BLH)
+      logits_BLV = embed.attend(hidden_BLH)
+    else:
+      logits_BLV = nn.Dense(c.vocab_size, use_bias=False, name='lm_head',
+                            kernel_init=nn.initializers.normal(0.02))(hidden_BLH)
+    return (logits_BLV, hidden_BLH) if with_hidden else logits_BLV
 
 
 def hf_tensor_shapes(config: LlamaConfig) -> dict[str, tuple[int, ...]]:

@@ -11,9 +11,15 @@ tokenizer. Implementations:
     GPT-2 directory, run by the project's Flax GPT-2 (`ldlm_jax.encoders`).
     The paper's scorer is GPT-2 Large.
 
-Batches are padded to a few fixed shapes (lengths rounded up to a multiple of
-`length_multiple`, rows to the batch size) so that a whole evaluation compiles
-a handful of times, not once per batch.
+Batches are padded to a few fixed shapes (`padded_length`: lengths rounded up
+to a multiple of `length_multiple`, 16 by default, and of 4x that beyond 8x it;
+rows to the batch size) so that a whole evaluation compiles a handful of
+times, not once per batch. The scorer is causal and batches are padded on the
+right, so padding never changes a real token's score; it only costs compute
+(a 32-token sample padded to 64 doubled the scorer's work).
+
+`logprobs_and_last_hidden` gives a batch's Gen. PPL log-probabilities and its
+MAUVE features from one forward pass (`genppl.perplexity_and_features`).
 """
 
 from __future__ import annotations
@@ -39,8 +45,22 @@ class ScorerError(ValueError):
 MAUVE_MAX_TOKENS = 1024
 
 
+# Lengths are padded to a multiple of this (of 4x it beyond 8x it); see `padded_length`.
+PAD_MULTIPLE = 16
+
+
 def round_up(n: int, multiple: int) -> int:
   return max(multiple, -(-n // multiple) * multiple)
+
+
+def padded_length(n: int, multiple: int, cap: int) -> int:
+  """The padded length of a batch whose longest row has n tokens, at most `cap`.
+
+  Short rows round up to a multiple of `multiple`; rows longer than 8x it to a
+  multiple of 4x it, so long variable-length samples compile a bounded number
+  of shapes (at most 8 + (cap - 8 m) / 4 m).
+  """
+  return min(round_up(n, multiple if n <= 8 * multiple else 4 * multiple), cap)
 
 
 def pad_batch(id_lists: Sequence[Sequence[int]], length: int, rows: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +89,12 @@ class CausalScorer(abc.ABC):
   def last_hidden(self, ids_BL: np.ndarray, mask_BL: np.ndarray) -> np.ndarray:
     """Final-layer hidden state (after the final norm) at each row's last real token, (B, H)."""
 
+  def logprobs_and_last_hidden(self, ids_BL: np.ndarray, mask_BL: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`token_logprobs` and `last_hidden` of one batch; subclasses may share one forward pass."""
+    return self.token_logprobs(ids_BL, mask_BL), self.last_hidden(ids_BL, mask_BL)
+
   def features_from_ids(self, id_lists: Sequence[Sequence[int]], batch_size: int = 16,
-                        length_multiple: int = 64) -> np.ndarray:
+                        length_multiple: int = PAD_MULTIPLE) -> np.ndarray:
     """MAUVE features (n, H) of token lists, each truncated to min(max_len, 1024) tokens.
 
     Empty lists are not allowed (MAUVE drops empty texts; the caller decides).
@@ -83,7 +107,7 @@ class CausalScorer(abc.ABC):
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths share a batch
     for start in range(0, len(order), batch_size):
       idx = order[start:start + batch_size]
-      length = min(round_up(max(len(seqs[i]) for i in idx), length_multiple), cap)
+      length = padded_length(max(len(seqs[i]) for i in idx), length_multiple, cap)
       ids_BL, mask_BL = pad_batch([seqs[i] for i in idx], length, batch_size, self.tokenizer.eos_id)
       feats_BH = self.last_hidden(ids_BL, mask_BL)
       for row, i in enumerate(idx):
@@ -98,33 +122,44 @@ class CausalScorer(abc.ABC):
 class JaxCausalScorer(CausalScorer):
   """A scorer from two pure JAX functions of (params, ids_BL, mask_BL): logits (B, L, V), hidden (B, L, H).
 
+  `both_fn(params, ids_BL, mask_BL) -> (logits, hidden)`, where the model can
+  return both from one pass, lets `logprobs_and_last_hidden` run the network
+  once; without it that method runs the two functions.
   The weights are an argument of the compiled functions, not constants
   captured in them (constants would be folded into the program: slow compiles).
   """
 
   def __init__(self, name: str, tokenizer: TextTokenizer, max_len: int, params,
                logits_fn: Callable[[object, jax.Array, jax.Array], jax.Array],
-               hidden_fn: Callable[[object, jax.Array, jax.Array], jax.Array]):
+               hidden_fn: Callable[[object, jax.Array, jax.Array], jax.Array],
+               both_fn: Callable[[object, jax.Array, jax.Array], tuple[jax.Array, jax.Array]] | None = None):
     self.name = name
     self.tokenizer = tokenizer
     self.max_len = int(max_len)
     self.params = jax.device_put(params)
 
-    def logprobs(params, ids_BL, mask_BL):
-      logits_BLV = logits_fn(params, ids_BL, mask_BL)[:, :-1].astype(jnp.float32)
+    def target_logprobs(logits_BLV, ids_BL, mask_BL):
+      logits_BLV = logits_BLV[:, :-1].astype(jnp.float32)
       targets_BL = ids_BL[:, 1:]
       # log softmax at the target only: avoids a second (B, L, V) array.
       target_logit = jnp.take_along_axis(logits_BLV, targets_BL[..., None], axis=-1)[..., 0]
       lp_BL = target_logit - jax.nn.logsumexp(logits_BLV, axis=-1)
       return jnp.where(mask_BL[:, 1:] > 0, lp_BL, 0.0)
 
-    def last(params, ids_BL, mask_BL):
-      hidden_BLH = hidden_fn(params, ids_BL, mask_BL).astype(jnp.float32)
+    def last_row(hidden_BLH, mask_BL):
       last_B = jnp.maximum(mask_BL.sum(-1) - 1, 0)
-      return jnp.take_along_axis(hidden_BLH, last_B[:, None, None], axis=1)[:, 0]
+      return jnp.take_along_axis(hidden_BLH.astype(jnp.float32), last_B[:, None, None], axis=1)[:, 0]
 
-    self._logprobs = jax.jit(logprobs)
-    self._last = jax.jit(last)
+    def both(params, ids_BL, mask_BL):
+      if both_fn is None:
+        logits_BLV, hidden_BLH = logits_fn(params, ids_BL, mask_BL), hidden_fn(params, ids_BL, mask_BL)
+      else:
+        logits_BLV, hidden_BLH = both_fn(params, ids_BL, mask_BL)
+      return target_logprobs(logits_BLV, ids_BL, mask_BL), last_row(hidden_BLH, mask_BL)
+
+    self._logprobs = jax.jit(lambda p, ids, mask: target_logprobs(logits_fn(p, ids, mask), ids, mask))
+    self._last = jax.jit(lambda p, ids, mask: last_row(hidden_fn(p, ids, mask), mask))
+    self._both = jax.jit(both)
 
   def _check(self, ids_BL, mask_BL):
     ids_BL, mask_BL = np.asarray(ids_BL, np.int32), np.asarray(mask_BL, np.int32)
@@ -145,6 +180,12 @@ class JaxCausalScorer(CausalScorer):
     with jax.default_matmul_precision('float32'):
       return np.asarray(self._last(self.params, ids_BL, mask_BL))
 
+  def logprobs_and_last_hidden(self, ids_BL, mask_BL):
+    ids_BL, mask_BL = self._check(ids_BL, mask_BL)
+    with jax.default_matmul_precision('float32'):
+      lp, feats = self._both(self.params, ids_BL, mask_BL)
+    return np.asarray(lp), np.asarray(feats)
+
 
 def llama_scorer(name: str, config, params, tokenizer: TextTokenizer, max_len: int | None = None) -> JaxCausalScorer:
   """A scorer from a `llama.Llama` config, its params and tokenizer."""
@@ -153,7 +194,8 @@ def llama_scorer(name: str, config, params, tokenizer: TextTokenizer, max_len: i
   return JaxCausalScorer(
       name, tokenizer, max_len or config.max_position_embeddings, params,
       logits_fn=lambda p, ids, mask: model.apply({'params': p}, ids, mask),
-      hidden_fn=lambda p, ids, mask: model.apply({'params': p}, ids, mask, return_hidden=True))
+      hidden_fn=lambda p, ids, mask: model.apply({'params': p}, ids, mask, return_hidden=True),
+      both_fn=lambda p, ids, mask: model.apply({'params': p}, ids, mask, with_hidden=True))
 
 
 def smollm2_gguf_path() -> str:
