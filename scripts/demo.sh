@@ -7,7 +7,7 @@
 # e.g. --config.train.num_steps=300.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh
+bash scripts/setup_env.sh demo
 . .venv/bin/activate
 WORKDIR=${WORKDIR:-runs/demo}
 start=$(date +%s)

