@@ -18,20 +18,19 @@ token decoder, diffusion-to-encoder warmup, adaptive timesteps, sigma_dec =
     through attention, which takes far longer than a CPU demo runs
     (BUILD_NOTES.md, "Demo").
 
-Hardware and time (2-core CPU, measured 2026-11-22; BUILD_NOTES.md, "Demo",
-has the curves and samples): 2.3-2.8 steps/s, 8.5-10 minutes of training;
-`bash scripts/demo.sh` on a fresh clone, set-up included, 13 minutes.
-Reached: token reconstruction accuracy 1% -> 34% (validation 35%), diffusion
-loss 0.51 -> 0.10; samples are common English words without syntax
-(Gen. PPL under SmolLM2-135M 1968 +- 86 over 3 seeds x 64, 7.2k per word,
-MAUVE 0.28; this config in the experiments harness, 2026-12-02: 1732 +- 10 over
-2 seeds, entropy 3.16, 410 s of training on quiet cores). Reference rows, same
-protocol and scorer (BUILD_NOTES.md, "Demo quality (issue 13)"): bigram samples
-fitted to the training split 1354 +- 40, trigram 584 +- 19, held-out text 217
-(entropy 3.32); tempered-unigram samples of the demo's entropy score ~1870, so
-the demo sits on the word-frequency curve ("÷ unigram frontier" ~0.9): it has
-not learned word order, and no lever measured in the 15-minute budget moved it
-off that curve.
+Hardware and time (2-core CPU, measured 2026-12-03 on a fresh clone, quiet
+cores; BUILD_NOTES.md, "Demo" and "Demo quality (issue 13)"): 2.5-3.1
+steps/s, `bash scripts/demo.sh` 13 min 22 s in all (set-up ~69 s, training +
+3 x 64 samples 590 s, references + evaluation + plots 145 s).
+Reached: token reconstruction accuracy 1% -> 33% (validation 33%, held-out
+references without noise 43%), diffusion loss 0.51 -> 0.10; samples are
+common English words without syntax. Gen. PPL under SmolLM2-135M, seeds 0-2
+x 64 samples: 1857 +- 81 at unigram entropy 3.17, MAUVE 0.26 +- 0.11. Reference
+rows, same protocol and scorer: bigram samples fitted to the training split
+1354 +- 40, trigram 584 +- 19, held-out text 217 (entropy 3.32);
+tempered-unigram samples of the demo's entropy score ~1950 ("÷ unigram
+frontier" 0.95): the demo has learned word frequencies, not word order, and
+no lever measured in the 15-minute budget moved it off that curve.
 """
 
 from ldlm_jax.config import base_config
