@@ -220,5 +220,10 @@ def test_gpt2_scorer_matches_transformers(tmp_path, gpt2_tokenizer):
   assert result.gen_ppl == pytest.approx(math.exp(nll / count), rel=1e-4)
   ids = [genppl.encode_with_eos_marker(scorer.tokenizer, t, '<|endoftext|>') for t in texts]
   np.testing.assert_allclose(scorer.features_from_ids(ids), np.stack(features), atol=1e-4)
+  # The one-pass path (GPT-2 has no both_fn: its two functions in one program) gives the same.
+  together, together_features = genppl.perplexity_and_features(scorer, ids, batch_size=2)
+  assert together.num_tokens == count
+  assert together.gen_ppl == pytest.approx(math.exp(nll / count), rel=1e-4)
+  np.testing.assert_allclose(together_features, np.stack(features), atol=1e-4)
   # features() takes plain text: the second text has no marker, so it matches too.
   np.testing.assert_allclose(scorer.features(texts[1:]), features[1][None], atol=1e-4)

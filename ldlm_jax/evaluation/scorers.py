@@ -150,11 +150,10 @@ class JaxCausalScorer(CausalScorer):
       last_B = jnp.maximum(mask_BL.sum(-1) - 1, 0)
       return jnp.take_along_axis(hidden_BLH.astype(jnp.float32), last_B[:, None, None], axis=1)[:, 0]
 
+    both_fn = both_fn or (lambda p, ids, mask: (logits_fn(p, ids, mask), hidden_fn(p, ids, mask)))
+
     def both(params, ids_BL, mask_BL):
-      if both_fn is None:
-        logits_BLV, hidden_BLH = logits_fn(params, ids_BL, mask_BL), hidden_fn(params, ids_BL, mask_BL)
-      else:
-        logits_BLV, hidden_BLH = both_fn(params, ids_BL, mask_BL)
+      logits_BLV, hidden_BLH = both_fn(params, ids_BL, mask_BL)
       return target_logprobs(logits_BLV, ids_BL, mask_BL), last_row(hidden_BLH, mask_BL)
 
     self._logprobs = jax.jit(lambda p, ids, mask: target_logprobs(logits_fn(p, ids, mask), ids, mask))
