@@ -129,6 +129,14 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.denoiser.width = 768
   c.model.denoiser.num_heads = 12
   c.model.denoiser.mlp_ratio = 4
+  # How the DiT knows where a latent sits: 'rope' = rotary embeddings on the
+  # queries and keys of its self-attention (Su et al. 2021; the DiT of MDLM
+  # and Duo), so attending to a neighbour at a fixed offset needs no learned
+  # table; 'learned' = a learned absolute table added to the input (the DiT
+  # paper; runs saved before this field existed use it). *default* 'rope',
+  # ours: with learned positions the toy-language order check stays at the
+  # word-frequency level (BUILD_NOTES.md, "Word order").
+  c.model.denoiser.positions = 'rope'
 
   # --- Latent space (paper Table 2; ldlm_jax/latent_spaces) -----------------
   c.latent_space = ml_collections.ConfigDict()
@@ -158,6 +166,38 @@ def base_config() -> ml_collections.ConfigDict:
   # The VAE encoder block (1-based) whose output REPA aligns; 0 = half the
   # blocks, rounded up (REPA aligns an early block). *default* 0, ours.
   c.latent_space.repa_layer = 0
+
+  # --- Latent standardization ----------------------------------------------
+  # What the diffusion model diffuses is the latent standardized per element
+  # (latent position and dimension), z0 = (z - mu) / sd, and samples are
+  # mapped back by z = mu + sd * z0 before decoding (COSMOS standardizes with
+  # dataset statistics the same way). The schedule, the time sampler and
+  # sample.t_min assume content of unit variance; a jointly trained encoder
+  # with a final RMSNorm puts ~90 % of its latents' energy in one constant
+  # vector, and its content's SNR then reaches 1 only at t ~ 0.04.
+  c.latent_norm = ml_collections.ConfigDict()
+  # 'running' = mu and sd are running statistics of the training batches
+  # (stop-gradient), kept with the parameters (params['latent_stats']),
+  # checkpointed, exported and used by sampling; for a frozen encoder they
+  # converge to the dataset statistics. 'none' = diffuse the raw latents
+  # (the paper's ablation; runs saved before this field existed).
+  # *default* 'running', ours (BUILD_NOTES.md, "Word order").
+  c.latent_norm.mode = 'running'
+  # Running statistics: a cumulative average over the first 1 / (1 - decay)
+  # batches, then an EMA with this decay. *default* 0.99, ours.
+  c.latent_norm.decay = 0.99
+  c.latent_norm.min_var = 1e-4     # Variance floor (as encoder.norm_min_var).
+  # The diffusion gradient reaching a trainable encoder through the
+  # standardization (the forward value is the same in every mode):
+  # 'raw' = the gradient of the loss in the encoder's own units (sd^2 times
+  # the standardized loss), the scale the encoder saw without
+  # standardization; 'invariant' = the gradient of standardizing with the
+  # batch's own mean and variance (as batch normalization), which cannot
+  # lower the loss by shrinking or shifting the content; 'standardized' = the
+  # plain gradient through fixed statistics (1/sd^2 times 'raw'); 'none' = no
+  # diffusion gradient into the encoder. The warmup lambda multiplies each.
+  # *default* 'raw', ours (BUILD_NOTES.md, "Word order").
+  c.latent_norm.encoder_gradient = 'raw'
 
   # --- Diffusion (SPEC 4) --------------------------------------------------
   c.diffusion = ml_collections.ConfigDict()
@@ -327,6 +367,9 @@ def base_config() -> ml_collections.ConfigDict:
 
 _CHOICES = {
     'encoder.input': ('hidden', 'embeddings', 'scratch'),
+    'latent_norm.mode': ('running', 'none'),
+    'latent_norm.encoder_gradient': ('invariant', 'raw', 'standardized', 'none'),
+    'model.denoiser.positions': ('rope', 'learned'),
     'encoder.dtype': ('float32', 'bfloat16'),
     'data.source': ('tfds', 'files', 'prepared', 'brown'),
     'model.dtype': ('float32', 'bfloat16'),
@@ -389,8 +432,28 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   behaviour the run was trained with.
   """
   config = base_config()
+  for key, value in LEGACY_DEFAULTS.items():
+    if not _has(saved, key):
+      set_dotted(config, key, value)
   config.update(saved)
   return config
+
+
+# Fields whose default changed after runs were saved without them: a saved
+# config that lacks one was trained with the value here.
+LEGACY_DEFAULTS = {
+    'latent_norm.mode': 'none',
+    'model.denoiser.positions': 'learned',
+}
+
+
+def _has(saved: dict, dotted: str) -> bool:
+  node = saved
+  for part in dotted.split('.'):
+    if not isinstance(node, dict) or part not in node:
+      return False
+    node = node[part]
+  return True
 
 
 def _registry_choices() -> dict:
@@ -432,6 +495,10 @@ def validate(config) -> None:
     raise ConfigError(f'timesteps.logit_normal_std must be > 0 (got {config.timesteps.logit_normal_std!r}).')
   if not 0.0 < config.sample.t_min < 1.0:
     raise ConfigError(f'sample.t_min must be in (0, 1) (got {config.sample.t_min!r}).')
+  if not 0.0 <= config.latent_norm.decay < 1.0:
+    raise ConfigError(f'latent_norm.decay must be in [0, 1) (got {config.latent_norm.decay!r}).')
+  if not config.latent_norm.min_var > 0:
+    raise ConfigError(f'latent_norm.min_var must be > 0 (got {config.latent_norm.min_var!r}).')
   if config.loss.decoder_noise_std < 0:
     raise ConfigError('loss.decoder_noise_std must be >= 0.')
   if config.encoder_warmup.steps < 0:

@@ -9,6 +9,9 @@ accelerator, no model) and writes into WORKDIR/plots/ (or --out_dir):
   schedules.png       diffusion-to-encoder lambda, learning rate, gradient norm
   loss_vs_t.png       per-bin diffusion loss against t and against F(t) (paper Fig. 5)
   adaptive_cdf.png    the adaptive sampler's learned CDF F(t) and its density
+  latent_health.png   the latents' content fraction, the t where the content's SNR
+                      falls to 1, and the one-shot denoising curve (token accuracy
+                      of decode(x0_hat(z_t)) against t) at up to --num_curves evaluations
 for up to --num_curves logged steps of timesteps.jsonl, spread over the run.
 Prints the path of each file written. It can run while training goes on.
 Argparse rather than absl flags: the command takes no config.

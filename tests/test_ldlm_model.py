@@ -7,6 +7,7 @@ import optax
 import pytest
 
 from ldlm_jax.config import ConfigError, base_config, validate
+from ldlm_jax.diffusion import latent_norm
 from ldlm_jax.diffusion import timesteps as ts
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda
 from ldlm_jax.models.ldlm import LDLM, count_params
@@ -81,6 +82,11 @@ def _reference_diffusion_loss(model, params, frozen, tokens, rng, self_cond):
   """The diffusion term built by hand from the modules (uniform t)."""
   rng_t, rng_eps, _, _ = jax.random.split(rng, 4)
   z = model.encode(params, model.features(frozen, params, tokens))
+  if model.standardizes:   # the batch joins the running statistics, then z0 = (z - mu) / sd
+    c = model.config.latent_norm
+    stats = latent_norm.update(params[latent_norm.KEY], z, c.decay)
+    np.testing.assert_allclose(stats['mean'], jnp.mean(z, 0), rtol=1e-5, atol=1e-6)  # first batch
+    z = (z - stats['mean']) / jnp.sqrt(jnp.maximum(stats['var'], c.min_var))
   t = jnp.clip(jax.random.uniform(jax.random.split(rng_t)[1], (tokens.shape[0],)), 0.0, 1.0 - 1e-6)
   eps = jax.random.normal(rng_eps, z.shape)
   a = model.schedule.alpha(t)[:, None, None]
@@ -93,10 +99,12 @@ def _reference_diffusion_loss(model, params, frozen, tokens, rng, self_cond):
   return jnp.mean((x0 - z) ** 2)
 
 
+@pytest.mark.parametrize('mode', ['running', 'none'])
 @pytest.mark.parametrize('prob', [0.0, 1.0])
-def test_self_conditioning_matches_hand_built_reference(prob):
+def test_self_conditioning_matches_hand_built_reference(prob, mode):
   c, model, params, frozen, tokens = _setup(**{
-      'diffusion.self_cond_prob': prob, 'timesteps.sampler': 'uniform'})
+      'diffusion.self_cond_prob': prob, 'timesteps.sampler': 'uniform', 'latent_norm.mode': mode})
+  assert model.standardizes == (mode == 'running')
   # Train the denoiser a little so that the self-conditioning input matters.
   params = jax.tree.map(lambda x: x, params)
   params['denoiser'] = jax.tree.map(

@@ -298,6 +298,49 @@ def plot_adaptive_cdf(logs: RunLogs, path: str, num_curves: int = 4) -> str | No
   return _save(fig, path)
 
 
+# Evaluation keys of the one-shot denoising curve: 'eval_denoise_acc_t0.20' -> t = 0.2.
+_CURVE_PREFIX = 'eval_denoise_acc_t'
+
+
+def denoise_curve(record: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(t, token accuracy) of the one-shot denoising curve logged in one evaluation record."""
+  points = sorted((float(k[len(_CURVE_PREFIX):]), float(v)) for k, v in record.items()
+                  if k.startswith(_CURVE_PREFIX))
+  return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def plot_latent_health(logs: RunLogs, path: str, num_curves: int = 4) -> str | None:
+  """What the latents carry and what the denoiser recovers from them.
+
+  Left: the share of the latents' energy that varies across examples (a
+  latent space that drifts to one constant vector falls towards 0). Middle:
+  the t at which the diffused content's SNR falls to 1. Right: token accuracy
+  of decode(x0_hat(z_t)) against t at up to `num_curves` evaluations: a
+  denoiser that uses context keeps accuracy above chance at large t."""
+  with_curve = [r for r in logs.eval if denoise_curve(r)[0].size]
+  fig, axes = _figure(3, 'Latent space health')
+  drawn = []
+  for ax, key, title in ((axes[0], 'latent_content_fraction',
+                          'content fraction (variance across examples / mean square)'),
+                         (axes[1], 'content_snr1_t', 't where the content SNR falls to 1')):
+    drawn.append(_train_eval_panel(ax, logs, key, title, log_scale_ok=False))
+    if drawn[-1]:
+      ax.set_ylim(0.0, 1.02)
+  if with_curve:
+    picked = [with_curve[i] for i in pick_checkpoints(len(with_curve), num_curves)]
+    for record, color in zip(picked, _checkpoint_colors(len(picked))):
+      t, acc = denoise_curve(record)
+      axes[2].plot(t, acc, color=color, marker='o', ms=3, label=f'step {int(record["step"])}')
+    axes[2].set_title('one-shot denoising: token accuracy of decode(x0_hat(z_t))')
+    axes[2].set_xlabel('t')
+    axes[2].set_ylim(-0.02, 1.02)
+    _finish_unit_interval_axes([axes[2]])
+    drawn.append(True)
+  else:
+    axes[2].set_visible(False)
+  return _save(fig, path) if any(drawn) else None
+
+
 # (file name, what it shows, the log it is drawn from, whether it takes num_curves, function)
 PLOTS = (
     ('losses.png', 'losses', 'metrics.jsonl', False, plot_losses),
@@ -308,6 +351,8 @@ PLOTS = (
     ('loss_vs_t.png', 'diffusion loss against t and F(t)', 'timesteps.jsonl', True,
      plot_loss_vs_time),
     ('adaptive_cdf.png', 'adaptive CDF and density', 'timesteps.jsonl', True, plot_adaptive_cdf),
+    ('latent_health.png', 'content fraction, content SNR and one-shot denoising',
+     'metrics.jsonl', True, plot_latent_health),
 )
 
 

@@ -48,9 +48,11 @@ class DiTBlock(nn.Module):
   attention_query_chunk: int = 0    # layers.Attention: 0 = all queries at once
   qk_norm: bool = True
   cross_attention: bool = False   # one masked cross-attention over the condition tokens
+  rope: bool = False              # rotary positions in the self-attention
 
   @nn.compact
-  def __call__(self, x_BNW, c_BW, cond_BCW=None, cond_mask_BC=None, key_mask_BK=None):
+  def __call__(self, x_BNW, c_BW, cond_BCW=None, cond_mask_BC=None, key_mask_BK=None,
+               positions=None):
     width = x_BNW.shape[-1]
     mod = nn.Dense(6 * width, dtype=self.dtype, kernel_init=nn.initializers.zeros,
                    name='adaln')(nn.silu(c_BW))
@@ -60,7 +62,8 @@ class DiTBlock(nn.Module):
     h = modulate(norm('attn_norm')(x_BNW), shift_a, scale_a)
     h = layers.Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
                          attention_impl=self.attention_impl,
-                         query_chunk=self.attention_query_chunk, name='attn')(h, h, key_mask_BK)
+                         query_chunk=self.attention_query_chunk, rope=self.rope,
+                         name='attn')(h, h, key_mask_BK, positions, positions)
     x_BNW = x_BNW + gate_a[:, None] * h
     if self.cross_attention:
       h = norm('cross_norm')(x_BNW)
@@ -89,17 +92,24 @@ class DiT(nn.Module):
   qk_norm: bool = True
   remat: str = 'none'     # layers.REMAT_POLICIES
   condition: str = ''     # '' (unconditional) | 'cross_attention' | 'in_context'
+  # 'learned': an absolute position table added to the input; 'rope': rotary
+  # embeddings in every self-attention (no table).
+  positions: str = 'learned'
 
   @nn.compact
   def __call__(self, z_t_BND, t_B, x0_sc_BND, cond=None):
     _, length, _ = z_t_BND.shape
     x = jnp.concatenate([z_t_BND, x0_sc_BND], axis=-1).astype(self.dtype)
     x = nn.Dense(self.width, dtype=self.dtype, name='input_proj')(x)
-    x = x + layers.position_table(self, 'pos', length, self.width).astype(self.dtype)
+    if self.positions == 'learned':
+      x = x + layers.position_table(self, 'pos', length, self.width).astype(self.dtype)
+    elif self.positions != 'rope':
+      raise ValueError(f"unknown denoiser positions {self.positions!r}; use 'rope' or 'learned'")
+    rope = self.positions == 'rope'
     c = timestep_embedding(t_B, self.time_embed_dim)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
-    cond_x, cond_mask, key_mask = None, None, None
+    cond_x, cond_mask, key_mask, positions = None, None, None, None
     # cond=None on a conditional denoiser: the unconditional path without the condition
     # modules (what an all-False mask computes; exactly so for cross-attention).
     path = self.condition if cond is not None else ''
@@ -110,6 +120,8 @@ class DiT(nn.Module):
                                               self.width).astype(self.dtype)
       if path == 'in_context':
         x = jnp.concatenate([x, cond_x], axis=1)
+        # Condition token i sits at sequence position i, like latent i.
+        positions = jnp.concatenate([jnp.arange(length), jnp.arange(feats.shape[1])])
         key_mask = jnp.concatenate([jnp.ones(z_t_BND.shape[:2], bool), cond_mask], axis=1)
       elif path != 'cross_attention':
         raise ValueError(f'unknown condition path {path!r}')
@@ -119,8 +131,9 @@ class DiT(nn.Module):
       x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,
                 attention_impl=self.attention_impl,
                 attention_query_chunk=self.attention_query_chunk, cross_attention=cross,
-                name=f'block{i}')(x, c, cond_x if cross else None, cond_mask if cross else None,
-                                  key_mask)
+                rope=rope, name=f'block{i}')(x, c, cond_x if cross else None,
+                                             cond_mask if cross else None, key_mask,
+                                             positions if rope else None)
     x = x[:, :length]
     shift, scale = jnp.split(
         nn.Dense(2 * self.width, dtype=self.dtype, kernel_init=nn.initializers.zeros,

@@ -63,8 +63,30 @@ def query_chunked_attention(q_BQHD, k_BKHD, v_BKHD, implementation, query_chunk:
   return out.swapaxes(0, 1).reshape(b, length, h, out.shape[-1])
 
 
+def rotary(x_BLHD, positions_L, base: float = 10_000.0):
+  """Rotary position embedding (Su et al. 2021) of queries or keys at integer positions.
+
+  Pairs (i, i + D/2) of each head's features are rotated by the angle
+  position * base^(-2i/D), so q . k depends on the positions only through
+  their difference. Needs an even head dimension."""
+  dim = x_BLHD.shape[-1]
+  if dim % 2:
+    raise ValueError(f'rotary embeddings need an even head dimension (got {dim})')
+  half = dim // 2
+  freqs = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = positions_L.astype(jnp.float32)[:, None] * freqs[None]          # (L, D/2)
+  cos, sin = jnp.cos(angles)[None, :, None], jnp.sin(angles)[None, :, None]
+  x = x_BLHD.astype(jnp.float32)
+  x1, x2 = x[..., :half], x[..., half:]
+  out = jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+  return out.astype(x_BLHD.dtype)
+
+
 class Attention(nn.Module):
-  """Multi-head attention of queries x over a context, per-head q/k RMSNorm."""
+  """Multi-head attention of queries x over a context, per-head q/k RMSNorm.
+
+  With `rope`, rotary embeddings at `q_positions` / `k_positions` (default
+  0..len-1) are applied to the (normalized) queries and keys."""
 
   num_heads: int
   qk_norm: bool = True
@@ -74,9 +96,10 @@ class Attention(nn.Module):
   # rematerialised lax.map), so at most one block of float32 scores is alive,
   # forward or backward; cuDNN never materialises them and ignores it.
   query_chunk: int = 0
+  rope: bool = False
 
   @nn.compact
-  def __call__(self, x_BQW, context_BKW, key_mask_BK=None):
+  def __call__(self, x_BQW, context_BKW, key_mask_BK=None, q_positions=None, k_positions=None):
     width = x_BQW.shape[-1]
     if width % self.num_heads:
       raise ValueError(f'width {width} is not divisible by num_heads {self.num_heads}')
@@ -89,6 +112,9 @@ class Attention(nn.Module):
       # COSMOS reference shape: RMSNorm per head on q and k (stabilises logits).
       q = nn.RMSNorm(dtype=self.dtype, name='query_norm')(q)
       k = nn.RMSNorm(dtype=self.dtype, name='key_norm')(k)
+    if self.rope:
+      q = rotary(q, jnp.arange(q.shape[1]) if q_positions is None else q_positions)
+      k = rotary(k, jnp.arange(k.shape[1]) if k_positions is None else k_positions)
     impl = resolve_attention_impl(self.attention_impl, self.dtype)
     out = query_chunked_attention(q.astype(self.dtype), k.astype(self.dtype),
                                   v.astype(self.dtype), impl, self.query_chunk, key_mask_BK)

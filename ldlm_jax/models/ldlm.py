@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ldlm_jax.config import ConfigError
+from ldlm_jax.diffusion import latent_norm
 from ldlm_jax.diffusion import solver as solver_lib
 from ldlm_jax.diffusion import time_samplers
 from ldlm_jax.diffusion import timesteps as timesteps_lib
@@ -41,6 +42,12 @@ from ldlm_jax.models.dit import DiT
 from ldlm_jax.models.token_decoder import TokenDecoder
 
 __all__ = ['COMPONENTS', 'Dims', 'FrozenInputs', 'LDLM', 'count_params', 'frozen_component_names']
+
+
+# Latent-space health, logged every step for a space that trains a denoiser.
+DIAGNOSTIC_METRICS = ('latent_content_fraction', 'content_snr1_t')
+# Noise levels of the one-shot denoising curve logged at every evaluation.
+DENOISE_CURVE_TS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
 
 
 def frozen_component_names(config) -> tuple[str, ...]:
@@ -81,7 +88,16 @@ class LDLM:
     self.condition_path = str(cc.path) if bool(cc.enabled) else ''
     self.denoiser = DiT(latent_dim=d.latent_dim, width=den.width, num_layers=den.num_layers,
                         num_heads=den.num_heads, mlp_ratio=den.mlp_ratio,
-                        condition=self.condition_path, **self.module_options())
+                        condition=self.condition_path, positions=str(den.positions),
+                        **self.module_options())
+    # Latent standardization (ldlm_jax/diffusion/latent_norm.py): params carry the
+    # running statistics when the space trains a denoiser and latent_norm.mode='running'.
+    ln = config.latent_norm
+    self.standardizes = self.latent_space.trains_diffusion and ln.mode == 'running'
+    self.latent_min_var = float(ln.min_var)
+    # Diagnostics logged every step beside the losses (see loss_fn).
+    if self.latent_space.trains_diffusion:
+      self.extra_metrics += DIAGNOSTIC_METRICS
 
   # The autoencoder's modules and switches (LDLM / COSMOS spaces), for the benchmarks.
   latent_encoder = property(lambda self: self.latent_space.latent_encoder)
@@ -109,6 +125,8 @@ class LDLM:
       z = jnp.zeros((1, d.latent_len, d.latent_dim), jnp.float32)
       cond = (self.null_condition(1),) if self.condition_path else ()
       params['denoiser'] = self.denoiser.init(keys['denoiser'], z, jnp.zeros((1,)), z, *cond)['params']
+    if self.standardizes:
+      params[latent_norm.KEY] = latent_norm.init_stats(d.latent_len, d.latent_dim)
     return params
 
   def init(self, rng) -> dict:
@@ -227,7 +245,15 @@ class LDLM:
     # Diffusion branch: the encoder's gradient from L_diff is scaled by lam.
     lam = encoder_warmup_lambda(step, int(c.encoder_warmup.steps),
                                 c.encoder_warmup.center, c.encoder_warmup.sharpness)
-    z0 = scale_gradient(z, lam)
+    stats = None
+    if self.standardizes:
+      # This batch's statistics join the running ones before use, so the first
+      # step already standardizes; the train step stores the result.
+      stats = latent_norm.update(params[latent_norm.KEY], z, float(c.latent_norm.decay))
+      z0 = latent_norm.standardize_for_loss(stats, z, c.latent_norm.encoder_gradient,
+                                            self.latent_min_var, lam)
+    else:
+      z0 = scale_gradient(z, lam)
     t, bins = time_samplers.draw(c.timesteps, sampler_state, rng_t, batch)
     if space.trains_diffusion:
       process = self.process
@@ -261,8 +287,63 @@ class LDLM:
     }
     # A space's own terms (e.g. the VAE's KL and REPA losses) ride along in aux;
     # those in `extra_metrics` are logged beside LOSS_METRICS.
+    if space.trains_diffusion:
+      aux.update(self.content_diagnostics(z, z0))
+    if stats is not None:
+      aux[latent_norm.KEY] = stats
     aux.update({k: v for k, v in terms.items() if k not in aux})
     return loss, aux
+
+  # ----------------------------------------------- latent standardization --
+  def to_diffusion_space(self, params, z_BND):
+    """Encoder latents -> what the denoiser diffuses (standardized, or unchanged)."""
+    if not self.standardizes:
+      return z_BND
+    return latent_norm.standardize(params[latent_norm.KEY], z_BND, self.latent_min_var)
+
+  def from_diffusion_space(self, params, z0_BND):
+    """What the denoiser produced -> latents the decoders read."""
+    if not self.standardizes:
+      return z0_BND
+    return latent_norm.unstandardize(params[latent_norm.KEY], z0_BND, self.latent_min_var)
+
+  def content_diagnostics(self, z_BND, z0_BND) -> dict:
+    """Cheap per-batch health of the latent space (logged every step, no gradient).
+
+    latent_content_fraction: share of the encoder latents' mean square that
+      varies across examples (a constant vector carries no content);
+    content_snr1_t: the t at which the diffused content's SNR a_t^2 v / s_t^2
+      (v its mean variance across examples) falls to 1; below it each latent
+      is mostly given by its own noisy value, above it by the others."""
+    z, z0 = jax.lax.stop_gradient(z_BND), jax.lax.stop_gradient(z0_BND)
+    _, var0 = latent_norm.batch_moments(z0)
+    return {'latent_content_fraction': latent_norm.content_fraction(z),
+            'content_snr1_t': latent_norm.content_snr_one_time(self.process, jnp.mean(var0))}
+
+  def one_shot_denoising(self, params, frozen: FrozenInputs, tokens_BL, rng, ts):
+    """Token accuracy of decode(x0_hat(z_t)) at each t in `ts`: (len(ts),).
+
+    Encode the tokens, corrupt the (standardized) latents at t, predict x0 with
+    one self-conditioned pass (a first pass from a zero self-condition, as in
+    training), map back and decode without noise. High accuracy up to large t
+    means the denoiser recovers content from context, not only from each
+    latent's own noisy value. Unconditional; `params` without frozen components."""
+    params = self.with_frozen(params, frozen)
+    z = self.encode(params, self.features(frozen, params, tokens_BL))
+    z0 = self.to_diffusion_space(params, z)
+    sc = float(self.config.diffusion.self_cond_prob) > 0.0
+
+    def accuracy(t, key):
+      t_B = jnp.full((tokens_BL.shape[0],), t, jnp.float32)
+      z_t = self.process.corrupt(z0, t_B, jax.random.normal(key, z0.shape, z0.dtype))
+      x0 = self.denoise(params, z_t, t_B, jnp.zeros_like(z_t))
+      if sc:
+        x0 = self.denoise(params, z_t, t_B, x0)
+      out = self.decode_tokens(params, self.from_diffusion_space(params, x0))
+      return jnp.mean((out == tokens_BL).astype(jnp.float32))
+
+    keys = jax.random.split(rng, len(ts))
+    return jnp.stack([accuracy(float(t), k) for t, k in zip(ts, keys)])
 
   def _self_condition(self, params, z_t, t, rng, cond=None):
     """x0_sc: zeros, or a stop-gradient first pass (Chen et al.)."""
@@ -287,6 +368,9 @@ class LDLM:
                      t_min: float = 0.05, time_grid: str = 'uniform', solver: str | None = None,
                      timestep_probs=None, final: str = 'z', condition=None, guidance: float = 1.0):
     """z0 (B, N, D) from the reverse process (final: solver.FINALS); jit with the ints static.
+
+    The result is in the encoder's units (mapped back from the standardized
+    space the denoiser works in), ready for `decode_tokens`.
 
     solver=None: the config's sample.solver. The grid runs from 1 to the
     process's end time: t_min for VP processes, 0 for flows.
@@ -326,9 +410,10 @@ class LDLM:
         return x0_null + guidance * (x0_cond - x0_null)
     # A run trained without self-conditioning never saw a non-zero x0 slot.
     self_condition = float(self.config.diffusion.self_cond_prob) > 0.0
-    return solver_lib.sample(denoise, self.process, rng,
-                             (num_samples, d.latent_len, d.latent_dim), grid, solver,
-                             self_condition=self_condition, final=final)
+    z0 = solver_lib.sample(denoise, self.process, rng,
+                           (num_samples, d.latent_len, d.latent_dim), grid, solver,
+                           self_condition=self_condition, final=final)
+    return self.from_diffusion_space(params, z0)
 
   def decode_tokens(self, params, z_BND, token_decoder=None, token_decoder_params=None):
     """Latents -> tokens: Dec(z) without noise, then argmax of the token decoder."""

@@ -40,7 +40,9 @@ SIGNATURE_FIELDS = ('data.seq_len', 'loss.reconstruction', 'loss.train_token_dec
                     'timesteps.num_bins', 'train.init_from.components', 'train.init_from.frozen',
                     # the denoiser's condition path (its params); the mask distribution is a
                     # training setting like the optimizer's and may change on resume
-                    'condition.enabled', 'condition.path')
+                    'condition.enabled', 'condition.path',
+                    # whether params carry latent statistics (and what sampling decodes)
+                    'latent_norm.mode')
 # ... minus fields that only choose how the same model is computed or found.
 COMPUTE_ONLY_FIELDS = ('encoder.path', 'encoder.dtype', 'encoder.norm_num_chunks',
                        'encoder.norm_min_var', 'model.dtype', 'model.attention_impl',

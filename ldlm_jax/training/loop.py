@@ -30,7 +30,7 @@ from ldlm_jax.config import ConfigError, validate
 from ldlm_jax.data import pipeline as data_lib
 from ldlm_jax.encoders import normalization as norm_lib
 from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder
-from ldlm_jax.models.ldlm import LDLM, count_params
+from ldlm_jax.models.ldlm import DENOISE_CURVE_TS, LDLM, count_params
 from ldlm_jax.training import checkpoint as ckpt_lib
 from ldlm_jax.training import init_from as init_from_lib
 from ldlm_jax.training import sharding as sharding_lib
@@ -39,6 +39,11 @@ from ldlm_jax.training import step as step_lib
 from ldlm_jax.training.logging import Progress, RunLogger
 
 NORM_FILE = 'normalization.npz'
+
+
+def denoise_curve_key(t: float) -> str:
+  """The metrics.jsonl key of the one-shot denoising accuracy at noise level t."""
+  return f'eval_denoise_acc_t{t:.2f}'
 
 
 class NonFiniteLossError(RuntimeError):
@@ -244,6 +249,10 @@ def train(config, workdir: str) -> dict:
   if int(tc.eval_every) > 0:
     eval_batches = data_lib.make_eval_batches(config, tokenizer, int(tc.eval_batches), int(tc.batch_size))
     eval_fn = step_lib.compile_eval_step(model, mesh, state_shapes.params, frozen)
+  # The one-shot denoising curve on the first evaluation batch (a space with a denoiser).
+  curve_fn = None
+  if eval_batches and model.latent_space.trains_diffusion and not config.condition.enabled:
+    curve_fn = jax.jit(functools.partial(model.one_shot_denoising, ts=DENOISE_CURVE_TS))
   num_samples = int(tc.num_log_samples)
   # An autoencoder stage (cosmos stage one) has no denoiser to sample with.
   can_sample = num_samples > 0 and model.latent_space.trains_diffusion
@@ -266,7 +275,12 @@ def train(config, workdir: str) -> dict:
       m = eval_fn(state.params, frozen, batch, jax.random.PRNGKey(10_000 + i), jnp.int32(step),
                   state.timesteps)
       total = m if total is None else total.merge(m)
-    return {f'eval_{k}': float(v) for k, v in total.compute().items()}
+    out = {f'eval_{k}': float(v) for k, v in total.compute().items()}
+    if curve_fn is not None:
+      tokens = jax.device_put(np.asarray(eval_batches[0]), batch_sharding)
+      acc = np.asarray(curve_fn(state.params, frozen, tokens, jax.random.PRNGKey(20_000)))
+      out.update({denoise_curve_key(t): float(a) for t, a in zip(DENOISE_CURVE_TS, acc)})
+    return out
 
   def write_samples(step: int) -> None:
     if generate_fn is None:

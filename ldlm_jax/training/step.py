@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import optax
 from clu import metrics as clu_metrics
 
+from ldlm_jax.diffusion import latent_norm
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.training import sharding as sharding_lib
 from ldlm_jax.training import state as state_lib
@@ -61,6 +62,11 @@ def train_step(model, config, state: TrainState, frozen, batch, metrics):
   params = optax.apply_updates(state.params, updates)
   ema_params = optax.incremental_update(params, state.ema_params,
                                         step_size=1.0 - state_lib.ema_decay_at(config, state.step))
+  if latent_norm.KEY in aux:
+    # Running latent statistics are set, not optimized: the raw and the EMA
+    # params both hold the value the loss used (diffusion/latent_norm.py).
+    params = {**params, latent_norm.KEY: aux[latent_norm.KEY]}
+    ema_params = {**ema_params, latent_norm.KEY: aux[latent_norm.KEY]}
   tc = config.timesteps
   sampler = timesteps_lib.train_update(
       state.timesteps, state.step, aux['timestep_bins'], aux['diffusion_per_example'],
