@@ -1,0 +1,1 @@
+"""Repository scripts; scripts/analysis holds the measurement scripts (a package: `python -m scripts.analysis.NAME`)."""
