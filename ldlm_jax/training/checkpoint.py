@@ -202,7 +202,7 @@ class Checkpointer:
     items = {'state': ocp.args.StandardRestore(abstract_state), 'meta': ocp.args.JsonRestore()}
     if abstract_frozen:
       items['frozen'] = ocp.args.StandardRestore(abstract_frozen)
-    if abstract_metrics is not None:
+    if abstract_metrics is not None and self._metrics_fit(step, abstract_metrics):
       items['train_metrics'] = ocp.args.StandardRestore(abstract_metrics)
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -231,6 +231,23 @@ class Checkpointer:
             'or a new --workdir (nothing was overwritten).') from e
       raise CheckpointDamagedError(step, self.directory, reason(e)) from e
     return restored
+
+  def _metrics_fit(self, step: int, abstract_metrics) -> bool:
+    """Whether the stored metric accumulator has the entries of `abstract_metrics`.
+
+    A run saved before a metric was added resumes with a fresh accumulator
+    (only the partial logging window is lost) instead of failing."""
+    try:
+      stored = self.manager.metadata(step).item_metadata['train_metrics']
+    except Exception:  # pylint: disable=broad-except
+      return True   # unreadable: let the restore report the damage
+    if stored is None:
+      return True
+    names = lambda tree: {_leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    try:
+      return names(stored) == names(abstract_metrics)
+    except Exception:  # pylint: disable=broad-except
+      return True
 
   def wait(self) -> None:
     self.manager.wait_until_finished()

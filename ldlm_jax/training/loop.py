@@ -220,7 +220,10 @@ def train(config, workdir: str) -> dict:
             abstract_frozen=jax.tree.map(
                 lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated), frozen_shapes)),
         _log, steps=[s for s in checkpointer.all_steps() if s <= latest], set_aside=True)
-    state, metrics_acc = restored['state'], restored['train_metrics']
+    state = restored['state']
+    # A run saved before a metric existed has no accumulator to restore.
+    metrics_acc = (restored['train_metrics'] if 'train_metrics' in restored
+                   else fresh_metrics())
     frozen = frozen.replace(components=restored['frozen'] if frozen_shapes else {})
     logger.resume_from(latest)
     _log(f'resumed from step {latest} in {checkpointer.directory}')
