@@ -299,7 +299,7 @@ def test_evaluate_continuation_task(cond_run, tiny_scorer, tmp_path):
     assert np.isfinite(row['prompt_gain'])
     if name != 'true_continuation':
       assert 0 < row['mauve'] <= 1
-  assert 'prompt gain' in proc.stderr
+  assert 'prompt gain' in proc.stdout
   proc = _module('ldlm_jax.evaluate', '--task', 'continuation', '--workdir', cond_run, '--prompt_tokens', 16,
                  '--scorer', 'gguf', '--scorer_path', tiny_scorer, '--out', tmp_path / 'x.json')
   assert proc.returncode == 2 and '--prompt_tokens must be in [1, 15]' in proc.stderr, proc.stderr
