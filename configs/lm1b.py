@@ -14,10 +14,25 @@ download). Expected metric: the paper reports its Gen. PPL / entropy frontier
 in Fig. 1 and Table 8 (numbers lost in our copy of the paper).
 """
 
-from ldlm_jax.config import base_config
+from ldlm_jax.config import base_config, set_dotted
+
+# The hardware each variant is laid out for: `--config configs/lm1b.py:NAME`. Every variant
+# keeps the global batch (512) and the model; only the layout changes.
+VARIANTS = {
+    # One host with 8 GPUs of 80 GiB (the default): pure data parallelism, 64 examples x
+    # 128 tokens per device, no recomputation (the state, 4.2 GiB, is replicated).
+    '': {},
+    # A TPU v4-64 / v5p-64 slice (32 chips, 32 / 95 GiB each): 16 examples per chip; the
+    # state sharded 4 ways so that more of a 32 GiB chip is left to activations.
+    'tpu_v4_64': {'mesh.fsdp': 4},
+    # 64 GPUs (8 hosts x 8): 8 examples per device.
+    'gpu64': {},
+}
 
 
-def get_config():
+def get_config(variant: str = ''):
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown configs/lm1b.py variant {variant!r}; use one of {sorted(VARIANTS)}')
   c = base_config()
   c.encoder.name = 'gpt2'            # GPT-2 small, hidden_states[-3]
   c.data.source = 'tfds'
@@ -38,4 +53,11 @@ def get_config():
   # continuation and infilling with classifier-free guidance (config.py has
   # the section's fields and the origin of each default).
   c.condition.enabled = False
+  # Memory layout for one 8 x 80 GiB host (see the module docstring for the plan).
+  c.mesh.data = -1
+  c.mesh.fsdp = 1
+  c.model.remat = 'none'
+  c.model.attention_query_chunk = 0
+  for key, value in VARIANTS[variant].items():
+    set_dotted(c, key, value)
   return c

@@ -1,4 +1,4 @@
-r"""Samples text from a trained run.
+r"""Samples text from a trained run (or a model directory written by `python -m ldlm_jax.export`).
 
   python -m ldlm_jax.sample --workdir runs/demo --num_samples 64 --steps 200 \
       --out samples.jsonl [--seed 0] [--batch_size 32] [--checkpoint_step STEP] \
@@ -12,6 +12,8 @@ r"""Samples text from a trained run.
 Restores the EMA parameters, runs the reverse SDE (or a flow's ODE) as one compiled lax.scan
 (self-conditioning carried inside the scan), then the latent decoder and the
 token decoder once at the end. The batch is sharded over all devices.
+The flags are the arguments of `ldlm_jax.api.Model.generate`, which does the work,
+so the Python API gives the same samples for the same seed and settings.
 Writes one JSON object per sample: text, tokens, seed, steps, checkpoint_step,
 eos_token, and the sampler settings.
 

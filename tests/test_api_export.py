@@ -140,10 +140,22 @@ def test_export_refuses_without_leaving_files(tiny_run, exported, tmp_path):
   proc = _module('ldlm_jax.export', '--workdir', tmp_path / 'no_run', '--out', tmp_path / 'new')
   assert proc.returncode == 2 and 'no checkpoints/ directory' in _one_error_line(proc.stderr)
   assert sorted(os.listdir(tmp_path)) == ['busy']
-  # --overwrite replaces the directory whole.
-  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--overwrite', '--no_ema')
+  # --overwrite replaces the directory whole; the model card quotes the evaluation given.
+  scores = tmp_path / 'scores.json'
+  row = {'path': 'final_seed0.jsonl', 'num_samples': 64, 'gen_ppl': 1857.0, 'word_ppl': 2785.5,
+         'entropy': 3.17, 'diversity': 0.4, 'mauve': 0.26}
+  scores.write_text(json.dumps({'scorer': {'name': 'smollm2'}, 'files': [row], 'mean': row, 'std': row}))
+  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--overwrite',
+                 '--metrics', tmp_path / 'nope.json')
+  assert proc.returncode == 2 and 'nope.json is not a file' in _one_error_line(proc.stderr)
+  assert os.listdir(out) == ['keep.txt']
+  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--overwrite', '--no_ema',
+                 '--metrics', scores)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'keep.txt' not in os.listdir(out) and sorted(os.listdir(tmp_path)) == ['busy']
+  assert 'keep.txt' not in os.listdir(out) and sorted(os.listdir(tmp_path)) == ['busy', 'scores.json']
+  assert json.loads((out / 'eval' / 'scores.json').read_text())['mean']['gen_ppl'] == 1857.0
+  card = (out / 'README.md').read_text()
+  assert 'final_seed0.jsonl' in card and '1857.0' in card and 'raw (not EMA)' in card
   assert json.loads((out / 'config.json').read_text())['parameters'] == 'params'
   with pytest.raises(ConfigError, match='use_ema=False'):
     api.load(out)

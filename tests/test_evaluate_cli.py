@@ -214,3 +214,23 @@ def test_orbax_expected_warnings_are_hidden_others_kept(caplog):
     absl_logger.warning('Metadata file does not exist: /runs/x/checkpoints/8/state/_CHECKPOINT_METADATA')
     absl_logger.warning('Something else went wrong')
   assert [r.getMessage() for r in caplog.records] == ['Something else went wrong']
+
+
+def test_api_evaluate_texts_equals_the_cli_file_result(scorer_path, inputs, tmp_path, capsys):
+  """ldlm_jax.api.evaluate_texts of a file's texts: the numbers the command line writes for that file."""
+  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
+  samples, refs = inputs
+  out = tmp_path / 'm.json'
+  assert evaluate.main(['--samples', samples[0], '--references', refs, '--scorer', 'gguf',
+                        '--scorer_path', scorer_path, '--out', str(out), '--json']) == 0
+  from_cli = json.loads(capsys.readouterr().out)['files'][0]
+  records = evaluate.read_samples(samples[0])
+  references = evaluate.read_references(refs)
+  result = api.evaluate_texts([r['text'] for r in records], references, scorer='gguf',
+                              scorer_path=scorer_path, eos_token='<|endoftext|>')
+  for name in ('gen_ppl', 'word_ppl', 'entropy', 'diversity', 'mauve', 'gen_ppl_scored_tokens'):
+    assert result[name] == pytest.approx(from_cli[name], rel=1e-6), name
+  with pytest.raises(evaluate.EvaluationError, match='MAUVE needs at least 2'):
+    api.evaluate_texts(['a text'], ['one reference'], scorer='gguf', scorer_path=scorer_path)
+  with pytest.raises(evaluate.EvaluationError, match='non-empty list of strings'):
+    api.evaluate_texts('not a list', scorer='gguf', scorer_path=scorer_path)
