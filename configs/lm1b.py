@@ -7,7 +7,22 @@ Launch (one host, all local accelerators):
 Pod slice / cluster: see launch/ and README.md.
 
 Hardware: paper: 1M steps at batch 512 took about 5.5 days on 4 A100.
-Ours: not yet measured on an accelerator (see BUILD_NOTES.md, benchmarks).
+The default is laid out for ONE HOST WITH 8 GPUs OF 80 GiB: pure data parallelism
+(the 4.2 GiB state replicated), 64 examples x 128 tokens per device, no recomputation.
+Variants (same model, same batch 512): `configs/lm1b.py:tpu_v4_64` for a TPU v4-64 /
+v5p-64 slice (32 chips, 16 examples each, state sharded 4 ways), `configs/lm1b.py:gpu64`
+for 64 GPUs (8 examples each). The plans (XLA:CPU compiles; the state sizes are exact,
+the temporaries an upper estimate, see ldlm_jax/benchmarks/aot.py):
+
+  python -m ldlm_jax.bench compile --config configs/lm1b.py --devices 8
+    mesh data=8 fsdp=1, 64 per device: state 4.169 GiB + frozen encoder/batch 0.411 GiB
+    + temporaries 13.572 GiB = 18.152 GiB per device (fits 80 GiB, and JAX's default 75%)
+  python -m ldlm_jax.bench compile --config configs/lm1b.py:tpu_v4_64 --devices 32
+    LM1B32_PLAN
+  python -m ldlm_jax.bench compile --config configs/lm1b.py:gpu64 --devices 64
+    (8 examples per device; the state is the default's, the temporaries an eighth of them)
+
+(measured 2026-12-07, BUILD_NOTES.md "Python API and export").
 Needs: GPT-2 small weights in a local HF directory (LDLM_GPT2_PATH or
 --config.encoder.path) and LM1B prepared for TFDS in data.data_dir (we never
 download). Expected metric: the paper reports its Gen. PPL / entropy frontier

@@ -8,9 +8,27 @@ Prepare the corpus once (tokenize to ArrayRecord shards), then train:
       --config.data.path=/data/owt_gpt2_1024
 
 Hardware: paper: about 5 days on 64 A100 for 1M steps at batch 512.
-Ours: not yet measured on an accelerator (see BUILD_NOTES.md). At this size
-use several hosts with mesh.fsdp > 1 if the batch does not fit; check with
-`python -m ldlm_jax.bench compile --config configs/owt.py --devices N`.
+The default is laid out for ONE HOST WITH 8 GPUs OF 80 GiB: fsdp 8 (parameters, AdamW
+moments and EMA sharded 8 ways; data = the remaining devices), remat 'block', attention
+over 256-query blocks; 64 examples x 1024 tokens per device. Variants (same model, same
+batch 512, only the layout differs): `configs/owt.py:tpu_v4_64` for a TPU v4-64 / v5p-64
+slice (32 chips, 16 examples each, attention unchunked), `configs/owt.py:gpu64` for 64
+GPUs (8 hosts x 8; 8 examples each, no recomputation, unchunked: the fastest step).
+The plans (XLA:CPU compiles on 2-core CPU; the state sizes are exact, the temporaries an
+upper estimate of what a GPU/TPU compiler plans, see ldlm_jax/benchmarks/aot.py):
+
+  python -m ldlm_jax.bench compile --config configs/owt.py --devices 8
+    mesh data=1 fsdp=8, 64 per device: state 0.533 GiB + frozen encoder/batch 0.411 GiB
+    + temporaries 68.922 GiB = 69.866 GiB per device (fits 80 GiB; JAX takes 75% of a
+    GPU by default, so run with XLA_PYTHON_CLIENT_MEM_FRACTION=0.95)
+  python -m ldlm_jax.bench compile --config configs/owt.py:tpu_v4_64 --devices 32
+    OWT32_PLAN
+  python -m ldlm_jax.bench compile --config configs/owt.py:gpu64 --devices 64
+    mesh data=8 fsdp=8, 8 per device: state 0.533 GiB + frozen encoder/batch 0.411 GiB
+    + temporaries 28.204 GiB = 29.148 GiB per device (fits 80 GiB, and JAX's default 75%)
+
+(measured 2026-12-07, BUILD_NOTES.md "Python API and export"). Without remat and query
+blocks the 8-device plan is 288 GiB per device, with remat alone 89 GiB.
 Expected metric: paper Fig. 1 / Table 9 (numbers lost in our copy).
 """
 

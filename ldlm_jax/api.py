@@ -50,9 +50,6 @@ def load(path: str, step: int | None = None, *, use_ema: bool = True, mesh=None)
       raise ConfigError(f'{path} holds the {"EMA" if kind == "ema_params" else "raw"} parameters '
                         f'only; load it with use_ema={kind == "ema_params"}.')
     return Model(run, source='export', use_ema=use_ema)
-  if not os.path.isdir(os.path.join(path, 'checkpoints')) and os.path.exists(
-      os.path.join(path, export.CONFIG_FILE)):
-    export.read_export_config(path)   # names what is wrong with the export's config.json
   run = restore.load_run(path, step, mesh=mesh, params='ema_params' if use_ema else 'params')
   return Model(run, source='run', use_ema=use_ema)
 

@@ -158,16 +158,22 @@ def state_tensors(state, meta: dict) -> tuple[dict, dict]:
 
 # ---------------------------------------------------------------- reading --
 def is_export_dir(path: str) -> bool:
-  """A directory without checkpoints/ holding an export's files (complete or not)."""
+  """A directory without checkpoints/ holding an export's files (complete or not): one of its
+  tensor or tokenizer files, or a config.json with the export's format marker or that cannot be
+  parsed (so that the loader names it). A run's work directory is never one."""
   if not os.path.isdir(path) or os.path.isdir(os.path.join(path, 'checkpoints')):
     return False
   if any(os.path.exists(os.path.join(path, f)) for f in CHECKED_FILES):
     return True
-  try:
-    with open(os.path.join(path, CONFIG_FILE), encoding='utf-8') as f:
-      return json.load(f).get('format') == FORMAT
-  except (OSError, ValueError, AttributeError):
+  config_file = os.path.join(path, CONFIG_FILE)
+  if not os.path.isfile(config_file):
     return False
+  try:
+    with open(config_file, encoding='utf-8') as f:
+      config = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError):
+    return True
+  return isinstance(config, dict) and config.get('format') == FORMAT
 
 
 def _sha256(path: str) -> str:

@@ -237,6 +237,11 @@ def test_sample_cli_prompts(cond_run, tiny_run, tmp_path):
   assert given == list(range(len(given))) and len(given) >= 4
   assert infill['kind'] == 'infill' and len(infill['spans']) == 2
   assert infill['text'].startswith('The ') and infill['text'].endswith(' .')
+  # The Python API with the same prompts (a text to continue, a record with gaps): the same records.
+  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
+  result = api.load(cond_run).generate(prompts=['The jury said it', {'text': 'The [[3]] said that the city [[...]] .'}],
+                                       guidance=1.5, steps=3)
+  assert result.records == [cont, infill]
   # Errors, one sentence each, nothing written.
   bad = tmp_path / 'bad.jsonl'
   for record, phrase in (({'prompt': ''}, 'empty prompt'),
