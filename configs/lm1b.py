@@ -18,7 +18,8 @@ the temporaries an upper estimate, see ldlm_jax/benchmarks/aot.py):
     mesh data=8 fsdp=1, 64 per device: state 4.169 GiB + frozen encoder/batch 0.411 GiB
     + temporaries 13.572 GiB = 18.152 GiB per device (fits 80 GiB, and JAX's default 75%)
   python -m ldlm_jax.bench compile --config configs/lm1b.py:tpu_v4_64 --devices 32
-    LM1B32_PLAN
+    mesh data=8 fsdp=4, 16 per chip: state 1.047 GiB + frozen encoder/batch 0.411 GiB
+    + temporaries 3.933 GiB = 5.390 GiB per chip (fits a v4 chip's 32 GiB)
   python -m ldlm_jax.bench compile --config configs/lm1b.py:gpu64 --devices 64
     (8 examples per device; the state is the default's, the temporaries an eighth of them)
 
