@@ -23,7 +23,9 @@ upper estimate of what a GPU/TPU compiler plans, see ldlm_jax/benchmarks/aot.py)
     GPU by default (59.4 GiB, which is what bench's verdict line compares with unless
     --device_memory_gib 76 is given), so train with XLA_PYTHON_CLIENT_MEM_FRACTION=0.95.
   python -m ldlm_jax.bench compile --config configs/owt.py:tpu_v4_64 --devices 32
-    OWT32_PLAN
+    mesh data=4 fsdp=8, 16 per chip: state 0.533 GiB + frozen encoder/batch 0.411 GiB
+    + temporaries 24.941 GiB = 25.885 GiB per chip (fits a v4 chip's 32 GiB; unchunked
+    attention plans 33.4 GiB, which does not)
   python -m ldlm_jax.bench compile --config configs/owt.py:gpu64 --devices 64
     mesh data=8 fsdp=8, 8 per device: state 0.533 GiB + frozen encoder/batch 0.411 GiB
     + temporaries 28.204 GiB = 29.148 GiB per device (fits 80 GiB, and JAX's default 75%)
