@@ -238,3 +238,17 @@ def test_verdicts_do_not_reward_a_collapsed_rows_lower_gen_ppl():
   assert verdict('warm', 'near') == 'inside the error bars'
   assert verdict('good', 'warm') == 'reproduced'
   assert verdict('warm', 'good') == 'not reproduced'
+
+
+def test_report_prints_the_results_table(tmp_path, capsys, monkeypatch):
+  """`report` prints the rows of TABLE.md's results table (not the JSON) and where it wrote."""
+  (tmp_path / 'table1.md').write_text(
+      '# Table 1\n\n- command: x\n\n| row | seeds | Gen. PPL |\n|---|---|---|\n| recon_ce | 1 | 100 |\n'
+      '| *held-out text* | 1 | 217 |\n\nnote\n\n| row | 2 steps |\n|---|---|\n', encoding='utf-8')
+  monkeypatch.setattr(experiments, 'report', lambda out, publish: {
+      'plan': {'table': 'table1'}, 'orderings': [{'claim': 'MSE beats CE', 'verdict': 'holds'}]})
+  assert experiments.main(['report', str(tmp_path)]) == 0
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[:4] == ['| row | seeds | Gen. PPL |', '|---|---|---|', '| recon_ce | 1 | 100 |',
+                         '| *held-out text* | 1 | 217 |']
+  assert printed[4].startswith('wrote ') and printed[5] == '  MSE beats CE: holds'
