@@ -219,3 +219,16 @@ def test_encode_decode_round_trip_at_the_autoencoders_accuracy(recon_run):
   texts = model.tokenizer.decode_batch(rows[:2])
   assert model.decode(model.encode(texts, truncate=True)) == model.tokenizer.decode_batch(
       model.decode_tokens(model.encode(texts, truncate=True)))
+
+
+def test_export_copies_the_frozen_encoder_when_asked(tiny_run, tmp_path):
+  out = tmp_path / 'with_encoder'
+  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--copy_encoder')
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  cfg = json.loads((out / 'config.json').read_text())
+  assert cfg['encoder']['copied'] and cfg['encoder']['path'] == 'encoder'
+  assert (out / 'encoder' / 'config.json').is_file() and 'copied into `encoder/`' in (out / 'README.md').read_text()
+  model = api.load(out)
+  assert model.config.encoder.path == str(out / 'encoder')
+  texts = ['the jury said it did find']
+  np.testing.assert_array_equal(model.encode(texts), api.load(tiny_run).encode(texts))
