@@ -5,7 +5,10 @@ r"""Benchmarks: train-step and sampler speed, FLOPs, utilization, memory, AOT co
   python -m ldlm_jax.bench sample  --preset owt_sample [--compare_python_loop]
   python -m ldlm_jax.bench sample  --config configs/tiny.py --compare_python_loop
   python -m ldlm_jax.bench compile --config configs/lm1b.py --devices 8 [--fsdp 2]
-  ... [--json_out results.json] [--profile_dir DIR]
+  ... [--out results.json] [--json] [--profile_dir DIR]
+
+The report is printed as text; every number goes to the JSON file --out (or
+--json_out), and to stdout after the report with --json.
 On a GPU add --config.model.attention_impl=cudnn (cuDNN flash attention):
 on an H100 it halved the OWT sampling time (BUILD_NOTES.md has the numbers).
 
@@ -132,6 +135,9 @@ _MATMUL = flags.DEFINE_integer('matmul_size', 0, 'Matrix size of the measured ma
                                '(0 = 2048 on CPU, 8192 on GPU).')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random parameters and tokens.')
 _JSON = flags.DEFINE_string('json_out', None, 'Write every number to this JSON file.')
+_OUT = flags.DEFINE_string('out', None, 'Write every number to this JSON file (the same as --json_out).')
+_PRINT_JSON = flags.DEFINE_bool('json', False, 'Also print the JSON payload to stdout, after the '
+                                'readable report.')
 _PROFILE = flags.DEFINE_string('profile_dir', '', 'train (single mode) and sample: also write a '
                                'jax.profiler trace of one extra, untimed window to this directory.')
 
@@ -438,6 +444,10 @@ def run(command: str, config, argv: list[str]) -> dict:
   return payload
 
 
+def _json_path() -> str | None:
+  return _OUT.value or _JSON.value
+
+
 def check_flags() -> None:
   """Every number and output path checked before anything is compiled (one sentence each)."""
   from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
@@ -448,10 +458,13 @@ def check_flags() -> None:
                       ('peak_tflops', _PEAK.value)):
     if value < 0:
       raise ConfigError(f'--{name} must be >= 0 (got {value}; 0 = the default).')
-  if _JSON.value:
-    path = cli.check_output_file(_JSON.value, '--json_out')
+  if _JSON.value and _OUT.value and _JSON.value != _OUT.value:
+    raise ConfigError('--out and --json_out name two different files; give one of them.')
+  if _json_path():
+    flag = '--out' if _OUT.value else '--json_out'
+    path = cli.check_output_file(_json_path(), flag)
     if not os.path.isdir(os.path.dirname(path)):
-      raise ConfigError(f'--json_out directory {os.path.dirname(path)} does not exist; create it first.')
+      raise ConfigError(f'{flag} directory {os.path.dirname(path)} does not exist; create it first.')
   if _PROFILE.value:
     cli.check_output_dir(_PROFILE.value, '--profile_dir')
 
@@ -467,9 +480,11 @@ def main(argv):
   check_flags()
   try:
     payload = run(argv[1], config, sys.argv)
-    if _JSON.value:
-      _write_json(_JSON.value, payload)
-      print(f'wrote {_JSON.value}')
+    if _json_path():
+      _write_json(_json_path(), payload)
+      print(f'wrote {_json_path()}')
+    if _PRINT_JSON.value:
+      print(json.dumps(payload, indent=2, sort_keys=True, default=float))
   except (ConfigError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)

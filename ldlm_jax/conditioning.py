@@ -96,37 +96,56 @@ def read_prompts(path: str) -> list[Prompt]:
       except json.JSONDecodeError:
         raise ConfigError(f'{path} line {line_no} is not JSON; write one object per line, '
                           'e.g. {"prompt": "Once upon a time"}.') from None
-      if not isinstance(record, dict) or not (('prompt' in record) ^ ('text' in record)):
-        raise ConfigError(f'{path} line {line_no} needs exactly one of "prompt" (a text to continue) '
-                          'or "text" (a text with [[...]] gaps to fill).')
-      if 'prompt' in record:
-        text = record['prompt']
-        if not isinstance(text, str) or not text.strip():
-          raise ConfigError(f'{path} line {line_no} has an empty prompt; give some text to continue.')
-        prompts.append(Prompt(len(prompts), 'continuation', [text], record))
-        continue
-      text = record['text']
-      if not isinstance(text, str) or not text.strip():
-        raise ConfigError(f'{path} line {line_no} has an empty text; give a text with [[...]] gaps.')
-      pieces, pos = [], 0
-      for m in GAP.finditer(text):
-        pieces.append(text[pos:m.start()])
-        size = int(m.group(1)) if m.group(1).isdigit() else DEFAULT_GAP_TOKENS
-        if size < 1:
-          raise ConfigError(f'{path} line {line_no} asks for a gap of {size} tokens; use [[n]] with n >= 1.')
-        pieces.append(size)
-        pos = m.end()
-      pieces.append(text[pos:])
-      if len(pieces) == 1:
-        raise ConfigError(f'{path} line {line_no} has no [[...]] gap to fill; mark one, '
-                          'or use "prompt" to continue the text.')
-      pieces = [p for p in pieces if p != '']
-      if not any(isinstance(p, str) and p.strip() for p in pieces):
-        raise ConfigError(f'{path} line {line_no} has only gaps; give some text around them.')
-      prompts.append(Prompt(len(prompts), 'infill', pieces, record))
+      prompts.append(prompt_from_record(record, len(prompts), f'{path} line {line_no}'))
   if not prompts:
     raise ConfigError(f'{path} has no prompts; write one JSON object per line.')
   return prompts
+
+
+def prompts_from_records(records, where: str = 'prompts') -> list[Prompt]:
+  """Prompts from Python values: a str is a text to continue; a dict is a record as in a prompts
+  file ({"prompt": ...} or {"text": "... [[...]] ..."}). ConfigError naming the item for a bad one."""
+  if isinstance(records, (str, dict)):
+    records = [records]
+  prompts = []
+  for i, record in enumerate(records):
+    if isinstance(record, str):
+      record = {'prompt': record}
+    prompts.append(prompt_from_record(record, len(prompts), f'{where}[{i}]'))
+  if not prompts:
+    raise ConfigError(f'{where} is empty; give at least one prompt.')
+  return prompts
+
+
+def prompt_from_record(record, index: int, where: str) -> Prompt:
+  """One prompt record ({"prompt": ...} or {"text": ...}); `where` names it in the error."""
+  if not isinstance(record, dict) or not (('prompt' in record) ^ ('text' in record)):
+    raise ConfigError(f'{where} needs exactly one of "prompt" (a text to continue) '
+                      'or "text" (a text with [[...]] gaps to fill).')
+  if 'prompt' in record:
+    text = record['prompt']
+    if not isinstance(text, str) or not text.strip():
+      raise ConfigError(f'{where} has an empty prompt; give some text to continue.')
+    return Prompt(index, 'continuation', [text], record)
+  text = record['text']
+  if not isinstance(text, str) or not text.strip():
+    raise ConfigError(f'{where} has an empty text; give a text with [[...]] gaps.')
+  pieces, pos = [], 0
+  for m in GAP.finditer(text):
+    pieces.append(text[pos:m.start()])
+    size = int(m.group(1)) if m.group(1).isdigit() else DEFAULT_GAP_TOKENS
+    if size < 1:
+      raise ConfigError(f'{where} asks for a gap of {size} tokens; use [[n]] with n >= 1.')
+    pieces.append(size)
+    pos = m.end()
+  pieces.append(text[pos:])
+  if len(pieces) == 1:
+    raise ConfigError(f'{where} has no [[...]] gap to fill; mark one, '
+                      'or use "prompt" to continue the text.')
+  pieces = [p for p in pieces if p != '']
+  if not any(isinstance(p, str) and p.strip() for p in pieces):
+    raise ConfigError(f'{where} has only gaps; give some text around them.')
+  return Prompt(index, 'infill', pieces, record)
 
 
 def encode_prompts(prompts: list[Prompt], tokenizer, length: int):

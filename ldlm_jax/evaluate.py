@@ -10,7 +10,9 @@ Each samples file is one seed: JSONL, one object per line with at least
 generator's EOS marker string inside "text"). References are a .jsonl file
 with "text" or any other file with one text per line; without them MAUVE is
 skipped. The output holds the metrics of every file and their mean and std
-(numpy's, ddof=0) over files; it is written atomically and printed.
+(numpy's, ddof=0) over files; it is written atomically to --out, and a table of
+it is printed (the JSON itself too, to stdout, with --json; the table then goes
+to stderr).
 
 Entropy and diversity are computed on `--metric_tokens`: 'scorer' (default)
 the scorer's retokenization of the whole text, generator EOS markers mapped to
@@ -22,8 +24,8 @@ the record's own "tokens".
 run's training split in its tokenizer (one set per samples file, as many
 samples of data.seq_len tokens as the first file has), and the run's held-out
 text (reference-split chunks other than the MAUVE references), evaluated the
-same way; they go into the output's "baselines" and a summary table beside
-the samples is printed to stderr (stdout stays one JSON object).
+same way; they go into the output's "baselines" and a table of them beside
+the samples is printed.
 
 `word_ppl` is the same scored NLL divided by whitespace words instead of
 scorer tokens (exp(nll / words)): Gen. PPL per token rewards text that the
@@ -193,6 +195,34 @@ def evaluate_file(scorer, path: str, records: list[dict], reference_features=Non
   return result
 
 
+def evaluate_texts(texts, references=None, *, scorer: str = 'smollm2', scorer_path: str = '',
+                   batch_size: int = 8, metric_tokens: str = 'scorer', eos_token: str | None = None,
+                   name: str = 'texts') -> dict[str, Any]:
+  """The metrics of one list of texts, by `evaluate_file` (what the command line computes for one
+  samples file); `references` (texts) add MAUVE; `eos_token` is the generator's EOS marker."""
+  from ldlm_jax.evaluation.scorers import SCORERS, load_scorer  # pylint: disable=import-outside-toplevel
+  if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
+    raise EvaluationError('texts must be a non-empty list of strings.')
+  if not any(t.strip() for t in texts):
+    raise EvaluationError(f'Every one of the {len(texts)} texts is empty, so there is nothing to score.')
+  if scorer not in SCORERS:
+    raise EvaluationError(f'scorer {scorer!r} is not one of {tuple(SCORERS)}.')
+  if metric_tokens != 'scorer':
+    raise EvaluationError("metric_tokens must be 'scorer' for texts (there are no generator tokens).")
+  if batch_size < 1:
+    raise EvaluationError(f'batch_size must be >= 1, got {batch_size}.')
+  if references is not None:
+    references = [r for r in references if isinstance(r, str) and r.strip()]
+    if len(references) < 2:
+      raise EvaluationError(f'references has {len(references)} non-empty texts; MAUVE needs at least 2.')
+    from ldlm_jax.evaluation.mauve_score import require_mauve  # pylint: disable=import-outside-toplevel
+    require_mauve()
+  records = [{'text': t, **({'eos_token': eos_token} if eos_token else {})} for t in texts]
+  loaded = load_scorer(scorer, scorer_path)
+  features = loaded.features(references, batch_size=batch_size) if references is not None else None
+  return _json_safe(evaluate_file(loaded, name, records, features, batch_size, metric_tokens))
+
+
 def summarize(file_results: list[dict]) -> tuple[dict, dict]:
   """Mean and std (ddof=0) of each metric over files; None where a metric is missing."""
   mean, std = {}, {}
@@ -298,7 +328,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                       help="'samples': score --samples files; 'continuation': continue held-out prompts "
                            '(a run trained with conditions, --workdir)')
   parser.add_argument('--samples', nargs='+', default=[], help='samples JSONL files, one per seed')
-  parser.add_argument('--out', required=True, help='metrics JSON file to write')
+  parser.add_argument('--out', required=True, help='metrics JSON file to write (every number)')
+  parser.add_argument('--json', action='store_true',
+                      help='also print the JSON payload to stdout (default: a table only)')
   parser.add_argument('--references', default='', help='reference texts (.txt lines or .jsonl "text") for MAUVE')
   parser.add_argument('--max_references', type=int, default=0, help='use at most this many references (0 = all)')
   parser.add_argument('--scorer', default='smollm2', choices=SCORERS, help='causal LM for Gen. PPL and MAUVE')
@@ -339,13 +371,47 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (EvaluationError, ScorerError, GGUFModelError, MauveUnavailableError, *cli.USER_ERRORS) as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  print(json.dumps(payload, indent=2))
+  if args.json:
+    print(json.dumps(payload, indent=2))
+  # The table goes to stdout unless the JSON does (then stdout stays one JSON document).
+  print(summary_table(payload), file=sys.stderr if args.json else sys.stdout)
+  print(f'wrote {args.out}', file=sys.stderr if args.json else sys.stdout)
+  return 0
+
+
+def _cell(value, digits: int, std=None) -> str:
+  if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    return 'n/a'
+  return f'{value:.{digits}f}' + ('' if std is None else f' +- {std:.{digits}f}')
+
+
+def summary_table(payload: dict) -> str:
+  """The evaluation as a terminal table: one row per samples file and their mean +- std,
+  then the reference rows when there are baselines (or the continuation rows)."""
   if payload.get('task') == 'continuation':
     from ldlm_jax.evaluation.continuation import table  # pylint: disable=import-outside-toplevel
-    print(table(payload), file=sys.stderr)
+    return table(payload)
+  scorer = payload.get('scorer') or {}
+  lines = [f'scorer {scorer.get("name")}, metric tokens {payload.get("metric_tokens")}, '
+           f'{payload.get("num_references", 0)} references, {payload.get("seconds", 0)} s',
+           f'{"file":<28} | {"n":>4} | {"Gen. PPL":>9} | {"word PPL":>9} | {"entropy":>7} | '
+           f'{"diversity":>9} | {"MAUVE":>6}',
+           '-' * 28 + '-|------|-----------|-----------|---------|-----------|-------']
+  for r in payload.get('files', []):
+    name = os.path.basename(str(r['path']))
+    name = name if len(name) <= 28 else '...' + name[-25:]
+    lines.append(f'{name:<28} | {r["num_samples"]:>4} | {_cell(r["gen_ppl"], 1):>9} | '
+                 f'{_cell(r["word_ppl"], 1):>9} | {_cell(r["entropy"], 2):>7} | '
+                 f'{_cell(r["diversity"], 3):>9} | {_cell(r["mauve"], 3):>6}')
+  mean, std = payload.get('mean') or {}, payload.get('std') or {}
+  if len(payload.get('files', [])) > 1:
+    lines.append('mean +- std over files: ' + ', '.join(
+        f'{label} {_cell(mean.get(k), d, std.get(k))}' for k, label, d in
+        (('gen_ppl', 'Gen. PPL', 1), ('word_ppl', 'word PPL', 1), ('entropy', 'entropy', 2),
+         ('diversity', 'diversity', 3), ('mauve', 'MAUVE', 3)) if mean.get(k) is not None))
   if 'baselines' in payload:
-    print(baselines_table(payload), file=sys.stderr)
-  return 0
+    lines += ['', baselines_table(payload)]
+  return '\n'.join(lines)
 
 
 def baselines_table(payload: dict) -> str:

@@ -1,4 +1,4 @@
-r"""Samples text from a trained run.
+r"""Samples text from a trained run (or a model directory written by `python -m ldlm_jax.export`).
 
   python -m ldlm_jax.sample --workdir runs/demo --num_samples 64 --steps 200 \
       --out samples.jsonl [--seed 0] [--batch_size 32] [--checkpoint_step STEP] \
@@ -12,6 +12,8 @@ r"""Samples text from a trained run.
 Restores the EMA parameters, runs the reverse SDE (or a flow's ODE) as one compiled lax.scan
 (self-conditioning carried inside the scan), then the latent decoder and the
 token decoder once at the end. The batch is sharded over all devices.
+The flags are the arguments of `ldlm_jax.api.Model.generate`, which does the work,
+so the Python API gives the same samples for the same seed and settings.
 Writes one JSON object per sample: text, tokens, seed, steps, checkpoint_step,
 eos_token, and the sampler settings.
 
@@ -34,9 +36,10 @@ import time
 
 from absl import flags
 
-from ldlm_jax.sampling import generate_conditional, generate_samples, write_jsonl
+from ldlm_jax.sampling import write_jsonl
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory of a trained run.')
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory of a trained run, or a directory '
+                                'written by python -m ldlm_jax.export.')
 _NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
 _STEPS = flags.DEFINE_integer('steps', None, 'Denoising steps (default: the run\'s sample.num_steps).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSONL file.')
@@ -97,40 +100,30 @@ def check_flags() -> str:
 
 def main(argv):
   del argv
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
   out = check_flags()
   prompts = None
   if _PROMPTS.value:
     from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
     prompts = conditioning.read_prompts(_PROMPTS.value)   # empty or malformed: stop before restoring
-  run = restore.load_run(_WORKDIR.value, _STEP.value,
-                         params='params' if _NO_EMA.value else 'ema_params')
-  sc = run.config.sample
-  if _TMIN.value is not None and run.model.process.sampling_t_end(_TMIN.value) != _TMIN.value:
-    from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-    raise ConfigError(f'The run in {_WORKDIR.value} is a {run.model.process.name} run, whose ODE always '
-                      'ends at t = 0; drop --t_min (it applies to VP runs).')
-  steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
-  batch_size = _BATCH.value if _BATCH.value is not None else int(sc.batch_size)
-  # The flags override the run's sample section; both generators take the same options.
-  options = dict(time_grid=_GRID.value or sc.time_grid,
-                 t_min=_TMIN.value if _TMIN.value is not None else float(sc.t_min),
-                 solver=_SOLVER.value or sc.solver, use_ema=not _NO_EMA.value,
-                 final=_FINAL.value or sc.get('final', 'z'))
+  model = api.load(_WORKDIR.value, _STEP.value, use_ema=not _NO_EMA.value)
+  # One code path with the Python API: the flags are Model.generate's arguments.
+  options = dict(steps=_STEPS.value, seed=_SEED.value, batch_size=_BATCH.value,
+                 time_grid=_GRID.value, t_min=_TMIN.value, solver=_SOLVER.value,
+                 final=_FINAL.value, progress=True)
   t0 = time.time()
   if prompts is not None:
-    records = generate_conditional(run, prompts, _PER_PROMPT.value, steps, _SEED.value, batch_size,
-                                   guidance=_GUIDANCE.value, **options)
+    result = model.generate(prompts=prompts, samples_per_prompt=_PER_PROMPT.value,
+                            guidance=_GUIDANCE.value, **options)
     what = f'prompted samples (guidance {_GUIDANCE.value})'
   else:
-    records = generate_samples(run, _NUM.value, steps, _SEED.value, batch_size,
-                               token_decoder=_TOKEN_DECODER.value, **options)
+    result = model.generate(_NUM.value, token_decoder=_TOKEN_DECODER.value, **options)
     what = 'samples'
-  write_jsonl(out, records)
-  print(f'wrote {len(records)} {what} from step {run.step} to {_OUT.value} '
+  write_jsonl(out, result.records)
+  print(f'wrote {len(result.records)} {what} from step {model.step} to {_OUT.value} '
         f'({time.time() - t0:.1f}s including compilation)')
-  for r in records[:3]:
-    print('  ' + r['text'][:300])
+  for text in result.texts[:3]:
+    print('  ' + text[:300])
 
 if __name__ == '__main__':
   from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel

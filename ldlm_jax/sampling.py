@@ -93,20 +93,30 @@ def check_conditional(run) -> None:
 def condition_inputs(run):
   """(model, frozen): an LDLM over the run's frozen encoder and its FrozenInputs, which the
   condition (the given tokens' features) needs; same params tree as `run.model`."""
+  check_conditional(run)
+  return encoder_inputs(run)
+
+
+def encoder_inputs(run):
+  """(model, frozen): an LDLM over the run's frozen encoder (config encoder.name / path) and its
+  FrozenInputs with the run's normalization statistics, replicated over the run's mesh; same
+  params tree as `run.model`. A latent space over trainable scratch embeddings loads no encoder."""
   import jax  # pylint: disable=import-outside-toplevel
 
   from ldlm_jax.encoders.registry import load_frozen_encoder  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
   from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
 
   config = run.config
-  check_conditional(run)
   ec = config.encoder
-  encoder = load_frozen_encoder(ec.name, ec.path, ec.dtype).on_device(sharding_lib.replicated(run.mesh))
-  model = LDLM(config, encoder)
   mean, std = restore.norm_stats(run.meta)
-  frozen = jax.device_put(model.frozen_inputs(encoder.params, mean, std),
+  if ec.input == 'scratch':
+    model, encoder_params = run.model, None
+  else:
+    from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
+    encoder = load_frozen_encoder(ec.name, ec.path, ec.dtype).on_device(sharding_lib.replicated(run.mesh))
+    model, encoder_params = LDLM(config, encoder), encoder.params
+  frozen = jax.device_put(model.frozen_inputs(encoder_params, mean, std),
                           sharding_lib.replicated(run.mesh))
   return model, frozen
 

@@ -195,3 +195,17 @@ def test_compile_cli_two_devices(tmp_path):
   assert full / 2 <= s['params'] < full
   assert r['compiled_per_device']['temp'] > 0
   assert 'fits' in stdout
+
+
+def test_out_and_json_flags(tmp_path):
+  """--out is the JSON file; --json also prints the payload to stdout, after the readable report."""
+  out = tmp_path / 'r.json'
+  env = dict(os.environ, PYTHONUNBUFFERED='1')
+  env.pop('XLA_FLAGS', None)
+  proc = subprocess.run([sys.executable, '-m', 'ldlm_jax.bench', 'compile', '--config', 'configs/tiny.py',
+                         '--devices=1', f'--out={out}', '--json'], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=400)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  report, _, printed = proc.stdout.partition(f'wrote {out}\n')
+  assert 'compile  train step' in report and 'plan per device' in report
+  assert json.loads(printed) == json.loads(out.read_text())

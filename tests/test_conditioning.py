@@ -237,6 +237,11 @@ def test_sample_cli_prompts(cond_run, tiny_run, tmp_path):
   assert given == list(range(len(given))) and len(given) >= 4
   assert infill['kind'] == 'infill' and len(infill['spans']) == 2
   assert infill['text'].startswith('The ') and infill['text'].endswith(' .')
+  # The Python API with the same prompts (a text to continue, a record with gaps): the same records.
+  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
+  result = api.load(cond_run).generate(prompts=['The jury said it', {'text': 'The [[3]] said that the city [[...]] .'}],
+                                       guidance=1.5, steps=3)
+  assert result.records == [cont, infill]
   # Errors, one sentence each, nothing written.
   bad = tmp_path / 'bad.jsonl'
   for record, phrase in (({'prompt': ''}, 'empty prompt'),
@@ -299,7 +304,7 @@ def test_evaluate_continuation_task(cond_run, tiny_scorer, tmp_path):
     assert np.isfinite(row['prompt_gain'])
     if name != 'true_continuation':
       assert 0 < row['mauve'] <= 1
-  assert 'prompt gain' in proc.stderr
+  assert 'prompt gain' in proc.stdout
   proc = _module('ldlm_jax.evaluate', '--task', 'continuation', '--workdir', cond_run, '--prompt_tokens', 16,
                  '--scorer', 'gguf', '--scorer_path', tiny_scorer, '--out', tmp_path / 'x.json')
   assert proc.returncode == 2 and '--prompt_tokens must be in [1, 15]' in proc.stderr, proc.stderr

@@ -42,3 +42,31 @@ def test_every_ablation_variant_validates():
   assert module.get_config('warmup_25k').timesteps.sampler == 'uniform'
   with pytest.raises(ValueError, match='unknown ablation'):
     module.get_config('nope')
+
+
+# The device count each paper-size variant is laid out for (the docstrings' bench commands).
+HARDWARE_VARIANTS = {'owt': {'': 8, 'tpu_v4_64': 32, 'gpu64': 64},
+                     'lm1b': {'': 8, 'tpu_v4_64': 32, 'gpu64': 64}}
+
+
+@pytest.mark.parametrize('name', sorted(HARDWARE_VARIANTS))
+def test_paper_configs_hardware_variants(name):
+  """Each variant validates, trains the same model at the same global batch, and its mesh
+  divides the batch over the devices it names; the default is laid out for one 8-device host."""
+  module = config_module(name)
+  assert set(module.VARIANTS) == set(HARDWARE_VARIANTS[name])
+  base = module.get_config()
+  model_keys = ('model.latent_dim', 'model.denoiser.num_layers', 'model.denoiser.width', 'data.seq_len')
+  for variant, devices in HARDWARE_VARIANTS[name].items():
+    config = module.get_config(variant)
+    validate(config)
+    for key in model_keys:
+      a, b = config, base
+      for part in key.split('.'):
+        a, b = a[part], b[part]
+      assert a == b, (variant, key)
+    assert config.train.batch_size == 512
+    assert devices % config.mesh.fsdp == 0 and config.train.batch_size % devices == 0
+    assert f'{name}.py{":" + variant if variant else ""} --devices {devices}' in module.__doc__
+  with pytest.raises(ValueError, match='unknown'):
+    module.get_config('nope')

@@ -62,7 +62,9 @@ def test_cli_end_to_end(scorer_path, inputs, tmp_path, capsys):
                       '--scorer_path', scorer_path, '--batch_size', '4'])
   assert rc == 0
   result = json.loads(out.read_text())
-  assert json.loads(capsys.readouterr().out) == result  # also printed
+  printed = capsys.readouterr().out   # a table, not the JSON (that is --out, or stdout with --json)
+  assert 'seed0.jsonl' in printed and 'Gen. PPL' in printed and 'mean +- std' in printed
+  assert not printed.lstrip().startswith('{') and len(printed.splitlines()) < 12
   assert result['scorer']['eos_id'] == 0 and result['num_references'] == 20
   assert [os.path.basename(f['path']) for f in result['files']] == ['seed0.jsonl', 'seed1.jsonl']
 
@@ -167,10 +169,10 @@ def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
   (run_dir / 'config.json').write_text(json.dumps(tiny_config().to_dict()), encoding='utf-8')
   out = tmp_path / 'metrics.json'
   assert evaluate.main(['--samples', *samples, '--references', refs, '--scorer', 'gguf', '--scorer_path',
-                        scorer_path, '--out', str(out), '--ngram_baselines', str(run_dir)]) == 0
+                        scorer_path, '--out', str(out), '--ngram_baselines', str(run_dir), '--json']) == 0
   captured = capsys.readouterr()
   payload = json.loads(out.read_text())
-  assert json.loads(captured.out) == payload
+  assert json.loads(captured.out) == payload   # --json: stdout is the payload, the table on stderr
   tempered = {ngram.tempered_name('unigram', t) for t in ngram.TEMPERED['unigram']}
   assert set(payload['baselines']) == {'unigram', 'bigram', 'trigram', 'held_out'} | tempered
   for name in tempered:   # the unigram frontier: scored, no MAUVE
@@ -212,3 +214,23 @@ def test_orbax_expected_warnings_are_hidden_others_kept(caplog):
     absl_logger.warning('Metadata file does not exist: /runs/x/checkpoints/8/state/_CHECKPOINT_METADATA')
     absl_logger.warning('Something else went wrong')
   assert [r.getMessage() for r in caplog.records] == ['Something else went wrong']
+
+
+def test_api_evaluate_texts_equals_the_cli_file_result(scorer_path, inputs, tmp_path, capsys):
+  """ldlm_jax.api.evaluate_texts of a file's texts: the numbers the command line writes for that file."""
+  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
+  samples, refs = inputs
+  out = tmp_path / 'm.json'
+  assert evaluate.main(['--samples', samples[0], '--references', refs, '--scorer', 'gguf',
+                        '--scorer_path', scorer_path, '--out', str(out), '--json']) == 0
+  from_cli = json.loads(capsys.readouterr().out)['files'][0]
+  records = evaluate.read_samples(samples[0])
+  references = evaluate.read_references(refs)
+  result = api.evaluate_texts([r['text'] for r in records], references, scorer='gguf',
+                              scorer_path=scorer_path, eos_token='<|endoftext|>')
+  for name in ('gen_ppl', 'word_ppl', 'entropy', 'diversity', 'mauve', 'gen_ppl_scored_tokens'):
+    assert result[name] == pytest.approx(from_cli[name], rel=1e-6), name
+  with pytest.raises(evaluate.EvaluationError, match='MAUVE needs at least 2'):
+    api.evaluate_texts(['a text'], ['one reference'], scorer='gguf', scorer_path=scorer_path)
+  with pytest.raises(evaluate.EvaluationError, match='non-empty list of strings'):
+    api.evaluate_texts('not a list', scorer='gguf', scorer_path=scorer_path)

@@ -9,6 +9,7 @@ import shutil
 
 from ldlm_testing import REPO
 
+from ldlm_jax.experiments import report as report_lib
 from ldlm_jax.experiments import tables
 from ldlm_jax.experiments.cli import main
 from ldlm_jax.experiments.row_configs import row_availability
@@ -133,3 +134,17 @@ def test_errors_name_the_fix(tmp_path, capsys):
     assert main(['run', 'table2', '--scale', 'smoke', '--out', str(tmp_path / 't2')]) == 2
     assert 'configs/latent_spaces.py is missing' in capsys.readouterr().err
     assert not (tmp_path / 't2').exists()
+
+
+def test_report_prints_the_results_table(tmp_path, capsys, monkeypatch):
+  """`report` prints the rows of TABLE.md's results table (not the JSON) and where it wrote."""
+  (tmp_path / 'table1.md').write_text(
+      '# Table 1\n\n- command: x\n\n| row | seeds | Gen. PPL |\n|---|---|---|\n| recon_ce | 1 | 100 |\n'
+      '| *held-out text* | 1 | 217 |\n\nnote\n\n| row | 2 steps |\n|---|---|\n', encoding='utf-8')
+  monkeypatch.setattr(report_lib, 'report', lambda out, publish: {
+      'plan': {'table': 'table1'}, 'orderings': [{'claim': 'MSE beats CE', 'verdict': 'holds'}]})
+  assert main(['report', str(tmp_path)]) == 0
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[:4] == ['| row | seeds | Gen. PPL |', '|---|---|---|', '| recon_ce | 1 | 100 |',
+                         '| *held-out text* | 1 | 217 |']
+  assert printed[4].startswith('wrote ') and printed[5] == '  MSE beats CE: holds'

@@ -77,6 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   table = payload['plan']['table']
   out = args.out if args.command == 'run' else args.dir
+  # The terminal gets the results table of TABLE.md (the rows beside the reference rows);
+  # every number is in TABLE.json.
+  with open(os.path.join(out, table + '.md'), encoding='utf-8') as f:
+    md = f.read().split('\n')
+  start = next((i for i, line in enumerate(md) if line.startswith('| row | seeds |')), len(md))
+  for line in md[start:]:
+    if not line.startswith('|'):
+      break
+    print(line)
   print(f'wrote {os.path.join(out, table + ".md")}, {table}.json and pareto.png')
   for item in payload['orderings']:
     print(f'  {item["claim"]}: {item["verdict"]}')
