@@ -19,9 +19,9 @@ upper estimate of what a GPU/TPU compiler plans, see ldlm_jax/benchmarks/aot.py)
 
   python -m ldlm_jax.bench compile --config configs/owt.py --devices 8
     mesh data=1 fsdp=8, 64 per device: state 0.533 GiB + frozen encoder/batch 0.411 GiB
-    + temporaries 68.922 GiB = 69.866 GiB per device: fits 80 GiB. JAX takes 75% of a
-    GPU by default (59.4 GiB, which is what bench's verdict line compares with unless
-    --device_memory_gib 76 is given), so train with XLA_PYTHON_CLIENT_MEM_FRACTION=0.95.
+    + temporaries 68.922 GiB = 69.866 GiB per device: fits 80 GiB. JAX alone would take
+    75% of a GPU (59.4 GiB); the trainer and bench set XLA_PYTHON_CLIENT_MEM_FRACTION=0.95
+    on an NVIDIA GPU unless it is set (75.2 GiB, what bench's verdict line compares with).
   python -m ldlm_jax.bench compile --config configs/owt.py:tpu_v4_64 --devices 32
     mesh data=4 fsdp=8, 16 per chip: state 0.533 GiB + frozen encoder/batch 0.411 GiB
     + temporaries 24.941 GiB = 25.885 GiB per chip (fits a v4 chip's 32 GiB; unchunked

@@ -85,7 +85,9 @@ _request_host_devices(sys.argv)
 
 def _add_gpu_flags() -> list[str]:
   from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
-  return xla_flags.add_gpu_flags()
+  added = xla_flags.add_gpu_flags()
+  fraction = xla_flags.set_gpu_memory_fraction()   # the trainer's share, so timings match it
+  return added + ([f'{xla_flags.MEM_FRACTION_VAR}={fraction}'] if fraction else [])
 
 
 _GPU_FLAGS_ADDED = _add_gpu_flags()    # before jax is imported (XLA reads XLA_FLAGS once)
@@ -99,7 +101,10 @@ from ldlm_jax import fileio
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _USER_ARGV = list(sys.argv)   # as typed, before --preset is expanded (for the JSON record)
 COMMANDS = ('train', 'sample', 'compile')
-H100_JAX_LIMIT_GIB = 59.385
+# What JAX's allocator reported for an H100 80GB at its default share of 0.75
+# (59.385 GiB), as the whole: the compile plan is checked against the share a
+# training run gets (xla_flags.memory_fraction: 0.95 unless the user sets it).
+H100_ALLOCATABLE_GIB = 59.385 / 0.75
 
 # name -> (config file under configs/, overrides, the subcommands it is for)
 PRESETS = {
@@ -129,7 +134,7 @@ _DEVICES = flags.DEFINE_integer('devices', 8, 'compile: devices in the target me
 _FSDP = flags.DEFINE_integer('fsdp', 0, 'compile: size of the fsdp mesh axis (0 = mesh.fsdp).')
 _MEMORY_GIB = flags.DEFINE_float(
     'device_memory_gib', 0.0, 'compile: device memory to check the plan against (0 = what the '
-    "backend reports, else 59.4 GiB: JAX's default share of an H100 80GB).")
+    "backend reports, else 75.2 GiB: the trainer's 0.95 share of an H100 80GB).")
 _PEAK = flags.DEFINE_float('peak_tflops', 0.0, 'Peak TFLOP/s for utilization (0 = automatic).')
 _MATMUL = flags.DEFINE_integer('matmul_size', 0, 'Matrix size of the measured matmul peak '
                                '(0 = 2048 on CPU, 8192 on GPU).')
@@ -391,10 +396,12 @@ def run(command: str, config, argv: list[str]) -> dict:
       capacity = memory_lib.device_capacity_bytes(devices[0])
       source = f'{devices[0].device_kind} allocator limit'
     if capacity is None:
-      # What JAX may use of an H100 80GB by default (XLA_PYTHON_CLIENT_MEM_FRACTION=0.75),
-      # as its allocator reported on one.
-      capacity = H100_JAX_LIMIT_GIB * memory_lib.GiB
-      source = 'JAX\'s default 75% of an H100 80GB; set --device_memory_gib'
+      # What a training run may use of an H100 80GB (the trainer sets the allocator's share).
+      from ldlm_jax import xla_flags as flags_lib  # pylint: disable=import-outside-toplevel
+      fraction = flags_lib.memory_fraction()
+      capacity = H100_ALLOCATABLE_GIB * fraction * memory_lib.GiB
+      source = (f'{fraction:.0%} of an H100 80GB ({flags_lib.MEM_FRACTION_VAR}, the trainer\'s '
+                'default on GPU); set --device_memory_gib')
     result['capacity_bytes'] = capacity
     print_compile(result, capacity, source)
     payload['results'].append(result)

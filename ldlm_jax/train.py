@@ -67,6 +67,9 @@ def main(argv):
   workdir = cli.check_output_dir(_WORKDIR.value, '--workdir')
   from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
   added = xla_flags.add_gpu_flags()       # before jax starts a backend (it reads XLA_FLAGS once)
+  fraction = xla_flags.set_gpu_memory_fraction()
+  if fraction:
+    added.append(f'{xla_flags.MEM_FRACTION_VAR}={fraction}')
   if added:
     print(f'XLA GPU flags added (set {xla_flags.OPT_OUT}=0 to skip): {" ".join(added)}')
   init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)

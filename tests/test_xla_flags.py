@@ -39,3 +39,15 @@ def test_every_flag_is_known_to_this_xla_and_the_trainer_sets_none_on_cpu():
   proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                         timeout=120, cwd=REPO)
   assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-2000:]
+
+
+def test_gpu_memory_fraction_is_set_only_on_a_gpu_and_only_when_unset():
+  env = {}
+  assert xla_flags.set_gpu_memory_fraction(env, gpu=False) is None and env == {}
+  assert xla_flags.set_gpu_memory_fraction(env, gpu=True) == xla_flags.MEM_FRACTION
+  assert env[xla_flags.MEM_FRACTION_VAR] == xla_flags.MEM_FRACTION
+  mine = {xla_flags.MEM_FRACTION_VAR: '0.5'}
+  assert xla_flags.set_gpu_memory_fraction(mine, gpu=True) is None
+  assert xla_flags.memory_fraction(mine) == 0.5 and xla_flags.memory_fraction({}) == 0.95
+  off = {xla_flags.OPT_OUT: '0'}
+  assert xla_flags.set_gpu_memory_fraction(off, gpu=True) is None and xla_flags.MEM_FRACTION_VAR not in off
