@@ -22,7 +22,9 @@ Hardware and time (2-core CPU, measured 2026-12-03 on a fresh clone, quiet
 cores; BUILD_NOTES.md, "Demo" and "Demo quality (issue 13)"): 2.5-3.1
 steps/s, `bash scripts/demo.sh` 13 min 22 s in all (set-up ~69 s, training +
 3 x 64 samples 590 s, references + evaluation + plots 145 s).
-Reached: token reconstruction accuracy 1% -> 33% (validation 33%, held-out
+Measured before the latents were standardized and the DiT got rotary positions (both
+now the default; BUILD_NOTES.md, "Word order"); the fixed model's scores on this config
+are not measured yet. Reached then: token reconstruction accuracy 1% -> 33% (validation 33%, held-out
 references without noise 43%), diffusion loss 0.51 -> 0.10; samples are
 common English words without syntax. Gen. PPL under SmolLM2-135M, seeds 0-2
 x 64 samples: 1857 +- 81 at unigram entropy 3.17, MAUVE 0.26 +- 0.11. Reference
