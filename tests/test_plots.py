@@ -11,7 +11,8 @@ from ldlm_jax import plots as plots_cli
 from ldlm_jax.evaluation import plots
 
 PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
-ALL_PLOTS = ['losses.png', 'reconstruction.png', 'schedules.png', 'loss_vs_t.png', 'adaptive_cdf.png']
+ALL_PLOTS = ['losses.png', 'reconstruction.png', 'schedules.png', 'loss_vs_t.png', 'adaptive_cdf.png',
+             'latent_health.png']
 
 
 def _write_jsonl(path, records):
@@ -32,7 +33,9 @@ def _eval_record(step):
   decay = math.exp(-step / 50)
   return {'step': step, 'eval_loss': 3 * decay + 1.1, 'eval_diffusion_loss': decay,
           'eval_reconstruction_loss': decay + 0.6, 'eval_ce_loss': 10 * decay + 0.1,
-          'eval_token_accuracy': 0.9 * (1 - decay), 'eval_latent_norm': 0.99}
+          'eval_token_accuracy': 0.9 * (1 - decay), 'eval_latent_norm': 0.99,
+          'eval_latent_content_fraction': 0.2 + 0.5 * decay, 'eval_content_snr1_t': 0.12,
+          **{f'eval_denoise_acc_t{t:.2f}': (1 - decay) * (1 - t) for t in (0.05, 0.2, 0.5, 0.9)}}
 
 
 def _timesteps_record(step, num_bins=5):
@@ -103,7 +106,7 @@ def test_missing_metrics_is_one_sentence_and_exit_2(tmp_path, capsys):
 def test_metrics_without_timesteps_skips_the_per_t_plots(run_dir):
   os.remove(os.path.join(run_dir, 'timesteps.jsonl'))
   report = plots.write_plots(run_dir)
-  assert [os.path.basename(p) for p in report.written] == ALL_PLOTS[:3]
+  assert [os.path.basename(p) for p in report.written] == ALL_PLOTS[:3] + ALL_PLOTS[5:]
   assert [s.split(' ')[0] for s in report.skipped] == ['loss_vs_t.png', 'adaptive_cdf.png']
   assert all('timesteps.jsonl' in s for s in report.skipped)
 
@@ -146,3 +149,9 @@ def test_pick_checkpoints_spreads_and_keeps_the_last():
   assert plots.pick_checkpoints(3, 4) == [0, 1, 2]
   assert plots.pick_checkpoints(5, 1) == [4]
   assert plots.pick_checkpoints(0, 4) == []
+
+
+def test_denoise_curve_is_read_from_an_evaluation_record():
+  t, acc = plots.denoise_curve({'step': 3, 'eval_denoise_acc_t0.50': 0.25,
+                                'eval_denoise_acc_t0.05': 0.9, 'eval_loss': 1.0})
+  assert t.tolist() == [0.05, 0.5] and acc.tolist() == [0.9, 0.25]
