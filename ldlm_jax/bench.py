@@ -81,17 +81,18 @@ _request_host_devices(sys.argv)
 
 
 def _add_gpu_flags() -> list[str]:
-  from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import xla_flags
   return xla_flags.add_gpu_flags()
 
 
 _GPU_FLAGS_ADDED = _add_gpu_flags()    # before jax is imported (XLA reads XLA_FLAGS once)
 
-# pylint: disable=wrong-import-position
+# The imports below run after the flags above are set (ruff.toml allows E402 in this file).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ldlm_jax import fileio
+from ldlm_jax import cli, fileio
+from ldlm_jax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _USER_ARGV = list(sys.argv)   # as typed, before --preset is expanded (for the JSON record)
@@ -168,7 +169,7 @@ def _fmt_flops(value) -> str:
 
 
 def _print_memory(mem: dict, device_peak, indent='  ') -> None:
-  from ldlm_jax.benchmarks.memory import gib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.benchmarks.memory import gib
   c = mem
   if c:
     print(f'{indent}compiled per device: arguments {gib(c["argument"])}, outputs '
@@ -239,7 +240,7 @@ def print_sample(r: dict) -> None:
 
 
 def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
-  from ldlm_jax.benchmarks.memory import gib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.benchmarks.memory import gib
   s = r['sharded_arguments_per_device']
   c = r['compiled_per_device']
   print(f'compile  train step, {r["num_devices"]} x {r["platform"]} ({r["device_kind"]}), mesh '
@@ -275,7 +276,6 @@ def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
 
 def parse_compare(spec: str, config):
   """'a.b=v1,v2' -> ('a.b', [v1, v2]) with each value of the field's own type."""
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   field, sep, raw = spec.partition('=')
   node = config
   try:
@@ -298,7 +298,7 @@ def parse_compare(spec: str, config):
 
 
 def with_field(config, field: str, value):
-  import copy  # pylint: disable=import-outside-toplevel
+  import copy
   c = copy.deepcopy(config)
   *path, last = field.split('.')
   node = c
@@ -317,8 +317,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 def _select_devices(count: int):
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  import jax
   if count < 1:
     raise ConfigError(f'--devices={count} must be >= 1.')
   if len(jax.devices()) >= count:
@@ -334,9 +333,9 @@ def _select_devices(count: int):
 
 def run(command: str, config, argv: list[str]) -> dict:
   """Runs one subcommand; prints as it goes; returns the JSON payload."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.benchmarks import aot, runs, timing  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.benchmarks import memory as memory_lib  # pylint: disable=import-outside-toplevel
+  import jax
+  from ldlm_jax.benchmarks import aot, runs, timing
+  from ldlm_jax.benchmarks import memory as memory_lib
 
   preset = _PRESET.value
   if preset and command not in PRESETS[preset][2]:
@@ -440,8 +439,6 @@ def run(command: str, config, argv: list[str]) -> dict:
 
 def check_flags() -> None:
   """Every number and output path checked before anything is compiled (one sentence each)."""
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   cli.check_positive(iters=_ITERS.value, repeats=_REPEATS.value, devices=_DEVICES.value)
   for name, value in (('batch_size', _BATCH.value), ('warmup', _WARMUP.value), ('fsdp', _FSDP.value),
                       ('matmul_size', _MATMUL.value), ('device_memory_gib', _MEMORY_GIB.value),
@@ -463,16 +460,12 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError('Give --config FILE or --preset NAME.')
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   check_flags()
-  try:
-    payload = run(argv[1], config, sys.argv)
-    if _JSON.value:
-      _write_json(_JSON.value, payload)
-      print(f'wrote {_JSON.value}')
-  except (ConfigError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  # A user error here (config, missing file) is one line from cli.run_absl.
+  payload = run(argv[1], config, sys.argv)
+  if _JSON.value:
+    _write_json(_JSON.value, payload)
+    print(f'wrote {_JSON.value}')
 
 
 def entry():
@@ -481,7 +474,6 @@ def entry():
   except app.UsageError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   cli.run_absl(main)
 
 

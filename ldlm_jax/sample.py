@@ -34,7 +34,8 @@ import time
 
 from absl import flags
 
-from ldlm_jax.sampling import generate_conditional, generate_samples, write_jsonl
+from ldlm_jax import cli
+from ldlm_jax.errors import ConfigError
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory of a trained run.')
 _NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
@@ -61,14 +62,12 @@ _PER_PROMPT = flags.DEFINE_integer('samples_per_prompt', 1, 'Samples per prompt 
 
 def check_flags() -> str:
   """Every flag checked before the run is restored; returns the absolute --out path."""
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   if not _WORKDIR.value or not _OUT.value:
     raise ConfigError('--workdir and --out are required.')
   cli.check_positive(num_samples=_NUM.value, steps=_STEPS.value, batch_size=_BATCH.value)
   if _STEP.value is not None and _STEP.value < 0:
     raise ConfigError(f'--checkpoint_step must be >= 0 (got {_STEP.value}).')
-  from ldlm_jax.diffusion.solver import SOLVERS  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.diffusion.solver import SOLVERS
   if _SOLVER.value is not None and _SOLVER.value not in SOLVERS:
     raise ConfigError(f'--solver {_SOLVER.value!r} is not one of {tuple(SOLVERS)}.')
   if _TMIN.value is not None and not 0.0 < _TMIN.value < 1.0:
@@ -97,17 +96,17 @@ def check_flags() -> str:
 
 def main(argv):
   del argv
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.sampling import generate_conditional, generate_samples, write_jsonl
+  from ldlm_jax.training import restore
   out = check_flags()
   prompts = None
   if _PROMPTS.value:
-    from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
+    from ldlm_jax import conditioning
     prompts = conditioning.read_prompts(_PROMPTS.value)   # empty or malformed: stop before restoring
   run = restore.load_run(_WORKDIR.value, _STEP.value,
                          params='params' if _NO_EMA.value else 'ema_params')
   sc = run.config.sample
   if _TMIN.value is not None and run.model.process.sampling_t_end(_TMIN.value) != _TMIN.value:
-    from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
     raise ConfigError(f'The run in {_WORKDIR.value} is a {run.model.process.name} run, whose ODE always '
                       'ends at t = 0; drop --t_min (it applies to VP runs).')
   steps = _STEPS.value if _STEPS.value is not None else int(sc.num_steps)
@@ -133,5 +132,4 @@ def main(argv):
     print('  ' + r['text'][:300])
 
 if __name__ == '__main__':
-  from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
-  _cli.run_absl(main)
+  cli.run_absl(main)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import sys
 from typing import MutableMapping
 
 # name -> (value, why). The MaxText / JAX GPU performance-guide set, less
@@ -75,6 +76,5 @@ def add_gpu_flags(environ: MutableMapping[str, str] = os.environ,
 
 def backends_started() -> bool:
   """Whether jax has already created a backend (then XLA_FLAGS changes are ignored)."""
-  import sys  # pylint: disable=import-outside-toplevel
   xla_bridge = sys.modules.get('jax._src.xla_bridge')
   return bool(xla_bridge is not None and getattr(xla_bridge, '_backends', None))

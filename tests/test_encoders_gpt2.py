@@ -21,7 +21,7 @@ def _ids(batch, length, vocab=1000, seed=0):
 
 
 def _torch_outputs(model, ids, mask=None):
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
   with torch.no_grad():
     out = model(torch.tensor(ids, dtype=torch.long),
                 attention_mask=None if mask is None else torch.tensor(mask),

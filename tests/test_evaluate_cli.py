@@ -159,8 +159,8 @@ def test_scored_word_count_stops_at_first_eos():
 
 def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
   """--ngram_baselines RUN: n-gram samples of the run's training split and its held-out text, evaluated alike."""
-  from ldlm_testing import tiny_config  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+  from ldlm_testing import tiny_config
+  from ldlm_jax.evaluation import ngram
   samples, refs = inputs
   run_dir = tmp_path / 'run'
   run_dir.mkdir()
@@ -193,7 +193,7 @@ def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
                                           ('experiments', ['run', 'table9', '--out', 'x']),
                                           ('plots', [])])
 def test_usage_errors_are_one_line(module, argv, capsys):
-  import importlib  # pylint: disable=import-outside-toplevel
+  import importlib
   with pytest.raises(SystemExit) as exit_info:
     importlib.import_module(f'ldlm_jax.{module}').parse_args(argv)
   err = capsys.readouterr().err
@@ -203,8 +203,8 @@ def test_usage_errors_are_one_line(module, argv, capsys):
 
 def test_orbax_expected_warnings_are_hidden_others_kept(caplog):
   """evaluate and experiments open checkpoints read-only: orbax's notice of it is not news."""
-  import logging  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  import logging
+  from ldlm_jax import cli
   cli.hide_expected_warnings()
   absl_logger = logging.getLogger('absl')
   with caplog.at_level(logging.WARNING):

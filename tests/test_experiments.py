@@ -132,15 +132,15 @@ def test_errors_name_the_fix(tmp_path, capsys):
 def test_table2_plan_builds_valid_configs_for_both_cosmos_stages(tmp_path):
   # Configs only (no training): every row at smoke and cpu scale, and both stages of a
   # two-stage row, pass `validate` after the scale's overrides.
-  from ldlm_jax.config import validate  # pylint: disable=import-outside-toplevel
-  module = experiments._latent_spaces_module()  # pylint: disable=protected-access
+  from ldlm_jax.config import validate
+  module = experiments._latent_spaces_module()
   assert module.TWO_STAGE == {'cosmos': 'cosmos_stage2'}
   for scale_name in ('smoke', 'cpu'):
     scale = experiments.SCALES[scale_name]
     rows = experiments.ROWS['table2'](scale)
     assert tuple(r.name for r in rows) == tuple(module.ROWS)
     # Five distinct runs: no row's config equals another's.
-    assert experiments._run_groups(scale, rows, 0) == {r.name: [r.name] for r in rows}  # pylint: disable=protected-access
+    assert experiments._run_groups(scale, rows, 0) == {r.name: [r.name] for r in rows}
     seen = set()
     for row in rows:
       run_dir = str(tmp_path / 'runs' / row.name / 'seed0')
@@ -177,7 +177,7 @@ def test_textldm_table_plans_two_stage_rows_next_to_ldlm(tmp_path):
   # Configs only: LDLM is the scale's base; each TextLDM row trains its VAE (stage one,
   # REPA on or off) and then the DiT on it. Stage two needs issue 16 part A's process keys:
   # without them the rows say so and the sweep refuses with that sentence.
-  from ldlm_jax.config import base_config, validate  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import base_config, validate
   part_a = 'process' in base_config().diffusion
   scale = experiments.SCALES['smoke']
   rows = experiments.ROWS['textldm'](scale)
@@ -219,7 +219,7 @@ def test_train_minutes_count_a_two_stage_rows_first_stage(tmp_path):
   done(runs / 'textldm' / 'seed0', {'results': results, 'seconds': {'train': 600.0, 'stage_one_train': 300.0}})
   done(runs / 'textldm' / 'seed1', {'results': results, 'seconds': {'train': 600.0}})
   done(runs / 'textldm' / 'stage_one' / 'seed1', {'seconds': {'train': 300.0}})
-  rows = experiments._collect(str(tmp_path), plan)['rows']  # pylint: disable=protected-access
+  rows = experiments._collect(str(tmp_path), plan)['rows']
   assert rows['ldlm']['train_minutes'] == (11.0, 1.0)
   assert rows['textldm']['train_minutes'] == (15.0, 0.0)
 

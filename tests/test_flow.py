@@ -232,7 +232,7 @@ def test_rectified_flow_loss_is_the_velocity_mse():
 
 
 def test_tiny_rectified_flow_trains_and_samples_with_euler_and_heun():
-  import optax  # pylint: disable=import-outside-toplevel
+  import optax
   c, model, params, frozen, _ = tiny_setup(**{
       'diffusion.process': 'rectified_flow', 'timesteps.sampler': 'logit_normal',
       'sample.solver': 'heun', 'encoder_warmup.steps': 0})

@@ -64,7 +64,7 @@ def run_dir(tmp_path):
 
 
 def _assert_png(path):
-  from matplotlib import image  # pylint: disable=import-outside-toplevel
+  from matplotlib import image
   with open(path, 'rb') as f:
     assert f.read(8) == PNG_SIGNATURE
   assert os.path.getsize(path) > 10_000   # a drawn figure, not an empty canvas

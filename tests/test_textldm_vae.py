@@ -145,9 +145,9 @@ def test_frozen_teacher_is_bitwise_unchanged_after_train_steps():
 def test_two_stages_hand_the_frozen_vae_to_the_denoiser(tmp_path):
   """Stage one trains the VAE; stage two (train.init_from, frozen) holds exactly stage
   one's EMA VAE outside its state, trains only the denoiser and samples."""
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training.loop import train  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp
+  from ldlm_jax.training import restore
+  from ldlm_jax.training.loop import train
 
   run = {'train.log_every': 1, 'train.checkpoint_every': 2, 'train.eval_every': 0,
          'train.num_log_samples': 0, 'train.num_steps': 2, 'encoder.norm_num_chunks': 8}
@@ -221,10 +221,10 @@ def test_stage_two_configs_validate_at_both_sizes():
 def test_a_smollm2_like_llama_teaches_with_its_own_tokenizer(tmp_path):
   """'smollm2-135m' (here a random 2-layer Llama GGUF at encoder.path): hidden states in HF's
   convention from the scoring Llama's own blocks, its own tokenizer, and a REPA teacher."""
-  from ldlm_jax import experiments  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.llama import Llama  # pylint: disable=import-outside-toplevel
-  gguf = experiments._tiny_random_scorer(str(tmp_path))  # pylint: disable=protected-access
+  from ldlm_jax import experiments
+  from ldlm_jax.encoders import registry
+  from ldlm_jax.evaluation.llama import Llama
+  gguf = experiments._tiny_random_scorer(str(tmp_path))
   enc = registry.load_frozen_encoder('smollm2-135m', gguf)
   tok = registry.load_encoder_tokenizer('smollm2-135m', gguf)
   assert (enc.family, enc.num_layers, tok.vocab_size) == ('llama', 2, enc.vocab_size)

@@ -174,7 +174,7 @@ def test_ema_warmup_matches_numpy():
 def test_learning_rate_decay_steps_matches_numpy():
   """optim.decay_steps: warmup, constant, then linear to 0 at train.num_steps;
   0 (the default) is the constant schedule; out of range is a ConfigError."""
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError
   c = tiny_config()
   c.optim.learning_rate, c.optim.warmup_steps, c.train.num_steps = 1e-3, 10, 100
   steps = np.arange(0, 101)

@@ -19,7 +19,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.encoders import bert, gpt2
 from ldlm_jax.encoders.loading import EncoderLoadError
 from ldlm_jax.encoders.registry import FrozenEncoder, load_frozen_encoder

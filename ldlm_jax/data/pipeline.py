@@ -54,7 +54,7 @@ from absl import flags
 import grain
 import numpy as np
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.data import brown, prepare
 from ldlm_jax.data.chunking import ChunkIterDataset, DocumentTokenizer
 from ldlm_jax.data.errors import DataError

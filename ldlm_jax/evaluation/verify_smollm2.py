@@ -60,9 +60,9 @@ def shuffled_words(texts: list[str], seed: int = 0) -> list[str]:
 
 
 def main() -> None:
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint  # pylint: disable=import-outside-toplevel
+  import torch
+  import transformers
+  from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
   path = smollm2_gguf_path()
   start = time.time()

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.diffusion import solver as solver_lib
 from ldlm_jax.diffusion import time_samplers
 from ldlm_jax.diffusion import timesteps as timesteps_lib
