@@ -339,7 +339,6 @@ _CHOICES = {
     'loss.reconstruction': ('mse', 'ce', 'mse+ce'),
     'sample.time_grid': ('uniform', 'adaptive'),
     'sample.final': ('z', 'x0'),
-    'condition.path': ('cross_attention', 'in_context'),
 }
 
 
@@ -400,9 +399,11 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
 
 
 def _registry_choices() -> dict:
-  """Choices held by the diffusion registries."""
+  """Choices held by the registries of parts."""
   from ldlm_jax.diffusion import processes, solver, time_samplers  # noqa: PLC0415  (jax: see above)
-  return {'diffusion.process': tuple(processes.PROCESSES),
+  from ldlm_jax.models import dit  # noqa: PLC0415  (flax: see above)
+  return {'condition.path': tuple(dit.CONDITION_PATHS),
+          'diffusion.process': tuple(processes.PROCESSES),
           'timesteps.sampler': tuple(time_samplers.SAMPLERS),
           'sample.solver': tuple(solver.SOLVERS)}
 

@@ -42,6 +42,13 @@ os.environ.setdefault('LDLM_TEST_XLA_FLAGS', '--xla_backend_optimization_level=0
 os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {os.environ['LDLM_TEST_XLA_FLAGS']}".strip()
 
 
+def pytest_configure(config):
+  # `bash scripts/test.sh fast` (pytest -m "not slow") leaves these out; the full suite runs them.
+  config.addinivalue_line(
+      'markers', 'slow: takes more than a few seconds on 2 cores (trains a model, runs a '
+      'command line in a subprocess, or builds a large fixture); left out of the fast tier')
+
+
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   if _SESSION_CACHE:
