@@ -49,6 +49,18 @@ def pytest_configure(config):
       'command line in a subprocess, or builds a large fixture); left out of the fast tier')
 
 
+# Fixtures that train a model (tiny_run, cond_run, straight_run, trained) or load the real
+# SmolLM2 scorer (smollm2): every test using one is slow, whatever its own cost.
+SLOW_FIXTURES = frozenset({'tiny_run', 'cond_run', 'straight_run', 'trained', 'smollm2'})
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if SLOW_FIXTURES.intersection(getattr(item, 'fixturenames', ())):
+      item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   if _SESSION_CACHE:

@@ -88,6 +88,7 @@ def test_cached_corpus_sizes_and_cleaning(brown_text_dir):
   assert not re.search(r"(^|\s)(``|'')(\s|$)", all_text) and ' ,' not in all_text
 
 
+@pytest.mark.slow
 def test_brown_source_end_to_end(brown_text_dir, tmp_path):
   # A private cache root with the cleaned text copied in: the prepare step runs here.
   root = tmp_path / 'brown'

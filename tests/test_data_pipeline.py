@@ -317,6 +317,7 @@ def test_shuffled_groups_split_every_epoch_over_processes():
   np.testing.assert_array_equal(np.concatenate([one_pass[i] for i in range(3)]), np.arange(n))
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_stream_and_restore_exactly(tmp_path):
   path = _prepared(tmp_path / 'p', TRAIN_DOCS)
   inline = _batches(pipeline.make_train_iterator(_config('prepared', path, seed=2), TOK), 6)

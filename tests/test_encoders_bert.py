@@ -96,6 +96,7 @@ def test_bert_has_no_lm_head(tiny_bert):
       table, tiny_bert['torch'].embeddings.word_embeddings.weight.detach().numpy())
 
 
+@pytest.mark.slow
 def test_real_minilm_matches_hf():
   """all-MiniLM-L6-v2 (6 layers, 384 wide) from the installed package, padded batch."""
   import torch

@@ -55,6 +55,7 @@ def inputs(tmp_path_factory):
   return samples, str(refs)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(scorer_path, inputs, tmp_path, capsys):
   samples, refs = inputs
   out = tmp_path / 'sub' / 'metrics.json'
@@ -157,6 +158,7 @@ def test_scored_word_count_stops_at_first_eos():
   assert evaluate.scored_word_count('no marker here', '[SEP]') == 3
 
 
+@pytest.mark.slow
 def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
   """--ngram_baselines RUN: n-gram samples of the run's training split and its held-out text, evaluated alike."""
   from ldlm_testing import tiny_config

@@ -18,6 +18,7 @@ def _run(out, capsys):
   return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_table1_smoke_report_and_resume(tmp_path, capsys):
   out = tmp_path / 'sweep'
   _run(out, capsys)

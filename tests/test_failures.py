@@ -53,6 +53,7 @@ def _tiny(*args):
   return ('--config', os.path.join(REPO, 'configs', 'tiny.py'), *args)
 
 
+@pytest.mark.slow
 def test_config_errors_are_one_sentence(tmp_path):
   kept = tmp_path / 'kept'
   kept.mkdir()
@@ -78,6 +79,7 @@ def test_config_errors_are_one_sentence(tmp_path):
   assert _snapshot(tmp_path) == before and not workdir.exists()
 
 
+@pytest.mark.slow
 def test_numeric_flags_and_output_paths_are_checked_before_work(tmp_path):
   (tmp_path / 'file').write_text('mine')
   before = _snapshot(tmp_path)
@@ -107,6 +109,7 @@ def test_numeric_flags_and_output_paths_are_checked_before_work(tmp_path):
   assert _snapshot(tmp_path) == before and not out.exists()
 
 
+@pytest.mark.slow
 def test_refused_fresh_run_leaves_nothing_and_names_undecodable_files(tmp_path):
   corpus = tmp_path / 'corpus'
   corpus.mkdir()

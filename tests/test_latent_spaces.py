@@ -54,6 +54,7 @@ SINGLE_STAGE = ('scratch_emb', 'encoder_emb', 'tencdm')
 ROWS = sorted(VARIANTS) if os.environ.get('LDLM_TEST_ALL_VARIANTS') else SINGLE_STAGE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ROWS)
 def test_every_variant_trains_a_few_steps(variant):
   """Four compiled steps on a toy encoder: the loss terms the space owns are finite and
@@ -105,6 +106,7 @@ def test_every_variant_trains_a_few_steps(variant):
     assert out.shape == (2, c.data.seq_len)
 
 
+@pytest.mark.slow
 def test_self_condition_off_at_sampling_when_trained_without():
   enc = ToyEncoder()
   c = tiny_config()
@@ -205,6 +207,7 @@ def _logged_losses(workdir):
     return [r['loss'] for r in map(json.loads, f) if 'loss' in r]
 
 
+@pytest.mark.slow
 def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   """Stage one trains the autoencoder; stage two (train.init_from, frozen) logs exactly the
   losses of the same step run on the stage-one EMA autoencoder loaded and frozen by hand;

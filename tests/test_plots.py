@@ -73,6 +73,7 @@ def _assert_png(path):
   assert pixels[..., :3].std() > 0.05      # not a blank image
 
 
+@pytest.mark.slow
 def test_write_plots_draws_every_png(run_dir):
   report = plots.write_plots(run_dir)
   assert report.skipped == []
@@ -84,6 +85,7 @@ def test_write_plots_draws_every_png(run_dir):
   assert sorted(os.listdir(os.path.join(run_dir, 'plots'))) == sorted(ALL_PLOTS)
 
 
+@pytest.mark.slow
 def test_cli_prints_written_paths(run_dir, tmp_path, capsys):
   out_dir = str(tmp_path / 'pictures')
   assert plots_cli.main(['--workdir', run_dir, '--out_dir', out_dir, '--num_curves', '2']) == 0

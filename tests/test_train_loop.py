@@ -20,6 +20,9 @@ from ldlm_testing import REPO
 from ldlm_testing import subprocess_env as _env
 from ldlm_testing import train_command as _cmd
 
+# Every test here trains (subprocesses, several devices or processes).
+pytestmark = pytest.mark.slow
+
 TIMING_KEYS = ('steps_per_sec', 'tokens_per_sec')
 
 
