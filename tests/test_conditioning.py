@@ -90,6 +90,7 @@ def test_dropped_condition_equals_unconditional_loss(path):
                                               jax.random.PRNGKey(3), 0, state)[0])
 
 
+@pytest.mark.slow
 def test_condition_features_see_only_given_tokens():
   c, model, params, frozen = _model()
   tokens = toy_tokens(2, c.data.seq_len)
