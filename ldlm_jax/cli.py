@@ -11,13 +11,13 @@ stderr and exit code 2, never a traceback:
 - `@user_errors_exit_2` on an argparse CLI's `main(argv) -> int` does the same
   for the user errors it raises (it returns 2).
 - `fail(message)` ends a run by hand (argparse CLIs use it too).
+- `check_output_file` / `check_output_dir` / `check_positive` check a flag
+  before any work is done, so a run is never refused after it compiled.
 
 A user error is an `ldlm_jax.errors.UserError` (config, data, checkpoint,
 encoder, tokenizer, scorer, evaluation, plot errors all derive from it) or an
 OS error about a path the user gave (`USER_ERRORS`); both wrappers above catch
 exactly `USER_ERRORS`, so every command line treats the same errors alike.
-- `check_output_file` / `check_output_dir` / `check_positive` check a flag
-  before any work is done, so a run is never refused after it compiled.
 
 ml_collections defers a config file's load error until the config is first
 read, as chained tracebacks from deep inside the trainer; here the file is
@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import logging
 import os
-import functools
 import sys
 from typing import Callable, NoReturn, Sequence
 

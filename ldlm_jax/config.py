@@ -14,10 +14,9 @@ import os
 
 import ml_collections
 
+# Defined in errors.py (every layer raises it; the parts never import config), and
+# importable from here as before.
 from ldlm_jax.errors import ConfigError
-
-__all__ = ['ConfigError', 'base_config', 'from_saved', 'load_file', 'set_dotted', 'sibling',
-           'unknown_keys', 'validate']
 
 
 def base_config() -> ml_collections.ConfigDict:

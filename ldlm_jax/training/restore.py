@@ -26,9 +26,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from ldlm_jax.config import from_saved
-from ldlm_jax.errors import ConfigError
 from ldlm_jax.encoders.registry import load_encoder_tokenizer
 from ldlm_jax.encoders.tokenizers import TextTokenizer, load_tokenizer
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.models.ldlm import LDLM
 from ldlm_jax.training import checkpoint as ckpt_lib
 from ldlm_jax.training import sharding as sharding_lib
