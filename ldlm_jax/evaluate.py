@@ -65,6 +65,9 @@ import numpy as np
 from ldlm_jax import cli, fileio
 from ldlm_jax.errors import UserError
 
+# The scorers, MAUVE and the n-gram rows (jax, flax) are imported where they are used, after the
+# flags are parsed: --help and a bad flag answer at once (ruff.toml exempts the entry points from PLC0415).
+
 
 class EvaluationError(UserError, ValueError):
   """Bad input to the evaluation; the message names the fix."""

@@ -37,6 +37,9 @@ from absl import flags
 from ldlm_jax import cli
 from ldlm_jax.errors import ConfigError
 
+# jax, the run restorer and the sampler are imported inside functions, after the flags are
+# checked: --help and a bad flag answer at once (ruff.toml exempts the entry points from PLC0415).
+
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory of a trained run.')
 _NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
 _STEPS = flags.DEFINE_integer('steps', None, 'Denoising steps (default: the run\'s sample.num_steps).')

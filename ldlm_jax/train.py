@@ -23,6 +23,9 @@ from ml_collections import config_flags
 from ldlm_jax import cli
 from ldlm_jax.errors import ConfigError
 
+# jax and the trainer are imported inside main(): after the flags are parsed and XLA_FLAGS and
+# jax.distributed are set up (ruff.toml exempts the entry points from PLC0415).
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory (checkpoints, logs, samples).')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
