@@ -46,7 +46,6 @@ import tempfile
 import uuid
 
 from ldlm_jax import cli
-from ldlm_jax.data import prepare, sources
 from ldlm_jax.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -262,6 +261,8 @@ def ensure_text(root: str = '') -> str:
 
 def ensure_prepared(root: str, tokenizer, seq_len: int) -> str:
   """ROOT/prepared/<fingerprint>-L<L>, tokenized on first use; returns its path."""
+  # prepare loads grain (about 2 s); `python -m ldlm_jax.data.brown` (set-up) runs without it.
+  from ldlm_jax.data import prepare, sources  # noqa: PLC0415
   root = root or default_root()
   out = os.path.join(root, 'prepared', f'{tokenizer.fingerprint}-L{int(seq_len)}')
   if os.path.isfile(os.path.join(out, prepare.MANIFEST_NAME)):

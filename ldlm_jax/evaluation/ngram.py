@@ -42,9 +42,11 @@ import numpy as np
 
 from ldlm_jax import cli, fileio
 from ldlm_jax.config import from_saved
-from ldlm_jax.data import pipeline
-from ldlm_jax.encoders.registry import load_encoder_tokenizer
 from ldlm_jax.errors import ConfigError
+
+# The data pipeline (grain) and the encoder registry (jax, flax) are imported inside the
+# functions that read a run's data: experiments.py imports this module when it starts, and
+# its `report` command needs neither.
 
 ORDER_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram'}
 # Tempered rows (`NGramModel.sample(temperature=T)`, p ~ count ** (1 / T)): a word-frequency sampler
@@ -158,6 +160,7 @@ def _keys_of(row: np.ndarray, k: int, vocab_size: int) -> np.ndarray:
 
 def training_chunks(config, tokenizer, max_chunks: int = 200_000) -> np.ndarray:
   """The run's training split as the trainer reads it: (n, L) chunks, at most `max_chunks`."""
+  from ldlm_jax.data import pipeline  # noqa: PLC0415  (grain: see the imports)
   return pipeline.iter_train_chunks(config, tokenizer, max_chunks)
 
 
@@ -198,6 +201,8 @@ def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: 
   unigram frontier); 'held_out': one set of held-out texts, the run's reference-split
   chunks that are not among `references` (the MAUVE references)}.
   """
+  from ldlm_jax.data import pipeline  # noqa: PLC0415  (grain: see the imports)
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # noqa: PLC0415  (jax: see the imports)
   config = load_run_config(workdir)
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   length = length or int(config.data.seq_len)
@@ -230,6 +235,7 @@ def main(argv=None) -> int:
   if args.temperature <= 0:
     print(f'error: --temperature must be > 0, got {args.temperature}.', file=sys.stderr)
     return 2
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # noqa: PLC0415  (jax: see the imports)
   config = load_run_config(args.workdir)
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   model = fit_models(config, tokenizer, orders=(args.order,))[ORDER_NAMES[args.order]]
