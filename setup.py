@@ -28,8 +28,8 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # Test-only references: the Hugging Face implementation (PyTorch and its
     # last Flax release) for encoder parity tests; pytest-xdist runs the suite
-    # on every core (the tests use about one core each).
-    "test": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.1", "transformers==4.57.6"],
+    # on every core (the tests use about one core each); ruff lints (ruff.toml).
+    "test": ["pytest>=8", "pytest-xdist>=3.5", "torch>=2.1", "transformers==4.57.6", "ruff>=0.15"],
     # MAUVE for evaluation (pulls scikit-learn and faiss-cpu).
     "eval": ["mauve-text>=0.4", "faiss-cpu>=1.7", "scikit-learn>=1.3"],
 }

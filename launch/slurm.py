@@ -38,7 +38,7 @@ import sys
 
 if __package__ in (None, ''):  # run as a file: python launch/slurm.py
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from launch import common  # pylint: disable=wrong-import-position
+from launch import common  # noqa: E402
 
 _SAFE_VALUE = re.compile(r'[^\s%#]+\Z')   # #SBATCH lines are not shell-parsed: no quoting there
 

@@ -43,7 +43,7 @@ from typing import Callable
 
 if __package__ in (None, ''):  # run as a file: python launch/tpu_pod.py
   sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from launch import common  # pylint: disable=wrong-import-position
+from launch import common  # noqa: E402
 
 # Where --sync_code puts the tarball on the workers before unpacking it.
 REMOTE_TARBALL = '/tmp/ldlm_jax_code.tgz'

@@ -23,9 +23,14 @@ import math
 import os
 from typing import Any, Sequence
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax import conditioning, evaluate, export, sampling
+from ldlm_jax.diffusion.solver import FINALS, SOLVERS
+from ldlm_jax.errors import ConfigError
+from ldlm_jax.training import restore
 
 
 @dataclasses.dataclass
@@ -39,8 +44,6 @@ class Generation:
 def load(path: str, step: int | None = None, *, use_ema: bool = True, mesh=None) -> 'Model':
   """The model of a run's work directory (its latest or `step` checkpoint) or of a directory
   written by `python -m ldlm_jax.export`. `use_ema=False` takes a run's raw parameters."""
-  from ldlm_jax import export  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
   path = os.path.abspath(os.path.expanduser(os.fspath(path)))
   if export.is_export_dir(path):
     if step is not None:
@@ -93,7 +96,6 @@ class Model:
                        time_grid: str | None = None, t_min: float | None = None,
                        solver: str | None = None, final: str | None = None) -> dict:
     """The sampler settings: each one given, else the run's `sample` section."""
-    from ldlm_jax.diffusion.solver import FINALS, SOLVERS  # pylint: disable=import-outside-toplevel
     sc, process = self.config.sample, self.run.model.process
     _positive(steps=steps, batch_size=batch_size)
     if solver is not None and solver not in SOLVERS:
@@ -127,8 +129,6 @@ class Model:
     classifier-free guidance weight `guidance` (1 = none); the given tokens are kept
     bit for bit. The same seed and settings give the same samples, on any number of
     devices."""
-    from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
-    from ldlm_jax import sampling  # pylint: disable=import-outside-toplevel
     options = self.sampling_options(steps=steps, batch_size=batch_size, time_grid=time_grid,
                                     t_min=t_min, solver=solver, final=final)
     steps, batch_size = options.pop('steps'), options.pop('batch_size')
@@ -198,12 +198,10 @@ class Model:
   @functools.cached_property
   def _encoder_inputs(self):
     """(model, frozen): the LDLM over the frozen encoder, and its FrozenInputs (on the mesh)."""
-    from ldlm_jax import sampling  # pylint: disable=import-outside-toplevel
     return sampling.encoder_inputs(self.run)
 
   @functools.cached_property
   def _compiled(self):
-    import jax  # pylint: disable=import-outside-toplevel
     model, frozen = self._encoder_inputs
 
     def encode(params, tokens):
@@ -214,7 +212,6 @@ class Model:
   def _batched(self, fn, rows: np.ndarray, batch_size: int | None) -> np.ndarray:
     """fn(params, batch) over fixed-size batches (the last one padded by repeating its last row),
     so one program serves every call."""
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
     size = int(batch_size or self.config.sample.batch_size)
     shards = self.run.mesh.shape['data'] * self.run.mesh.shape['fsdp']
     size = int(math.ceil(min(size, len(rows)) / shards) * shards)
@@ -277,7 +274,6 @@ def evaluate_texts(texts: Sequence[str], references: Sequence[str] | None = None
                    metric_tokens: str = 'scorer', eos_token: str | None = None) -> dict[str, Any]:
   """The metrics `python -m ldlm_jax.evaluate` computes for one samples file, of a list of texts:
   gen_ppl, word_ppl, entropy, diversity, and mauve when `references` (a list of texts) are given."""
-  from ldlm_jax import evaluate  # pylint: disable=import-outside-toplevel
   return evaluate.evaluate_texts(texts, references, scorer=scorer, scorer_path=scorer_path,
                                  batch_size=batch_size, metric_tokens=metric_tokens,
                                  eos_token=eos_token)

@@ -84,7 +84,7 @@ _request_host_devices(sys.argv)
 
 
 def _add_gpu_flags() -> list[str]:
-  from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import xla_flags
   added = xla_flags.add_gpu_flags()
   fraction = xla_flags.set_gpu_memory_fraction()   # the trainer's share, so timings match it
   return added + ([f'{xla_flags.MEM_FRACTION_VAR}={fraction}'] if fraction else [])
@@ -92,11 +92,13 @@ def _add_gpu_flags() -> list[str]:
 
 _GPU_FLAGS_ADDED = _add_gpu_flags()    # before jax is imported (XLA reads XLA_FLAGS once)
 
-# pylint: disable=wrong-import-position
+# The imports below run after the flags above are set (ruff.toml allows E402 in this file); jax and
+# the benchmarks are imported inside functions (ruff.toml exempts the entry points from PLC0415).
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from ldlm_jax import fileio
+from ldlm_jax import cli, fileio
+from ldlm_jax.errors import ConfigError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _USER_ARGV = list(sys.argv)   # as typed, before --preset is expanded (for the JSON record)
@@ -179,7 +181,7 @@ def _fmt_flops(value) -> str:
 
 
 def _print_memory(mem: dict, device_peak, indent='  ') -> None:
-  from ldlm_jax.benchmarks.memory import gib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.benchmarks.memory import gib
   c = mem
   if c:
     print(f'{indent}compiled per device: arguments {gib(c["argument"])}, outputs '
@@ -250,7 +252,7 @@ def print_sample(r: dict) -> None:
 
 
 def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
-  from ldlm_jax.benchmarks.memory import gib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.benchmarks.memory import gib
   s = r['sharded_arguments_per_device']
   c = r['compiled_per_device']
   print(f'compile  train step, {r["num_devices"]} x {r["platform"]} ({r["device_kind"]}), mesh '
@@ -286,7 +288,6 @@ def print_compile(r: dict, capacity_bytes: float, capacity_source: str) -> None:
 
 def parse_compare(spec: str, config):
   """'a.b=v1,v2' -> ('a.b', [v1, v2]) with each value of the field's own type."""
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   field, sep, raw = spec.partition('=')
   node = config
   try:
@@ -309,7 +310,7 @@ def parse_compare(spec: str, config):
 
 
 def with_field(config, field: str, value):
-  import copy  # pylint: disable=import-outside-toplevel
+  import copy
   c = copy.deepcopy(config)
   *path, last = field.split('.')
   node = c
@@ -328,8 +329,7 @@ def _write_json(path: str, payload: dict) -> None:
 
 
 def _select_devices(count: int):
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  import jax
   if count < 1:
     raise ConfigError(f'--devices={count} must be >= 1.')
   if len(jax.devices()) >= count:
@@ -345,9 +345,9 @@ def _select_devices(count: int):
 
 def run(command: str, config, argv: list[str]) -> dict:
   """Runs one subcommand; prints as it goes; returns the JSON payload."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.benchmarks import aot, runs, timing  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.benchmarks import memory as memory_lib  # pylint: disable=import-outside-toplevel
+  import jax
+  from ldlm_jax.benchmarks import aot, runs, timing
+  from ldlm_jax.benchmarks import memory as memory_lib
 
   preset = _PRESET.value
   if preset and command not in PRESETS[preset][2]:
@@ -397,7 +397,7 @@ def run(command: str, config, argv: list[str]) -> dict:
       source = f'{devices[0].device_kind} allocator limit'
     if capacity is None:
       # What a training run may use of an H100 80GB (the trainer sets the allocator's share).
-      from ldlm_jax import xla_flags as flags_lib  # pylint: disable=import-outside-toplevel
+      from ldlm_jax import xla_flags as flags_lib
       fraction = flags_lib.memory_fraction()
       capacity = H100_ALLOCATABLE_GIB * fraction * memory_lib.GiB
       source = (f'{fraction:.0%} of an H100 80GB ({flags_lib.MEM_FRACTION_VAR}, the trainer\'s '
@@ -457,8 +457,6 @@ def _json_path() -> str | None:
 
 def check_flags() -> None:
   """Every number and output path checked before anything is compiled (one sentence each)."""
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   cli.check_positive(iters=_ITERS.value, repeats=_REPEATS.value, devices=_DEVICES.value)
   for name, value in (('batch_size', _BATCH.value), ('warmup', _WARMUP.value), ('fsdp', _FSDP.value),
                       ('matmul_size', _MATMUL.value), ('device_memory_gib', _MEMORY_GIB.value),
@@ -483,18 +481,14 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError('Give --config FILE or --preset NAME.')
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   check_flags()
-  try:
-    payload = run(argv[1], config, sys.argv)
-    if _json_path():
-      _write_json(_json_path(), payload)
-      print(f'wrote {_json_path()}')
-    if _PRINT_JSON.value:
-      print(json.dumps(payload, indent=2, sort_keys=True, default=float))
-  except (ConfigError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    sys.exit(2)
+  # A user error here (config, missing file) is one line from cli.run_absl.
+  payload = run(argv[1], config, sys.argv)
+  if _json_path():
+    _write_json(_json_path(), payload)
+    print(f'wrote {_json_path()}')
+  if _PRINT_JSON.value:
+    print(json.dumps(payload, indent=2, sort_keys=True, default=float))
 
 
 def entry():
@@ -503,7 +497,6 @@ def entry():
   except app.UsageError as e:
     print(f'error: {e}', file=sys.stderr)
     sys.exit(2)
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   cli.run_absl(main)
 
 

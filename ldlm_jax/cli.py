@@ -8,9 +8,16 @@ stderr and exit code 2, never a traceback:
   (absl's own, and the config-file flags of ml_collections: a missing or
   broken config file, an unknown `--config.a.b` override key, which gets the
   nearest valid key) and the user errors `main` raises become one line.
+- `@user_errors_exit_2` on an argparse CLI's `main(argv) -> int` does the same
+  for the user errors it raises (it returns 2).
 - `fail(message)` ends a run by hand (argparse CLIs use it too).
 - `check_output_file` / `check_output_dir` / `check_positive` check a flag
   before any work is done, so a run is never refused after it compiled.
+
+A user error is an `ldlm_jax.errors.UserError` (config, data, checkpoint,
+encoder, tokenizer, scorer, evaluation, plot errors all derive from it) or an
+OS error about a path the user gave (`USER_ERRORS`); both wrappers above catch
+exactly `USER_ERRORS`, so every command line treats the same errors alike.
 
 ml_collections defers a config file's load error until the config is first
 read, as chained tracebacks from deep inside the trainer; here the file is
@@ -22,23 +29,44 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import functools
 import logging
 import os
 import sys
 from typing import Callable, NoReturn, Sequence
 
-from ldlm_jax.config import ConfigError, load_file
-from ldlm_jax.data.errors import DataError
+from absl import app, flags
+from absl import logging as absl_logging
+
+from ldlm_jax.config import load_file
+from ldlm_jax.errors import ConfigError, UserError
 
 # Exceptions whose message is written for the user (one sentence naming the fix).
-USER_ERRORS = (ConfigError, DataError, FileNotFoundError, NotADirectoryError, PermissionError)
+USER_ERRORS = (UserError, FileNotFoundError, NotADirectoryError, PermissionError)
 EXIT_USER_ERROR = 2
+
+
+def report(message) -> int:
+  """Prints `error: message` (one line, no traceback) to stderr; returns exit code 2."""
+  print(f'error: {str(message).strip()}', file=sys.stderr, flush=True)
+  return EXIT_USER_ERROR
 
 
 def fail(message: str) -> NoReturn:
   """Prints `error: message` to stderr and exits with code 2."""
-  print(f'error: {str(message).strip()}', file=sys.stderr, flush=True)
-  sys.exit(EXIT_USER_ERROR)
+  sys.exit(report(message))
+
+
+def user_errors_exit_2(main: Callable[..., int]) -> Callable[..., int]:
+  """An argparse CLI's `main(argv) -> int` whose user errors (USER_ERRORS) print one line and return 2."""
+
+  @functools.wraps(main)
+  def wrapped(*args, **kwargs) -> int:
+    try:
+      return main(*args, **kwargs)
+    except USER_ERRORS as e:
+      return report(e)
+  return wrapped
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -116,7 +144,7 @@ def _load_config_file(spec: str):
   except SyntaxError as e:
     raise ConfigError(f'config file {path} has a syntax error at line {e.lineno}: {e.msg}; '
                       'fix the file.') from None
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     first = str(e).strip().splitlines()[0] if str(e).strip() else ''
     raise ConfigError(f'config file {path} failed to load ({type(e).__name__}: {first}); '
                       'fix the file.') from None
@@ -158,9 +186,8 @@ def _overrides(argv: Sequence[str], flag: str) -> list[str]:
 
 
 def _config_flag_names() -> list[str]:
-  from absl import flags  # pylint: disable=import-outside-toplevel
   names = []
-  for name, flag in flags.FLAGS._flags().items():  # pylint: disable=protected-access
+  for name, flag in flags.FLAGS._flags().items():
     # ml_collections' config_flags.DEFINE_config_file parser (its class is not exported).
     if type(flag.parser).__name__ == 'ConfigFileFlagParser' and name not in names:
       names.append(name)
@@ -196,12 +223,11 @@ def config_problem(argv: Sequence[str]) -> str | None:
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl flag parsing where every failure, the config file's included, is one line."""
-  from absl import flags  # pylint: disable=import-outside-toplevel
   try:
     args = flags.FLAGS(list(argv))
   except flags.Error as e:
     fail(config_problem(argv) or str(e).splitlines()[0])
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     # ml_collections raises plain AttributeError/KeyError/SyntaxError from an override or a file.
     fail(config_problem(argv) or f'cannot parse the flags ({type(e).__name__}: '
          f'{str(e).splitlines()[0] if str(e) else ""}).')
@@ -214,7 +240,6 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
 
 def guarded(main: Callable, extra_errors: tuple = ()) -> Callable:
   """main(argv) with user errors (and absl UsageError) printed as one line, exit code 2."""
-  from absl import app  # pylint: disable=import-outside-toplevel
 
   def wrapped(argv):
     quiet_library_logs(sys.argv)
@@ -230,7 +255,6 @@ def guarded(main: Callable, extra_errors: tuple = ()) -> Callable:
 
 def run_absl(main: Callable, extra_errors: tuple = ()) -> None:
   """`absl.app.run(main)` with every user error as one line (see the module docstring)."""
-  from absl import app  # pylint: disable=import-outside-toplevel
   app.run(guarded(main, extra_errors), flags_parser=parse_flags)
 
 
@@ -258,7 +282,6 @@ def quiet_library_logs(argv: Sequence[str]) -> None:
   The project's own INFO lines stay. An explicit --verbosity (or -v) on the command line
   shows everything, as absl would.
   """
-  from absl import logging as absl_logging  # pylint: disable=import-outside-toplevel
   if any(a.split('=', 1)[0] in ('--verbosity', '-verbosity', '-v', '--v') for a in argv[1:]):
     return
   absl_logging.set_verbosity(absl_logging.INFO)

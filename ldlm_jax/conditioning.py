@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 
 GAP = re.compile(r'\[\[(\d*|\.\.\.)\]\]')
 DEFAULT_GAP_TOKENS = 4

@@ -14,9 +14,9 @@ import os
 
 import ml_collections
 
-
-class ConfigError(ValueError):
-  """A configuration value a user set that cannot work; the message says the fix."""
+# Defined in errors.py (every layer raises it; the parts never import config), and
+# importable from here as before.
+from ldlm_jax.errors import ConfigError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -381,7 +381,6 @@ _CHOICES = {
     'loss.reconstruction': ('mse', 'ce', 'mse+ce'),
     'sample.time_grid': ('uniform', 'adaptive'),
     'sample.final': ('z', 'x0'),
-    'condition.path': ('cross_attention', 'in_context'),
 }
 
 
@@ -456,11 +455,17 @@ def _has(saved: dict, dotted: str) -> bool:
   return True
 
 
+# The registries of parts (diffusion processes, time samplers, solvers, latent spaces) are
+# imported where a config is validated: they load jax and flax, which a command line
+# (every one imports this module through ldlm_jax.cli) should not wait for to parse its flags.
+
+
 def _registry_choices() -> dict:
-  """Choices held by the diffusion registries (imported here: they import jax)."""
-  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.diffusion import processes, solver, time_samplers
-  return {'diffusion.process': tuple(processes.PROCESSES),
+  """Choices held by the registries of parts."""
+  from ldlm_jax.diffusion import processes, solver, time_samplers  # noqa: PLC0415  (jax: see above)
+  from ldlm_jax.models import dit  # noqa: PLC0415  (flax: see above)
+  return {'condition.path': tuple(dit.CONDITION_PATHS),
+          'diffusion.process': tuple(processes.PROCESSES),
           'timesteps.sampler': tuple(time_samplers.SAMPLERS),
           'sample.solver': tuple(solver.SOLVERS)}
 
@@ -487,7 +492,7 @@ def validate(config) -> None:
       raise ConfigError(f'{key} must be in [0, 1) (got {_get(config, key)!r}).')
   if not 0.0 <= config.diffusion.self_cond_prob <= 1.0:
     raise ConfigError(f'diffusion.self_cond_prob must be in [0, 1] (got {config.diffusion.self_cond_prob!r}).')
-  from ldlm_jax.diffusion import solver  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.diffusion import solver  # noqa: PLC0415  (jax: see _registry_choices)
   wrong = solver.mismatch(config.sample.solver, config.diffusion.process)
   if wrong:
     raise ConfigError(wrong)
@@ -534,7 +539,7 @@ def validate(config) -> None:
       raise ConfigError(
           f'the self-attention {part.replace("_", " ")} pairs one latent with one token, so '
           f'model.latent_len must be 0 or data.seq_len={config.data.seq_len} (got {mc.latent_len}).')
-  from ldlm_jax import latent_spaces  # pylint: disable=import-outside-toplevel  (models import config)
+  from ldlm_jax import latent_spaces  # noqa: PLC0415  (flax: see _registry_choices)
   latent_spaces.latent_space_class(config).check_config(config)
   fc = config.train.init_from
   taken = [s for s in fc.components.split(',') if s]

@@ -64,10 +64,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ldlm_jax import fileio
+from ldlm_jax import cli, fileio
+from ldlm_jax.errors import UserError
+
+# The scorers, MAUVE and the n-gram rows (jax, flax) are imported where they are used, after the
+# flags are parsed: --help and a bad flag answer at once (ruff.toml exempts the entry points from PLC0415).
 
 
-class EvaluationError(ValueError):
+class EvaluationError(UserError, ValueError):
   """Bad input to the evaluation; the message names the fix."""
 
 
@@ -162,7 +166,7 @@ def _single_or_list(values):
 def evaluate_file(scorer, path: str, records: list[dict], reference_features=None, batch_size: int = 8,
                   metric_tokens: str = 'scorer') -> dict[str, Any]:
   """All metrics of one samples file."""
-  from ldlm_jax.evaluation import genppl, metrics, mauve_score  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation import genppl, metrics, mauve_score
   scorer_ids = [genppl.encode_with_eos_marker(scorer.tokenizer, r['text'], r.get('eos_token'))
                 for r in records]
   if reference_features is not None:
@@ -200,7 +204,7 @@ def evaluate_texts(texts, references=None, *, scorer: str = 'smollm2', scorer_pa
                    name: str = 'texts') -> dict[str, Any]:
   """The metrics of one list of texts, by `evaluate_file` (what the command line computes for one
   samples file); `references` (texts) add MAUVE; `eos_token` is the generator's EOS marker."""
-  from ldlm_jax.evaluation.scorers import SCORERS, load_scorer  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.scorers import SCORERS, load_scorer
   if isinstance(texts, str) or not texts or not all(isinstance(t, str) for t in texts):
     raise EvaluationError('texts must be a non-empty list of strings.')
   if not any(t.strip() for t in texts):
@@ -215,7 +219,7 @@ def evaluate_texts(texts, references=None, *, scorer: str = 'smollm2', scorer_pa
     references = [r for r in references if isinstance(r, str) and r.strip()]
     if len(references) < 2:
       raise EvaluationError(f'references has {len(references)} non-empty texts; MAUVE needs at least 2.')
-    from ldlm_jax.evaluation.mauve_score import require_mauve  # pylint: disable=import-outside-toplevel
+    from ldlm_jax.evaluation.mauve_score import require_mauve
     require_mauve()
   records = [{'text': t, **({'eos_token': eos_token} if eos_token else {})} for t in texts]
   loaded = load_scorer(scorer, scorer_path)
@@ -253,12 +257,12 @@ def write_json_atomic(path: str, payload: dict) -> None:
 
 def run(args: argparse.Namespace) -> dict:
   """Reads and checks every input, loads the scorer, computes and writes the metrics."""
-  from ldlm_jax.evaluation.scorers import load_scorer  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.scorers import load_scorer
   if args.batch_size < 1:
     raise EvaluationError(f'--batch_size must be >= 1, got {args.batch_size}.')
   if args.task == 'continuation':
-    from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-    from ldlm_jax.evaluation import continuation  # pylint: disable=import-outside-toplevel
+    from ldlm_jax import cli
+    from ldlm_jax.evaluation import continuation
     if args.samples:
       raise EvaluationError('--task continuation generates its own samples; leave out --samples.')
     cli.check_output_file(args.out, '--out')
@@ -273,18 +277,18 @@ def run(args: argparse.Namespace) -> dict:
     raise EvaluationError(f'--max_references must be >= 0 (0 = all), got {args.max_references}.')
   if os.path.isdir(args.out):
     raise EvaluationError(f'--out {args.out!r} is a directory; pass a file name such as metrics.json.')
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli
   cli.check_output_file(args.out, '--out')  # a file on the way is refused before the scorer loads
   # Every input is read before the (slow) scorer load, so bad input fails fast.
   samples = [(path, read_samples(path, args.max_samples)) for path in args.samples]
   references = read_references(args.references, args.max_references) if args.references else None
   baseline_sets = {}
   if args.ngram_baselines:
-    from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+    from ldlm_jax.evaluation import ngram
     baseline_sets = ngram.baseline_sample_sets(args.ngram_baselines, len(samples), len(samples[0][1]),
                                                references=references or ())
   if references is not None:
-    from ldlm_jax.evaluation.mauve_score import require_mauve  # pylint: disable=import-outside-toplevel
+    from ldlm_jax.evaluation.mauve_score import require_mauve
     require_mauve()
 
   start = time.time()
@@ -321,8 +325,8 @@ def run(args: argparse.Namespace) -> dict:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.scorers import SCORERS  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli
+  from ldlm_jax.evaluation.scorers import SCORERS
   parser = cli.ArgumentParser(prog='python -m ldlm_jax.evaluate', description=__doc__.split('\n')[0])
   parser.add_argument('--task', default='samples', choices=('samples', 'continuation'),
                       help="'samples': score --samples files; 'continuation': continue held-out prompts "
@@ -359,18 +363,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
+@cli.user_errors_exit_2
 def main(argv: Sequence[str] | None = None) -> int:
-  from ldlm_jax.evaluation.gguf_model import GGUFModelError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.mauve_score import MauveUnavailableError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.scorers import ScorerError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   args = parse_args(argv)
   cli.hide_expected_warnings()
-  try:
-    payload = run(args)
-  except (EvaluationError, ScorerError, GGUFModelError, MauveUnavailableError, *cli.USER_ERRORS) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  payload = run(args)
   if args.json:
     print(json.dumps(payload, indent=2))
   # The table goes to stdout unless the JSON does (then stdout stays one JSON document).
@@ -389,7 +386,7 @@ def summary_table(payload: dict) -> str:
   """The evaluation as a terminal table: one row per samples file and their mean +- std,
   then the reference rows when there are baselines (or the continuation rows)."""
   if payload.get('task') == 'continuation':
-    from ldlm_jax.evaluation.continuation import table  # pylint: disable=import-outside-toplevel
+    from ldlm_jax.evaluation.continuation import table
     return table(payload)
   scorer = payload.get('scorer') or {}
   lines = [f'scorer {scorer.get("name")}, metric tokens {payload.get("metric_tokens")}, '
@@ -419,7 +416,7 @@ def baselines_table(payload: dict) -> str:
   def cell(mean, std, name, digits):
     value = mean.get(name)
     return 'n/a' if value is None else f'{value:.{digits}f} +- {std[name]:.{digits}f}'
-  from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation import ngram
   lines = ['rows            | Gen. PPL             | entropy       | MAUVE          | ÷ unigram frontier',
            '----------------|----------------------|---------------|----------------|-------------------']
   rows = [('samples', payload['mean'], payload['std'])]

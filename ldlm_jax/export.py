@@ -43,7 +43,23 @@ import sys
 import tempfile
 import types
 
-from ldlm_jax.config import ConfigError
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from ldlm_jax import cli, evaluate, fileio
+from ldlm_jax.config import from_saved
+from ldlm_jax.encoders.registry import resolve_model_dir
+from ldlm_jax.encoders.tokenizers import load_tokenizer
+from ldlm_jax.errors import ConfigError
+from ldlm_jax.models.ldlm import LDLM
+from ldlm_jax.training import restore
+from ldlm_jax.training import sharding as sharding_lib
+from ldlm_jax.training import state as state_lib
 
 FORMAT = 'ldlm_jax-export'
 FORMAT_VERSION = 1
@@ -74,7 +90,6 @@ def _key_name(key) -> str:
 
 def flatten(tree, prefix: str = '') -> dict:
   """{dotted path: leaf} of a pytree of arrays (dicts, flax dataclasses, sequences)."""
-  import jax  # pylint: disable=import-outside-toplevel
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   out = {}
   for path, leaf in leaves:
@@ -89,8 +104,6 @@ def flatten(tree, prefix: str = '') -> dict:
 def _fill(abstract, tensors: dict, prefix: str, file: str, shardings):
   """The tree of `abstract` with each leaf taken from `tensors[prefix + path]`, checked for
   shape and dtype and put on its sharding; ExportError naming `file` for what does not fit."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   names = flatten(abstract, prefix)
   missing = [n for n in names if n not in tensors]
   if missing:
@@ -108,9 +121,6 @@ def _fill(abstract, tensors: dict, prefix: str, file: str, shardings):
 
 
 def _host(x):
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
   if isinstance(x, jax.Array) and not x.is_fully_addressable:
     x = multihost_utils.process_allgather(x, tiled=True)
   return np.asarray(jax.device_get(x))
@@ -119,7 +129,6 @@ def _host(x):
 def _numeric_array(value):
   """The numpy array of a meta value that is a (nested) list of numbers, else None. Floats are
   float32 when that keeps every value, so the values read back are the values written."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   if not isinstance(value, list) or not value:
     return None
   try:
@@ -137,7 +146,6 @@ def _numeric_array(value):
 def state_tensors(state, meta: dict) -> tuple[dict, dict]:
   """(tensors, json_meta): every non-parameter field of the inference state and every numeric
   array of the checkpoint meta as named tensors; the rest of the meta stays JSON."""
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
   tensors = {}
   for field in dataclasses.fields(state):
     if field.name in ('step', *restore.PARAM_KINDS):
@@ -229,8 +237,6 @@ def check_files(path: str, cfg: dict) -> None:
 
 
 def _read_tensors(file: str) -> dict:
-  from safetensors import SafetensorError  # pylint: disable=import-outside-toplevel
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
   try:
     return load_file(file)
   except (SafetensorError, OSError, ValueError, KeyError) as e:
@@ -241,16 +247,7 @@ def _read_tensors(file: str) -> dict:
 def load_export(path: str, mesh=None):
   """(Run, parameter kind) of an export directory; the run's state is on `mesh` (default: every
   device on the data axis) with the shardings `training.restore.load_run` gives."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  import ml_collections  # pylint: disable=import-outside-toplevel
 
-  from ldlm_jax.config import from_saved  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.tokenizers import load_tokenizer  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
 
   path = os.path.abspath(path)
   cfg = read_export_config(path)
@@ -312,7 +309,7 @@ def load_export(path: str, mesh=None):
   tokenizer_file = os.path.join(path, TOKENIZER_FILE)
   try:
     tokenizer = load_tokenizer(path)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     # The tokenizers library raises plain Exceptions for a file it cannot parse.
     raise ExportError(f'{tokenizer_file} is damaged ({type(e).__name__}: '
                       f'{str(e).splitlines()[0] if str(e) else ""}); copy it again or export the run again.') from None
@@ -327,7 +324,6 @@ def load_export(path: str, mesh=None):
 # ---------------------------------------------------------------- writing --
 def _encoder_entry(config, copy: bool, out_dir: str) -> dict:
   """What config.json says about the frozen encoder; copies its files into out_dir if `copy`."""
-  from ldlm_jax.encoders.registry import resolve_model_dir  # pylint: disable=import-outside-toplevel
   ec = config.encoder
   entry = {'name': ec.name, 'path': ec.path or '', 'input': ec.input, 'layer': int(ec.layer),
            'copied': False}
@@ -353,13 +349,10 @@ def _encoder_entry(config, copy: bool, out_dir: str) -> dict:
 
 
 def _param_counts(params) -> dict:
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import jax  # pylint: disable=import-outside-toplevel
   return {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v))) for k, v in sorted(params.items())}
 
 
 def _metrics_section(payloads: list[tuple[str, dict]]) -> list[str]:
-  from ldlm_jax import evaluate  # pylint: disable=import-outside-toplevel
   lines = []
   if not payloads:
     return ['No evaluation results were given to the export (`--metrics`); evaluate with '
@@ -413,7 +406,6 @@ def model_card(cfg: dict, config, dims, counts: dict, payloads, command: str) ->
 
 
 def _write_tensors(file: str, tensors: dict, metadata: dict) -> None:
-  from safetensors.numpy import save_file  # pylint: disable=import-outside-toplevel
   save_file(tensors, file, metadata=metadata)
 
 
@@ -439,7 +431,6 @@ def _read_metrics(files) -> list[tuple[str, dict]]:
 
 
 def check_out(out: str, overwrite: bool) -> str:
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   out = cli.check_output_dir(out, '--out')
   if os.path.isdir(out) and os.listdir(out) and not overwrite:
     raise ConfigError(f'--out {out} exists and is not empty; choose a new directory or pass '
@@ -454,9 +445,6 @@ def export_run(workdir: str, out: str, *, step: int | None = None, use_ema: bool
 
   `metrics`: evaluation JSON files to quote and copy (None: those of DEFAULT_METRICS in WORKDIR).
   """
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
   workdir = os.path.abspath(workdir)
   out = check_out(out, overwrite)
   if out == workdir or out.startswith(workdir + os.sep + 'checkpoints'):
@@ -465,11 +453,10 @@ def export_run(workdir: str, out: str, *, step: int | None = None, use_ema: bool
     metrics = [os.path.join(workdir, name) for name in DEFAULT_METRICS
                if os.path.isfile(os.path.join(workdir, name))]
   payloads = _read_metrics(metrics)
-  model = api.load(workdir, step, use_ema=use_ema)
-  if model.source != 'run':
+  if is_export_dir(workdir):
     raise ConfigError(f'{workdir} is already an export; copy the directory instead.')
-  run = model.run
   kind = 'ema_params' if use_ema else 'params'
+  run = restore.load_run(workdir, step, params=kind)
   params = getattr(run.state, kind)
   weights = {k: _host(v) for k, v in flatten(params).items()}
   state, json_meta = state_tensors(run.state, run.meta)
@@ -504,7 +491,6 @@ def export_run(workdir: str, out: str, *, step: int | None = None, use_ema: bool
     fileio.write_text(os.path.join(tmp, CARD_FILE),
                       model_card(cfg, run.config, run.model.dims, _param_counts(params), payloads, command))
     # The export must read back as the run's tokenizer (the loader checks it too).
-    from ldlm_jax.encoders.tokenizers import load_tokenizer  # pylint: disable=import-outside-toplevel
     if load_tokenizer(tmp).fingerprint != run.tokenizer.fingerprint:
       raise RuntimeError('the written tokenizer.json differs from the run\'s tokenizer')
     _set_permissions(tmp)
@@ -546,7 +532,6 @@ def _replace_dir(tmp: str, out: str) -> None:
 
 # ------------------------------------------------------------------- CLI --
 def main(argv=None) -> int:
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   parser = cli.ArgumentParser(prog='python -m ldlm_jax.export', description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='work directory of a trained run')
   parser.add_argument('--out', required=True, help='directory to write (must be new or empty)')

@@ -20,12 +20,14 @@ Argparse rather than absl flags: the command takes no config.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
+from ldlm_jax import cli
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   parser = cli.ArgumentParser(prog='python -m ldlm_jax.plots', description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='Work directory of a training run.')
   parser.add_argument('--out_dir', default=None, help='Where to write the PNGs (default WORKDIR/plots).')
@@ -37,18 +39,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   return args
 
 
+@cli.user_errors_exit_2
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  import os  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation import plots  # pylint: disable=import-outside-toplevel
-  try:
-    # The output folder checked before anything is drawn.
-    cli.check_output_dir(args.out_dir or os.path.join(args.workdir, 'plots'), '--out_dir')
-    report = plots.write_plots(args.workdir, args.out_dir, args.num_curves)
-  except (plots.PlotsError, *cli.USER_ERRORS) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  # Imported after the flags are parsed: matplotlib takes a while to load.
+  from ldlm_jax.evaluation import plots  # noqa: PLC0415
+  # The output folder checked before anything is drawn.
+  cli.check_output_dir(args.out_dir or os.path.join(args.workdir, 'plots'), '--out_dir')
+  report = plots.write_plots(args.workdir, args.out_dir, args.num_curves)
   for path in report.written:
     print(path)
   for reason in report.skipped:

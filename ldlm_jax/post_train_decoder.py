@@ -23,16 +23,20 @@ import jax.numpy as jnp
 import optax
 from absl import flags
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax import cli
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.training.post_decoder import make_module, save_decoder
+
+# The data pipeline (grain), the encoder and the run restorer (orbax) are imported in the
+# functions that use them, after the flags are checked (ruff.toml exempts the entry points from PLC0415).
 
 def post_train(workdir: str, num_layers: int, steps: int, batch_size: int, learning_rate: float,
                num_heads: int = 0, width: int = 0, seed: int = 0, log_every: int = 100,
                checkpoint_step: int | None = None, out: str = '') -> dict:
   # Imported here so `--help` is fast.
-  from ldlm_jax.data import pipeline as data_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_frozen_encoder  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import pipeline as data_lib
+  from ldlm_jax.encoders.registry import load_frozen_encoder
+  from ldlm_jax.training import restore
 
   run = restore.load_run(workdir, checkpoint_step)
   config, model = run.config, run.model
@@ -44,7 +48,7 @@ def post_train(workdir: str, num_layers: int, steps: int, batch_size: int, learn
     raise ConfigError('--num_layers must be >= 1.')
   encoder = load_frozen_encoder(config.encoder.name, config.encoder.path, config.encoder.dtype).on_device()
   # A model bound to the real encoder, for the frozen features.
-  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.models.ldlm import LDLM
   model = LDLM(config, encoder)
   mean, std = restore.norm_stats(run.meta)
   frozen = model.frozen_inputs(encoder.params, mean, std)
@@ -111,7 +115,6 @@ _LOG_EVERY = flags.DEFINE_integer('log_every', 100, 'Steps between progress line
 
 def main(argv):
   del argv
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   if not _WORKDIR.value:
     raise ConfigError('--workdir is required.')
   # Every number and the output folder checked before the run is restored.
@@ -131,5 +134,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
-  _cli.run_absl(main)
+  cli.run_absl(main)

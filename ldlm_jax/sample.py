@@ -36,7 +36,11 @@ import time
 
 from absl import flags
 
-from ldlm_jax.sampling import write_jsonl
+from ldlm_jax import cli
+from ldlm_jax.errors import ConfigError
+
+# jax, the run restorer and the sampler are imported inside functions, after the flags are
+# checked: --help and a bad flag answer at once (ruff.toml exempts the entry points from PLC0415).
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory of a trained run, or a directory '
                                 'written by python -m ldlm_jax.export.')
@@ -64,14 +68,12 @@ _PER_PROMPT = flags.DEFINE_integer('samples_per_prompt', 1, 'Samples per prompt 
 
 def check_flags() -> str:
   """Every flag checked before the run is restored; returns the absolute --out path."""
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   if not _WORKDIR.value or not _OUT.value:
     raise ConfigError('--workdir and --out are required.')
   cli.check_positive(num_samples=_NUM.value, steps=_STEPS.value, batch_size=_BATCH.value)
   if _STEP.value is not None and _STEP.value < 0:
     raise ConfigError(f'--checkpoint_step must be >= 0 (got {_STEP.value}).')
-  from ldlm_jax.diffusion.solver import SOLVERS  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.diffusion.solver import SOLVERS
   if _SOLVER.value is not None and _SOLVER.value not in SOLVERS:
     raise ConfigError(f'--solver {_SOLVER.value!r} is not one of {tuple(SOLVERS)}.')
   if _TMIN.value is not None and not 0.0 < _TMIN.value < 1.0:
@@ -100,11 +102,12 @@ def check_flags() -> str:
 
 def main(argv):
   del argv
-  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import api
+  from ldlm_jax.sampling import write_jsonl
   out = check_flags()
   prompts = None
   if _PROMPTS.value:
-    from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
+    from ldlm_jax import conditioning
     prompts = conditioning.read_prompts(_PROMPTS.value)   # empty or malformed: stop before restoring
   model = api.load(_WORKDIR.value, _STEP.value, use_ema=not _NO_EMA.value)
   # One code path with the Python API: the flags are Model.generate's arguments.
@@ -126,5 +129,4 @@ def main(argv):
     print('  ' + text[:300])
 
 if __name__ == '__main__':
-  from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
-  _cli.run_absl(main)
+  cli.run_absl(main)

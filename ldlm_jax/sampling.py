@@ -9,22 +9,24 @@ from __future__ import annotations
 import math
 import os
 
-from ldlm_jax import fileio
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from ldlm_jax import conditioning, fileio
+from ldlm_jax.diffusion.solver import mismatch
+from ldlm_jax.encoders.registry import load_frozen_encoder
+from ldlm_jax.errors import ConfigError
+from ldlm_jax.models.ldlm import LDLM
+from ldlm_jax.training import restore, sharding as sharding_lib
+from ldlm_jax.training.post_decoder import load_decoder
 
 
 def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
                      time_grid: str, t_min: float, solver: str, token_decoder: str = '',
                      use_ema: bool = True, progress: bool = True, final: str = 'z') -> list[dict]:
   """Returns the sample records (see the module docstring)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training.post_decoder import load_decoder  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
-
   model, mesh = run.model, run.mesh
   params = run.state.ema_params if use_ema else run.state.params
   if params is None:
@@ -36,7 +38,6 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   shards = mesh.shape['data'] * mesh.shape['fsdp']
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
   run.check_can_sample()
-  from ldlm_jax.diffusion.solver import mismatch  # pylint: disable=import-outside-toplevel
   wrong = mismatch(solver, model.process)   # before compiling (sample_latents says the same)
   if wrong:
     raise ConfigError(wrong)
@@ -83,7 +84,6 @@ def write_jsonl(path: str, records) -> None:
 
 # ----------------------------------------------------------- conditional --
 def check_conditional(run) -> None:
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   if not run.model.condition_path:
     raise ConfigError(f'The run in {run.workdir} was trained without conditions '
                       '(condition.enabled=False), so it cannot follow prompts; sample without '
@@ -101,19 +101,12 @@ def encoder_inputs(run):
   """(model, frozen): an LDLM over the run's frozen encoder (config encoder.name / path) and its
   FrozenInputs with the run's normalization statistics, replicated over the run's mesh; same
   params tree as `run.model`. A latent space over trainable scratch embeddings loads no encoder."""
-  import jax  # pylint: disable=import-outside-toplevel
-
-  from ldlm_jax.encoders.registry import load_frozen_encoder  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
-
   config = run.config
   ec = config.encoder
   mean, std = restore.norm_stats(run.meta)
   if ec.input == 'scratch':
     model, encoder_params = run.model, None
   else:
-    from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
     encoder = load_frozen_encoder(ec.name, ec.path, ec.dtype).on_device(sharding_lib.replicated(run.mesh))
     model, encoder_params = LDLM(config, encoder), encoder.params
   frozen = jax.device_put(model.frozen_inputs(encoder_params, mean, std),
@@ -136,7 +129,6 @@ def assemble(p, row, mask_row, tokenizer) -> dict:
   An infill: text with each gap's fill between the given pieces verbatim,
   spans = [[start, end], ...] char offsets of the fills in text, and tail =
   what was generated after the last given piece (not part of text)."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   row, mask_row = np.asarray(row), np.asarray(mask_row)
   given_pos = np.flatnonzero(mask_row)
   if p.kind == 'continuation':
@@ -166,14 +158,6 @@ def generate_prompted_tokens(run, prompt_tokens, prompt_mask, steps: int, seed: 
                             final: str = 'z'):
   """Tokens (P, L) sampled for each row of (prompt_tokens, prompt_mask) (P, L), the given tokens
   forced at their positions; `guidance` is the classifier-free guidance weight (1 = none)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-  from tqdm import tqdm  # pylint: disable=import-outside-toplevel
-
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
-
   run.check_can_sample()
   check_conditional(run)
   if guidance < 0:
@@ -215,8 +199,6 @@ def generate_conditional(run, prompts, samples_per_prompt: int, steps: int, seed
                          final: str = 'z') -> list[dict]:
   """Records of prompted samples (conditioning.read_prompts' prompts), `samples_per_prompt`
   each; the given tokens are forced at their positions (they survive bit for bit)."""
-  from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
-
   check_conditional(run)
   ptokens, pmask = conditioning.encode_prompts(prompts, run.tokenizer, int(run.config.data.seq_len))
   order = [i for i in range(len(prompts)) for _ in range(samples_per_prompt)]

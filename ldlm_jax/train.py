@@ -20,6 +20,12 @@ import os
 from absl import app, flags
 from ml_collections import config_flags
 
+from ldlm_jax import cli
+from ldlm_jax.errors import ConfigError
+
+# jax and the trainer are imported inside main(): after the flags are parsed and XLA_FLAGS and
+# jax.distributed are set up (ruff.toml exempts the entry points from PLC0415).
+
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Path to a config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Work directory (checkpoints, logs, samples).')
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None,
@@ -39,7 +45,7 @@ _CLUSTER_ENV = ('SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES', 'MEGASCALE_COORDINATOR_A
 
 def init_distributed(coordinator=None, num_processes=None, process_id=None, force=False) -> None:
   """jax.distributed.initialize for multi-process runs; a no-op for one process."""
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax
   if coordinator:
     if num_processes is None or process_id is None:
       raise app.UsageError('--coordinator_address needs --num_processes and --process_id.')
@@ -55,8 +61,6 @@ def init_distributed(coordinator=None, num_processes=None, process_id=None, forc
 
 
 def main(argv):
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   if '://' in _WORKDIR.value:
@@ -65,7 +69,7 @@ def main(argv):
         'file I/O; mount the bucket on every host (e.g. gcsfuse) or use a shared filesystem '
         'and pass that path.')
   workdir = cli.check_output_dir(_WORKDIR.value, '--workdir')
-  from ldlm_jax import xla_flags  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import xla_flags
   added = xla_flags.add_gpu_flags()       # before jax starts a backend (it reads XLA_FLAGS once)
   fraction = xla_flags.set_gpu_memory_fraction()
   if fraction:
@@ -73,14 +77,13 @@ def main(argv):
   if added:
     print(f'XLA GPU flags added (set {xla_flags.OPT_OUT}=0 to skip): {" ".join(added)}')
   init_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, _DISTRIBUTED.value)
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import loop, refusal  # pylint: disable=import-outside-toplevel
+  import jax
+  from ldlm_jax.training import loop, refusal
   # A run refused during setup leaves the work directory as it found it (training/refusal.py).
   with refusal.undone_if_refused(workdir, cli.USER_ERRORS, enabled=jax.process_index() == 0):
     loop.train(_CONFIG.value, workdir)
 
 
 if __name__ == '__main__':
-  from ldlm_jax import cli as _cli  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training.loop import NonFiniteLossError  # pylint: disable=import-outside-toplevel
-  _cli.run_absl(main, extra_errors=(NonFiniteLossError,))
+  from ldlm_jax.training.loop import NonFiniteLossError
+  cli.run_absl(main, extra_errors=(NonFiniteLossError,))

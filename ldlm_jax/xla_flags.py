@@ -14,6 +14,7 @@ from __future__ import annotations
 import glob
 import importlib.util
 import os
+import sys
 from typing import MutableMapping
 
 # name -> (value, why). The MaxText / JAX GPU performance-guide set, less
@@ -106,6 +107,5 @@ def memory_fraction(environ: MutableMapping[str, str] = os.environ) -> float:
 
 def backends_started() -> bool:
   """Whether jax has already created a backend (then XLA_FLAGS changes are ignored)."""
-  import sys  # pylint: disable=import-outside-toplevel
   xla_bridge = sys.modules.get('jax._src.xla_bridge')
   return bool(xla_bridge is not None and getattr(xla_bridge, '_backends', None))

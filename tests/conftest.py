@@ -42,16 +42,35 @@ os.environ.setdefault('LDLM_TEST_XLA_FLAGS', '--xla_backend_optimization_level=0
 os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} {os.environ['LDLM_TEST_XLA_FLAGS']}".strip()
 
 
+def pytest_configure(config):
+  # `bash scripts/test.sh fast` (pytest -m "not slow") leaves these out; the full suite runs them.
+  config.addinivalue_line(
+      'markers', 'slow: takes more than a few seconds on 2 cores (trains a model, runs a '
+      'command line in a subprocess, or builds a large fixture); left out of the fast tier')
+
+
+# Fixtures that train a model (tiny_run, cond_run, straight_run, trained) or load the real
+# SmolLM2 scorer (smollm2): every test using one is slow, whatever its own cost.
+SLOW_FIXTURES = frozenset({'tiny_run', 'cond_run', 'straight_run', 'trained', 'smollm2'})
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    if SLOW_FIXTURES.intersection(getattr(item, 'fixturenames', ())):
+      item.add_marker(pytest.mark.slow)
+
+
 def pytest_sessionfinish(session, exitstatus):
   del session, exitstatus
   if _SESSION_CACHE:
-    import shutil  # pylint: disable=import-outside-toplevel
+    import shutil
     shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 def _randomize_(torch_model, seed: int) -> None:
   """Redraws every parameter: matrices ~N(0, 0.2), norms ~1 + N(0, 0.1), biases ~N(0, 0.1)."""
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
   gen = torch.Generator().manual_seed(seed)
   with torch.no_grad():
     for name, p in torch_model.named_parameters():
@@ -79,7 +98,7 @@ def tiny_gpt2(tmp_path_factory):
   is a GPT2LMHeadModel (keys 'transformer.*', tied lm_head left out); the
   msgpack copy is a FlaxGPT2Model (no prefix, Conv1D kernels stored (out, in)).
   """
-  import transformers  # pylint: disable=import-outside-toplevel
+  import transformers
   config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=1000,
                                    n_positions=64)
   model = transformers.GPT2LMHeadModel(config).eval()
@@ -100,7 +119,7 @@ def tiny_bert(tmp_path_factory):
   safetensors copy is a BertForMaskedLM (keys 'bert.*' plus an MLM head to
   ignore); the msgpack copy is a FlaxBertModel (no prefix, with a pooler).
   """
-  import transformers  # pylint: disable=import-outside-toplevel
+  import transformers
   config = transformers.BertConfig(num_hidden_layers=2, hidden_size=64, num_attention_heads=4,
                                    intermediate_size=128, vocab_size=1000,
                                    max_position_embeddings=64)
@@ -116,8 +135,8 @@ def tiny_bert(tmp_path_factory):
 @pytest.fixture(scope='session')
 def tiny_run(tmp_path_factory):
   """A finished tiny training run: configs/tiny.py for 24 steps (work directory)."""
-  import subprocess  # pylint: disable=import-outside-toplevel
-  from ldlm_testing import REPO, subprocess_env, train_command  # pylint: disable=import-outside-toplevel
+  import subprocess
+  from ldlm_testing import REPO, subprocess_env, train_command
   workdir = tmp_path_factory.mktemp('tiny_run')
   proc = subprocess.run(train_command(workdir), env=subprocess_env(), cwd=REPO,
                         capture_output=True, text=True, timeout=600)

@@ -67,8 +67,8 @@ def set_fields(config, overrides: dict):
 def tiny_setup(**overrides):
   """configs/tiny.py with dotted overrides, validated; an LDLM on the toy encoder, its params,
   frozen inputs and 4 toy token rows: (config, model, params, frozen, tokens)."""
-  from ldlm_jax.config import validate  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import validate
+  from ldlm_jax.models.ldlm import LDLM
   c = set_fields(tiny_config(), overrides)
   validate(c)
   enc = ToyEncoder()
@@ -100,7 +100,7 @@ def subprocess_env(devices=1):
 def random_hf_llama(config, seed, scale=0.5, norm_jitter=0.1):
   """HF-layout Llama weights (numpy float32): matrices N(0, scale^2), norm weights 1 + N(0, norm_jitter^2)."""
   rng = np.random.RandomState(seed)
-  from ldlm_jax.evaluation.llama import hf_tensor_shapes  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation.llama import hf_tensor_shapes
   shapes = hf_tensor_shapes(config)
   return {name: (1.0 + norm_jitter * rng.normal(size=shape) if len(shape) == 1 else scale * rng.normal(size=shape)
                  ).astype(np.float32) for name, shape in shapes.items()}

@@ -93,7 +93,7 @@ def test_export_layout_and_model_card(exported):
   assert cfg['format'] == export.FORMAT and cfg['step'] == 24 and cfg['parameters'] == 'ema_params'
   assert cfg['encoder']['name'] == 'minilm-l6' and not cfg['encoder']['copied']
   assert cfg['config']['data']['seq_len'] == 16 and 'norm_mean' not in cfg['meta']
-  from safetensors.numpy import load_file  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file
   weights = load_file(str(exported / 'model.safetensors'))
   # EMA parameters only: no optimizer moments, no raw copy.
   assert all(k.split('.')[0] in ('denoiser', 'latent_encoder', 'latent_decoder', 'token_decoder',
@@ -198,10 +198,10 @@ def test_damaged_export_names_the_file(exported, tmp_path, damage, file, words):
 def test_encode_decode_round_trip_at_the_autoencoders_accuracy(recon_run):
   """Held-out chunks: encode -> decode through the API gives back exactly the tokens the model's
   own reconstruction gets right (its token accuracy without decoder-input noise)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import sampling  # pylint: disable=import-outside-toplevel
+  import jax
+  from ldlm_jax.data import pipeline
+  from ldlm_jax.models.ldlm import LDLM
+  from ldlm_jax import sampling
   model = api.load(recon_run)
   rows = pipeline.make_eval_batches(model.config, model.tokenizer, 1, 8)[0]
   decoded = model.decode_tokens(model.encode(rows))

@@ -47,6 +47,7 @@ def wide_model():
   return model, enc, params
 
 
+@pytest.mark.slow
 def test_component_flops_match_xla(wide_model):
   model, enc, params = wide_model
   d = model.dims
@@ -139,6 +140,7 @@ def _bench(tmp_path, *args, timeout=400):
   return json.loads(out.read_text()), proc.stdout
 
 
+@pytest.mark.slow
 def test_train_cli_end_to_end(tmp_path):
   # Dense CE: XLA's cost analysis counts the chunked CE's lax.scan body once.
   payload, stdout = _bench(tmp_path, 'train', '--config', 'configs/tiny.py', '--warmup=1',
@@ -162,6 +164,7 @@ def test_train_cli_end_to_end(tmp_path):
   assert 'step time:' in stdout and 'utilization' in stdout
 
 
+@pytest.mark.slow
 def test_sample_cli_end_to_end_with_python_loop(tmp_path):
   payload, stdout = _bench(tmp_path, 'sample', '--config', 'configs/tiny.py',
                            '--config.sample.num_steps=6', '--compare_python_loop', '--warmup=1',
@@ -178,6 +181,7 @@ def test_sample_cli_end_to_end_with_python_loop(tmp_path):
   assert 'faster' in stdout
 
 
+@pytest.mark.slow
 def test_compile_cli_two_devices(tmp_path):
   payload, stdout = _bench(tmp_path, 'compile', '--config', 'configs/tiny.py', '--devices=2',
                            '--fsdp=2')

@@ -61,6 +61,7 @@ def _quiet(_):
 
 @pytest.mark.parametrize('name,variant', ALL_CONFIGS,
                          ids=[f'{n}:{v}' if v is not None else n for n, v in ALL_CONFIGS])
+@pytest.mark.slow
 def test_flop_counts_and_abstract_model_on_every_config(name, variant):
   config = _config(name, variant)
   model, _ = runs.build_model(config, _quiet, abstract=True)
@@ -76,6 +77,7 @@ def test_flop_counts_and_abstract_model_on_every_config(name, variant):
   assert sample['decode'] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['ablations:latent_encoder_self_attention', 'textldm:textldm_cpu'])
 def test_train_loss_traces_on_distinct_architectures(name):
   """The loss of each distinct model shape traces (eval_shape: nothing compiled)."""
@@ -111,6 +113,7 @@ def _small(name):
   return config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['demo'])
 def test_every_subcommand_runs_one_step_on_cpu_configs(name, tmp_path):
   train = runs.train_benchmark(_small(name), ONE_STEP, PEAK, log=_quiet)

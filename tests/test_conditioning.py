@@ -51,6 +51,7 @@ def _prefix_mask(batch, length, n):
   return np.arange(length)[None, :].repeat(batch, 0) < n
 
 
+@pytest.mark.slow
 def test_unconditional_config_keeps_its_params_tree():
   c = tiny_config()
   enc = ToyEncoder()
@@ -64,6 +65,7 @@ def test_unconditional_config_keeps_its_params_tree():
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(stripped), jax.tree.leaves(base)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('path', PATHS)
 def test_dropped_condition_equals_unconditional_loss(path):
   c, model, params, frozen = _model(path, drop_prob=1.0)
@@ -88,6 +90,7 @@ def test_dropped_condition_equals_unconditional_loss(path):
                                               jax.random.PRNGKey(3), 0, state)[0])
 
 
+@pytest.mark.slow
 def test_condition_features_see_only_given_tokens():
   c, model, params, frozen = _model()
   tokens = toy_tokens(2, c.data.seq_len)
@@ -100,6 +103,7 @@ def test_condition_features_see_only_given_tokens():
   assert not np.any(np.asarray(a)[:, 6:])
 
 
+@pytest.mark.slow
 def test_guidance_one_is_the_single_conditional_pass():
   c, model, params, frozen = _model()
   tokens = toy_tokens(3, c.data.seq_len)
@@ -127,6 +131,7 @@ def test_guidance_one_is_the_single_conditional_pass():
   assert not np.allclose(got2, got, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_prompt_survives_sampling_bit_for_bit():
   c, model, params, frozen = _model()
   tokens = toy_tokens(4, c.data.seq_len, seed=5)
@@ -150,6 +155,7 @@ class _WordTokenizer:
     return ' '.join(self.words[int(i)] for i in ids)
 
 
+@pytest.mark.slow
 def test_masked_span_example_fills_only_its_spans(tmp_path):
   from ldlm_jax.sampling import assemble
   path = tmp_path / 'p.jsonl'
@@ -238,7 +244,7 @@ def test_sample_cli_prompts(cond_run, tiny_run, tmp_path):
   assert infill['kind'] == 'infill' and len(infill['spans']) == 2
   assert infill['text'].startswith('The ') and infill['text'].endswith(' .')
   # The Python API with the same prompts (a text to continue, a record with gaps): the same records.
-  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import api
   result = api.load(cond_run).generate(prompts=['The jury said it', {'text': 'The [[3]] said that the city [[...]] .'}],
                                        guidance=1.5, steps=3)
   assert result.records == [cont, infill]
@@ -272,6 +278,7 @@ def tiny_scorer(tmp_path_factory):
   return str(path)
 
 
+@pytest.mark.slow
 def test_continuation_perplexity_scores_only_the_continuation(tiny_scorer):
   from ldlm_jax.evaluation import genppl, scorers
   scorer = scorers.load_scorer('gguf', tiny_scorer)

@@ -90,7 +90,7 @@ def test_chunk_iter_dataset_restores_exactly_from_every_position(seq_len):
 
 
 def test_window_shuffle_permutes_each_window_and_restores_exactly():
-  from ldlm_jax.data.shuffling import WindowShuffleIterDataset  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data.shuffling import WindowShuffleIterDataset
 
   def dataset():
     return WindowShuffleIterDataset(grain.MapDataset.range(23).to_iter_dataset(), 5, seed=3)

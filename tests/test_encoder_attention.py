@@ -41,6 +41,7 @@ def recorded(monkeypatch):
   return calls
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('family', ['gpt2', 'bert'])
 def test_cudnn_on_gpu_for_16_bit_unmasked_xla_otherwise(family, recorded, monkeypatch):
   make = ((lambda **kw: gpt2.GPT2Model(GPT2, **kw)) if family == 'gpt2'
@@ -59,6 +60,7 @@ def test_cudnn_on_gpu_for_16_bit_unmasked_xla_otherwise(family, recorded, monkey
   assert recorded == [None] * 4 + ['xla'] * 2
 
 
+@pytest.mark.slow
 def test_explicit_xla_matches_the_default_on_cpu():
   for module in (gpt2.GPT2Model(GPT2), bert.BertModel(BERT)):
     default = _run(module)[-1]

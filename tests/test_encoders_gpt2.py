@@ -21,7 +21,7 @@ def _ids(batch, length, vocab=1000, seed=0):
 
 
 def _torch_outputs(model, ids, mask=None):
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
   with torch.no_grad():
     out = model(torch.tensor(ids, dtype=torch.long),
                 attention_mask=None if mask is None else torch.tensor(mask),
@@ -122,6 +122,7 @@ def test_params_are_program_inputs_not_constants(tiny_gpt2):
   assert all(np.size(c) < 1000 for c in jaxpr.consts)
 
 
+@pytest.mark.slow
 def test_bf16_compute_stays_close(tiny_gpt2):
   enc32 = load_frozen_encoder('local', path=tiny_gpt2['safetensors'])
   enc16 = load_frozen_encoder('local', path=tiny_gpt2['safetensors'], dtype='bfloat16')

@@ -55,6 +55,7 @@ def inputs(tmp_path_factory):
   return samples, str(refs)
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(scorer_path, inputs, tmp_path, capsys):
   samples, refs = inputs
   out = tmp_path / 'sub' / 'metrics.json'
@@ -159,10 +160,11 @@ def test_scored_word_count_stops_at_first_eos():
   assert evaluate.scored_word_count('no marker here', '[SEP]') == 3
 
 
+@pytest.mark.slow
 def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
   """--ngram_baselines RUN: n-gram samples of the run's training split and its held-out text, evaluated alike."""
-  from ldlm_testing import tiny_config  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation import ngram  # pylint: disable=import-outside-toplevel
+  from ldlm_testing import tiny_config
+  from ldlm_jax.evaluation import ngram
   samples, refs = inputs
   run_dir = tmp_path / 'run'
   run_dir.mkdir()
@@ -195,7 +197,7 @@ def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
                                           ('experiments', ['run', 'table9', '--out', 'x']),
                                           ('plots', [])])
 def test_usage_errors_are_one_line(module, argv, capsys):
-  import importlib  # pylint: disable=import-outside-toplevel
+  import importlib
   with pytest.raises(SystemExit) as exit_info:
     importlib.import_module(f'ldlm_jax.{module}').parse_args(argv)
   err = capsys.readouterr().err
@@ -205,8 +207,8 @@ def test_usage_errors_are_one_line(module, argv, capsys):
 
 def test_orbax_expected_warnings_are_hidden_others_kept(caplog):
   """evaluate and experiments open checkpoints read-only: orbax's notice of it is not news."""
-  import logging  # pylint: disable=import-outside-toplevel
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  import logging
+  from ldlm_jax import cli
   cli.hide_expected_warnings()
   absl_logger = logging.getLogger('absl')
   with caplog.at_level(logging.WARNING):
@@ -218,7 +220,7 @@ def test_orbax_expected_warnings_are_hidden_others_kept(caplog):
 
 def test_api_evaluate_texts_equals_the_cli_file_result(scorer_path, inputs, tmp_path, capsys):
   """ldlm_jax.api.evaluate_texts of a file's texts: the numbers the command line writes for that file."""
-  from ldlm_jax import api  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import api
   samples, refs = inputs
   out = tmp_path / 'm.json'
   assert evaluate.main(['--samples', samples[0], '--references', refs, '--scorer', 'gguf',

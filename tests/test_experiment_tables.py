@@ -118,7 +118,7 @@ def test_table4_6_7_rows():
 def test_textldm_table_plans_two_stage_rows_next_to_ldlm(tmp_path):
   # LDLM is the scale's base; each TextLDM row trains its VAE (stage one, REPA on or off) and then
   # the DiT on it. Without the config schema's diffusion.process the rows say so and the sweep refuses.
-  from ldlm_jax.config import base_config  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import base_config
   has_process = 'process' in base_config().diffusion
   scale = SCALES['smoke']
   rows = tables.rows('textldm', scale)

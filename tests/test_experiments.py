@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 from ldlm_testing import REPO
 
 from ldlm_jax.experiments import report as report_lib
@@ -25,6 +27,7 @@ def _run(out, capsys):
   return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_table1_smoke_report_and_resume(tmp_path, capsys):
   out = tmp_path / 'sweep'
   _run(out, capsys)

@@ -53,6 +53,7 @@ def _tiny(*args):
   return ('--config', os.path.join(REPO, 'configs', 'tiny.py'), *args)
 
 
+@pytest.mark.slow
 def test_config_errors_are_one_sentence(tmp_path):
   kept = tmp_path / 'kept'
   kept.mkdir()
@@ -78,6 +79,7 @@ def test_config_errors_are_one_sentence(tmp_path):
   assert _snapshot(tmp_path) == before and not workdir.exists()
 
 
+@pytest.mark.slow
 def test_numeric_flags_and_output_paths_are_checked_before_work(tmp_path):
   (tmp_path / 'file').write_text('mine')
   before = _snapshot(tmp_path)
@@ -98,7 +100,7 @@ def test_numeric_flags_and_output_paths_are_checked_before_work(tmp_path):
   _one_sentence(_cli('train', *_tiny('--json_out', tmp_path / 'file' / 'b.json'),
                      module='ldlm_jax.bench'), 'is a file, not a directory')
   # The argparse commands use the same checks.
-  from ldlm_jax import evaluate, plots  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import evaluate, plots
   samples = tmp_path / 's.jsonl'
   samples.write_text(json.dumps({'text': 'a b c'}) + '\n')
   before = _snapshot(tmp_path)
@@ -107,6 +109,7 @@ def test_numeric_flags_and_output_paths_are_checked_before_work(tmp_path):
   assert _snapshot(tmp_path) == before and not out.exists()
 
 
+@pytest.mark.slow
 def test_refused_fresh_run_leaves_nothing_and_names_undecodable_files(tmp_path):
   corpus = tmp_path / 'corpus'
   corpus.mkdir()
@@ -134,8 +137,8 @@ def test_refused_resume_adds_no_files(tiny_run, tmp_path):
 
 
 def test_evaluate_all_empty_samples_and_prepare_overwrite_of_a_foreign_folder(tmp_path, capsys):
-  from ldlm_jax import evaluate  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data import prepare  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import evaluate
+  from ldlm_jax.data import prepare
   samples = tmp_path / 'empty.jsonl'
   samples.write_text(''.join(json.dumps({'text': t}) + '\n' for t in ('', ' ', '')))
   mine = tmp_path / 'mine'
@@ -152,9 +155,9 @@ def test_evaluate_all_empty_samples_and_prepare_overwrite_of_a_foreign_folder(tm
 
 
 def test_training_split_smaller_than_one_batch_is_named(tmp_path, caplog):
-  from ldlm_jax.config import base_config  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data.testing import NumberTokenizer  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import base_config
+  from ldlm_jax.data import pipeline
+  from ldlm_jax.data.testing import NumberTokenizer
   (tmp_path / 'train.jsonl').write_text(
       ''.join(json.dumps({'text': ' '.join(str(1 + 3 * i + j) for j in range(3))}) + '\n'
               for i in range(3)))  # 3 chunks of 4 tokens (3 + EOS)
@@ -166,9 +169,9 @@ def test_training_split_smaller_than_one_batch_is_named(tmp_path, caplog):
 
 
 def test_checkpoint_mismatch_and_damage_read_differently(tiny_run, tmp_path):
-  import jax  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  import jax
+  from ldlm_jax.training import checkpoint as ckpt_lib
+  from ldlm_jax.training import restore
   workdir = tmp_path / 'run'
   shutil.copytree(tiny_run, workdir)
   run = restore.load_run(str(workdir))
@@ -178,7 +181,7 @@ def test_checkpoint_mismatch_and_damage_read_differently(tiny_run, tmp_path):
   checkpointer = ckpt_lib.Checkpointer(str(workdir), read_only=True)
   with pytest.raises(ckpt_lib.CheckpointMismatchError, match='step has shape'):
     checkpointer.restore(24, wrong)
-  import flax  # pylint: disable=import-outside-toplevel
+  import flax
   fewer = {k: v for k, v in flax.serialization.to_state_dict(abstract).items() if k != 'opt_state'}
   with pytest.raises(ckpt_lib.CheckpointMismatchError, match='tree of arrays differs'):
     checkpointer.restore(24, fewer)  # the checkpoint holds more than this model
@@ -258,7 +261,7 @@ def test_damaged_latest_step_resumes_from_intact_one_and_sigint_checkpoints(tiny
 
 
 def test_every_step_damaged_moves_nothing(tmp_path):
-  from ldlm_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import checkpoint as ckpt_lib
 
   class Steps:  # the part of Checkpointer that restore_latest_intact uses
     directory = str(tmp_path / 'checkpoints')
@@ -285,8 +288,8 @@ def test_late_reads_into_a_closed_event_loop_are_silenced_and_nothing_else(monke
   closed loop, handed to `sys.excepthook`. After damage was found it prints nothing; the
   same message raised from any other code, and any other error, still print.
   """
-  import asyncio  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  import asyncio
+  from ldlm_jax.training import checkpoint as ckpt_lib
   printed = []
   monkeypatch.setattr(sys, 'excepthook', lambda t, e, tb: printed.append(str(e)))
   monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
@@ -304,7 +307,7 @@ def test_late_reads_into_a_closed_event_loop_are_silenced_and_nothing_else(monke
     elsewhere = sys.exc_info()
   sys.excepthook(*late_read)
   assert printed == ['Event loop is closed']  # not silenced before any damage was found
-  ckpt_lib._silence_failed_reads()  # pylint: disable=protected-access
+  ckpt_lib._silence_failed_reads()
   sys.excepthook(*late_read)
   sys.excepthook(*elsewhere)
   sys.excepthook(ValueError, ValueError('other'), None)

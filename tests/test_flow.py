@@ -158,6 +158,7 @@ def _old_sample(model, params, rng, shape, grid, solver):
   return z_out
 
 
+@pytest.mark.slow
 def test_vp_tangent_is_bitwise_the_old_code_path():
   c, model, params, frozen, _ = tiny_setup(**{'diffusion.self_cond_prob': 0.0, 'encoder_warmup.steps': 0})
   assert c.diffusion.process == 'vp_tangent' and model.process.kind == 'vp'
@@ -209,6 +210,7 @@ def test_signature_includes_the_process_and_old_runs_keep_theirs():
 
 
 # ----------------------------------------- a tiny flow model, end to end --
+@pytest.mark.slow
 def test_rectified_flow_loss_is_the_velocity_mse():
   c, model, params, frozen, _ = tiny_setup(**{
       'diffusion.process': 'rectified_flow', 'sample.solver': 'euler', 'timesteps.sampler': 'logit_normal',
@@ -231,8 +233,9 @@ def test_rectified_flow_loss_is_the_velocity_mse():
                              z_t - t[:, None, None] * v_hat, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tiny_rectified_flow_trains_and_samples_with_euler_and_heun():
-  import optax  # pylint: disable=import-outside-toplevel
+  import optax
   c, model, params, frozen, _ = tiny_setup(**{
       'diffusion.process': 'rectified_flow', 'timesteps.sampler': 'logit_normal',
       'sample.solver': 'heun', 'encoder_warmup.steps': 0})

@@ -151,6 +151,7 @@ def test_llama_scorer_padding_and_batching_do_not_change_scores():
   assert together.sample_nll[1] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_perplexity_and_features_in_one_pass_equal_the_two_passes():
   """evaluate's path: Gen. PPL and MAUVE features from one forward pass per batch (Llama's
   `with_hidden`), equal to `generative_perplexity` + `features_from_ids`; the padding length
@@ -187,6 +188,7 @@ def test_padded_length_buckets():
   assert scorers.padded_length(40, 16, 36) == 36
 
 
+@pytest.mark.slow
 def test_gpt2_scorer_matches_transformers(tmp_path, gpt2_tokenizer):
   """'gpt2' through the project's Flax GPT-2: Gen. PPL and MAUVE features equal HF GPT-2 by hand."""
   torch = pytest.importorskip('torch')

@@ -54,6 +54,7 @@ SINGLE_STAGE = ('scratch_emb', 'encoder_emb', 'tencdm')
 ROWS = sorted(VARIANTS) if os.environ.get('LDLM_TEST_ALL_VARIANTS') else SINGLE_STAGE
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ROWS)
 def test_every_variant_trains_a_few_steps(variant):
   """Four compiled steps on a toy encoder: the loss terms the space owns are finite and
@@ -105,6 +106,7 @@ def test_every_variant_trains_a_few_steps(variant):
     assert out.shape == (2, c.data.seq_len)
 
 
+@pytest.mark.slow
 def test_self_condition_off_at_sampling_when_trained_without():
   enc = ToyEncoder()
   c = tiny_config()
@@ -205,16 +207,17 @@ def _logged_losses(workdir):
     return [r['loss'] for r in map(json.loads, f) if 'loss' in r]
 
 
+@pytest.mark.slow
 def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   """Stage one trains the autoencoder; stage two (train.init_from, frozen) logs exactly the
   losses of the same step run on the stage-one EMA autoencoder loaded and frozen by hand;
   the frozen components stay bitwise equal to it in the checkpoint, a resume reads them
   from the run's own checkpoint, and the run samples from its inference state."""
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data import pipeline as data_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training.loop import train  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp
+  from ldlm_jax.data import pipeline as data_lib
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder
+  from ldlm_jax.training import restore
+  from ldlm_jax.training.loop import train
 
   stage_one, stage_two = str(tmp_path / 'cosmos_ae'), str(tmp_path / 'cosmos')
   # Stage one asks for end-of-run samples: it has no denoiser, so the loop skips them.
@@ -260,7 +263,7 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   assert run.state.params is None   # the inference state holds no raw params or optimizer state
 
   # init_from with frozen=False: the taken components initialize trainable params and their EMA.
-  from ldlm_jax.training import init_from as init_from_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import init_from as init_from_lib
   c3 = _cosmos_run_config('ldlm', **{'train.init_from.workdir': stage_one, 'train.init_from.frozen': False,
                                      'train.init_from.components': 'latent_encoder,latent_decoder'})
   model3 = LDLM(c3, encoder)

@@ -19,7 +19,7 @@ from ldlm_testing import REPO
 
 if REPO not in sys.path:
   sys.path.insert(0, REPO)
-from launch import common, slurm, tpu_pod  # pylint: disable=wrong-import-position
+from launch import common, slurm, tpu_pod  # noqa: E402
 
 # Overrides a shell would mangle if quoting were wrong: a space, a quote, $, a glob.
 OVERRIDES = ["--config.data.path=/data/my corpus/it's $HOME", '--config.train.batch_size=512',

@@ -18,6 +18,7 @@ from ldlm_testing import ToyEncoder, set_fields, tiny_config, tiny_setup
 _setup = tiny_setup
 
 
+@pytest.mark.slow
 def test_module_shapes_and_generate():
   c, model, params, frozen, tokens = _setup()
   d = model.dims
@@ -33,6 +34,7 @@ def test_module_shapes_and_generate():
   assert out.shape == (3, d.seq_len) and out.dtype == jnp.int32
 
 
+@pytest.mark.slow
 def test_latent_len_differs_from_seq_len():
   c, model, params, frozen, tokens = _setup(**{'model.latent_len': 4})
   z = model.encode(params, model.features(frozen, params, tokens))
@@ -40,6 +42,7 @@ def test_latent_len_differs_from_seq_len():
   assert model.decode(params, z).shape == (4, c.data.seq_len, ToyEncoder.hidden_size)
 
 
+@pytest.mark.slow
 def test_self_attention_encoder_variant():
   c, model, params, frozen, tokens = _setup(**{'model.latent_encoder.type': 'self_attention'})
   z = model.encode(params, model.features(frozen, params, tokens))
@@ -53,6 +56,7 @@ def _loss_and_grads(model, params, frozen, tokens, step, rng=jax.random.PRNGKey(
   return fn(params, frozen, tokens, rng, step, state)
 
 
+@pytest.mark.slow
 def test_warmup_scales_only_the_encoder_gradient_from_diffusion():
   c, model, params, frozen, tokens = _setup(**{
       'loss.reconstruction_weight': 0.0, 'loss.ce_weight': 0.0, 'encoder_warmup.steps': 100,
@@ -99,6 +103,7 @@ def _reference_diffusion_loss(model, params, frozen, tokens, rng, self_cond):
   return jnp.mean((x0 - z) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('mode', ['running', 'none'])
 @pytest.mark.parametrize('prob', [0.0, 1.0])
 def test_self_conditioning_matches_hand_built_reference(prob, mode):
@@ -117,6 +122,7 @@ def test_self_conditioning_matches_hand_built_reference(prob, mode):
   assert abs(float(ref) - float(other)) > 1e-4  # the two references are distinguishable
 
 
+@pytest.mark.slow
 def test_self_conditioning_pass_gets_no_gradient():
   """With p = 1 the first pass is stop-gradient: grads equal those with the
   first pass output held as a constant."""
@@ -127,6 +133,7 @@ def test_self_conditioning_pass_gets_no_gradient():
   assert float(optax.tree.norm(grads['denoiser'])) > 0
 
 
+@pytest.mark.slow
 def test_ce_stop_gradient_switch():
   base = {'loss.diffusion_weight': 0.0, 'loss.reconstruction_weight': 0.0}
   _, model, params, frozen, tokens = _setup(**base)
@@ -140,6 +147,7 @@ def test_ce_stop_gradient_switch():
   assert float(optax.tree.norm(g['latent_encoder'])) > 0
 
 
+@pytest.mark.slow
 def test_reconstruction_modes():
   _, model, params, frozen, tokens = _setup(**{'loss.reconstruction': 'ce', 'loss.ce_stop_gradient': False})
   (loss, aux), _ = _loss_and_grads(model, params, frozen, tokens, 1000)
@@ -156,6 +164,7 @@ def test_reconstruction_modes():
   np.testing.assert_allclose(loss, aux['diffusion_loss'] + aux['reconstruction_loss'], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_reconstruction_loss_is_mse_to_normalized_features():
   c, model, params, frozen, tokens = _setup(**{'loss.decoder_noise_std': 0.0})
   frozen = frozen.replace(norm_mean=jnp.full((ToyEncoder.hidden_size,), 0.1),
@@ -167,6 +176,7 @@ def test_reconstruction_loss_is_mse_to_normalized_features():
   np.testing.assert_allclose(aux['reconstruction_loss'], np.mean((h_hat - h_n) ** 2), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_encoder_input_variants():
   _, model, params, frozen, tokens = _setup(**{'encoder.input': 'embeddings'})
   emb = ToyEncoder().init_params()['embedding']
@@ -198,6 +208,7 @@ class _PaperSizeEncoder:
   vocab_size = 50257
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seq_len', [128, 1024])
 def test_paper_sizes(seq_len):
   """SPEC 8: ~50M / ~50M / 132M / 66M (head 38M); actual counts in BUILD_NOTES.md."""

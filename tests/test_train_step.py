@@ -129,6 +129,7 @@ print('RESULT' + json.dumps(out))
 '''
 
 
+@pytest.mark.slow
 def test_one_device_equals_eight_devices_data_and_fsdp():
   """One 8-device mesh, data=2 x fsdp=4, exercises both axes (batch split and parameter split)."""
   env = subprocess_env(devices=8)
@@ -144,6 +145,7 @@ def test_one_device_equals_eight_devices_data_and_fsdp():
   assert result['one']['n_sharded'] == 0
 
 
+@pytest.mark.slow
 def test_ema_warmup_matches_numpy():
   """optim.ema_warmup: ema_n = d_n ema_{n-1} + (1 - d_n) params_n, d_n = min(decay, (1+n)/(10+n))."""
   c = tiny_config()
@@ -174,7 +176,7 @@ def test_ema_warmup_matches_numpy():
 def test_learning_rate_decay_steps_matches_numpy():
   """optim.decay_steps: warmup, constant, then linear to 0 at train.num_steps;
   0 (the default) is the constant schedule; out of range is a ConfigError."""
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.config import ConfigError
   c = tiny_config()
   c.optim.learning_rate, c.optim.warmup_steps, c.train.num_steps = 1e-3, 10, 100
   steps = np.arange(0, 101)

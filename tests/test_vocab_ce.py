@@ -44,6 +44,7 @@ def test_chunk_width_splits_evenly_with_little_padding():
 
 
 # 3 chunks of 100; 3 of 128 (84 columns padded); one of 384 (padded).
+@pytest.mark.slow
 @pytest.mark.parametrize('vocab_chunk', [100, 128, 4096])
 def test_loss_accuracy_and_gradients_match_dense(vocab_chunk):
   hidden, kernel, bias, labels = _problem()
@@ -77,6 +78,7 @@ def test_argmax_ties_go_to_the_lower_index_across_chunks():
   assert float(acc) == 0.5 == float(_dense(hidden, kernel, bias, labels)[1])
 
 
+@pytest.mark.slow
 def test_bfloat16_operands_accumulate_in_float32():
   hidden, kernel, bias, labels = _problem(vocab=1000, width=64)
   fn = lambda h: vocab_ce.vocab_cross_entropy(h, kernel, bias, labels, vocab_chunk=256,
@@ -88,6 +90,7 @@ def test_bfloat16_operands_accumulate_in_float32():
   assert g.dtype == jnp.bfloat16 and bool(jnp.all(jnp.isfinite(g.astype(jnp.float32))))
 
 
+@pytest.mark.slow
 def test_ldlm_loss_is_the_same_with_the_chunked_head():
   """LDLM.loss_fn's CE term and its gradients: chunked (4 chunks) == dense at float32."""
   from ldlm_jax.models.ldlm import LDLM

@@ -19,10 +19,10 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.config import ConfigError
 from ldlm_jax.encoders import bert, gpt2
 from ldlm_jax.encoders.loading import EncoderLoadError
 from ldlm_jax.encoders.registry import FrozenEncoder, load_frozen_encoder
+from ldlm_jax.errors import ConfigError
 
 # Hugging Face config.json fields of the released checkpoints (the parts the
 # architecture needs), parsed by the same `from_hf` as real model directories.

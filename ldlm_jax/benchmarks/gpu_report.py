@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from ldlm_jax import fileio
+from ldlm_jax import cli, fileio
 
 GiB = 2.0 ** 30
 TRAIN_UTIL_TARGET = 0.45
@@ -89,6 +89,7 @@ def summarize(out_dir: str) -> tuple[dict, str]:
   return summary, markdown
 
 
+@cli.user_errors_exit_2
 def main(argv):
   if len(argv) != 2:
     print('usage: python -m ldlm_jax.benchmarks.gpu_report OUT_DIR', file=sys.stderr)

@@ -19,16 +19,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldlm_jax.benchmarks import encoders as encoders_lib
-from ldlm_jax.benchmarks import flops as flops_lib
-from ldlm_jax.benchmarks import memory as memory_lib
-from ldlm_jax.benchmarks import timing
+from ldlm_jax import conditioning
+from ldlm_jax.benchmarks import (encoders as encoders_lib, flops as flops_lib, memory as memory_lib,
+                                 timing)
 from ldlm_jax.config import validate
 from ldlm_jax.diffusion import solver as solver_lib
-from ldlm_jax.models.ldlm import LDLM, count_params
-from ldlm_jax.training import sharding as sharding_lib
-from ldlm_jax.training import state as state_lib
-from ldlm_jax.training import step as step_lib
+from ldlm_jax.models.ldlm import count_params, LDLM
+from ldlm_jax.training import sharding as sharding_lib, state as state_lib, step as step_lib
 
 Log = Callable[[str], None]
 
@@ -108,7 +105,6 @@ def prepare_train(config, opts: Options, log: Log = print) -> TrainCase:
                                                   jax.random.PRNGKey(opts.seed))
   tokens = _random_tokens(batch, seq_len, encoder.vocab_size, opts.seed)
   if config.condition.enabled:   # the batch dict of a conditional run (DESIGN seam 3)
-    from ldlm_jax import conditioning  # pylint: disable=import-outside-toplevel
     tokens = {'tokens': tokens, 'prompt_mask': conditioning.draw_prompt_masks(
         config, conditioning.mask_rng(opts.seed, 0), batch, seq_len)}
   tokens = jax.device_put(tokens, sharding_lib.batch_sharding(mesh))

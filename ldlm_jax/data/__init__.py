@@ -20,7 +20,7 @@ _EXPORTS = {
     'decode_chunk': 'pipeline',
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605  (a list; ruff wants a literal)
 
 
 def __getattr__(name):

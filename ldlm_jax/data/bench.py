@@ -20,9 +20,10 @@ import sys
 import tempfile
 import time
 
-from ldlm_jax.config import ConfigError, base_config
+from ldlm_jax import cli
+from ldlm_jax.config import base_config
 from ldlm_jax.data import brown, pipeline, prepare, sources
-from ldlm_jax.data.errors import DataError
+from ldlm_jax.errors import ConfigError
 
 
 def _time_iterator(config, tokenizer, batch_size: int, seconds: float) -> tuple[float, int]:
@@ -40,6 +41,7 @@ def _time_iterator(config, tokenizer, batch_size: int, seconds: float) -> tuple[
   return batches * batch_size / elapsed, batches
 
 
+@cli.user_errors_exit_2
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m ldlm_jax.data.bench',
                                    description=__doc__.split('\n\n')[0])
@@ -54,21 +56,17 @@ def main(argv=None) -> int:
   parser.add_argument('--root', default='', help='Brown cache root (default $LDLM_DATA_DIR/brown).')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING)
-  try:
-    for name in ('batch_size', 'seconds'):
-      if not getattr(args, name) > 0:
-        raise ConfigError(f'--{name} must be > 0 (got {getattr(args, name)}).')
-    if not all(v.strip().isdigit() and int(v) > 0 for v in args.seq_lens.split(',')):
-      raise ConfigError(f'--seq_lens must be comma-separated positive integers (got {args.seq_lens!r}).')
-    for name in ('read_threads', 'num_workers'):
-      if getattr(args, name) < 0:
-        raise ConfigError(f'--{name} must be >= 0 (got {getattr(args, name)}).')
-    tokenizer = prepare.load_tokenizer_by_name(args.tokenizer)
-    root = args.root or brown.default_root()
-    text_dir = brown.ensure_text(root)
-  except (DataError, ConfigError, FileNotFoundError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  for name in ('batch_size', 'seconds'):
+    if not getattr(args, name) > 0:
+      raise ConfigError(f'--{name} must be > 0 (got {getattr(args, name)}).')
+  if not all(v.strip().isdigit() and int(v) > 0 for v in args.seq_lens.split(',')):
+    raise ConfigError(f'--seq_lens must be comma-separated positive integers (got {args.seq_lens!r}).')
+  for name in ('read_threads', 'num_workers'):
+    if getattr(args, name) < 0:
+      raise ConfigError(f'--{name} must be >= 0 (got {getattr(args, name)}).')
+  tokenizer = prepare.load_tokenizer_by_name(args.tokenizer)
+  root = args.root or brown.default_root()
+  text_dir = brown.ensure_text(root)
   print(f'tokenizer {tokenizer.source} (vocab {tokenizer.vocab_size}); cpu cores '
         f'{os.cpu_count()}; batch {args.batch_size}; read_threads {args.read_threads}; '
         f'num_workers {args.num_workers}')

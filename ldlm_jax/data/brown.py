@@ -45,6 +45,7 @@ import tarfile
 import tempfile
 import uuid
 
+from ldlm_jax import cli
 from ldlm_jax.data.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,8 @@ def ensure_text(root: str = '') -> str:
 
 def ensure_prepared(root: str, tokenizer, seq_len: int) -> str:
   """ROOT/prepared/<fingerprint>-L<L>, tokenized on first use; returns its path."""
-  from ldlm_jax.data import prepare, sources  # pylint: disable=import-outside-toplevel
+  # prepare loads grain (about 2 s); `python -m ldlm_jax.data.brown` (set-up) runs without it.
+  from ldlm_jax.data import prepare, sources  # noqa: PLC0415
   root = root or default_root()
   out = os.path.join(root, 'prepared', f'{tokenizer.fingerprint}-L{int(seq_len)}')
   if os.path.isfile(os.path.join(out, prepare.MANIFEST_NAME)):
@@ -279,6 +281,7 @@ def ensure_prepared(root: str, tokenizer, seq_len: int) -> str:
   return out
 
 
+@cli.user_errors_exit_2
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m ldlm_jax.data.brown',
@@ -296,11 +299,7 @@ def main(argv=None) -> int:
     # The content is pinned by the tarball's hash, so a set-up script can rerun this.
     print(f'{out} already holds the Brown text splits (use --overwrite to rebuild).')
     return 0
-  try:
-    counts = write_text_splits(out, args.tgz, overwrite=args.overwrite)
-  except DataError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  counts = write_text_splits(out, args.tgz, overwrite=args.overwrite)
   for split, c in counts.items():
     print(f'{split}: {c["documents"]} documents, {c["words"]} words')
   print(f'wrote {out}')

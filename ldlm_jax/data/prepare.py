@@ -41,8 +41,10 @@ import uuid
 from typing import Iterable, Mapping
 
 import numpy as np
+from array_record.python.array_record_module import ArrayRecordWriter
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax import cli
+from ldlm_jax.data import sources
 from ldlm_jax.data.chunking import StreamChunker
 from ldlm_jax.data.errors import DataError
 
@@ -73,7 +75,6 @@ def shard_name(split: str, index: int) -> str:
 def _write_split(texts: Iterable[str | None], tokenizer, seq_len: int, tmp_dir: str,
                  split: str, records_per_shard: int) -> dict:
   """Tokenizes, chunks and writes one split; returns its manifest entry."""
-  from array_record.python.array_record_module import ArrayRecordWriter  # pylint: disable=import-outside-toplevel
   dtype = token_dtype(tokenizer.vocab_size)
   eos = int(tokenizer.eos_id)
   chunker = StreamChunker(seq_len)
@@ -300,7 +301,7 @@ class PreparedSplit:
   """Random access to one split of a prepared dataset: `[i]` -> (L,) int32."""
 
   def __init__(self, path: str, split: str, tokenizer, seq_len: int):
-    import grain  # pylint: disable=import-outside-toplevel
+    import grain  # noqa: PLC0415  (2 s; `python -m ldlm_jax.data.brown` prepares without it)
     self.path, self.split = path, split
     self.manifest = read_manifest(path)
     check_manifest(self.manifest, tokenizer, seq_len, path)
@@ -335,7 +336,7 @@ class PreparedSplit:
 
 def load_tokenizer_by_name(name: str):
   """A registry encoder name ('minilm-l6', 'gpt2', ...) or a local tokenizer/model dir."""
-  from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.encoders import registry  # noqa: PLC0415  (jax/flax; preparing from a tokenizer dir needs neither)
   if os.path.isdir(os.path.expanduser(name)):
     return registry.load_encoder_tokenizer('local', os.path.expanduser(name))
   return registry.load_encoder_tokenizer(name, '')
@@ -343,12 +344,11 @@ def load_tokenizer_by_name(name: str):
 
 def _default_file_splits(path: str) -> list[str]:
   """'train' plus every known split that has an entry of its own under `path`."""
-  from ldlm_jax.data import sources  # pylint: disable=import-outside-toplevel
   if not os.path.isdir(path):
     return ['train']
   entries = [e for e in os.listdir(path) if not e.startswith('.')]
   found = [s for s in sources.KNOWN_SPLIT_NAMES
-           if s != 'train' and any(sources._is_named_for(e, s) for e in entries)]  # pylint: disable=protected-access
+           if s != 'train' and any(sources._is_named_for(e, s) for e in entries)]
   return ['train'] + found
 
 
@@ -356,7 +356,6 @@ def documents_for(source: str, split: str, *, path: str = '', text_field: str = 
                   tfds_name: str = '', data_dir: str = '', train_split: str = 'train',
                   other_splits=()):
   """The document source of one split for 'files' or 'tfds'."""
-  from ldlm_jax.data import sources  # pylint: disable=import-outside-toplevel
   if source == 'files':
     files = sources.corpus_files(path, split, train_split=train_split,
                                  other_splits=other_splits)
@@ -370,6 +369,7 @@ def documents_for(source: str, split: str, *, path: str = '', text_field: str = 
   raise DataError(f'Cannot prepare from source {source!r}; use files or tfds.')
 
 
+@cli.user_errors_exit_2
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog='python -m ldlm_jax.data.prepare',
@@ -394,42 +394,35 @@ def main(argv=None) -> int:
                       help='Chunks per shard file (0 = about 256 MiB per shard).')
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-  try:
-    # Numbers and the output folder first: nothing is read or tokenized for a refused run.
-    if args.seq_len <= 0:
-      raise DataError(f'--seq_len must be >= 1 (got {args.seq_len}).')
-    if args.records_per_shard < 0:
-      raise DataError(f'--records_per_shard must be >= 0 (got {args.records_per_shard}; 0 = auto).')
-    check_out_dir(args.out, args.overwrite)
-    tokenizer = load_tokenizer_by_name(args.tokenizer)
-    if args.splits:
-      splits = [s.strip() for s in args.splits.split(',') if s.strip()]
-    elif args.source == 'files':
-      splits = _default_file_splits(args.path)
-    else:
-      from ldlm_jax.data import sources  # pylint: disable=import-outside-toplevel
-      # Opening the train split validates the dataset and gives its split list.
-      sources.open_tfds_source(args.tfds_name, 'train', args.data_dir, args.text_field)
-      import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-      splits = sorted(tfds.builder(args.tfds_name, data_dir=args.data_dir or None).info.splits)
-    docs = {s: documents_for(args.source, s, path=args.path, text_field=args.text_field,
-                             tfds_name=args.tfds_name, data_dir=args.data_dir,
-                             other_splits=splits)
-            for s in splits}
-    if args.source == 'files':
-      description = {'kind': 'files', 'path': os.path.abspath(args.path),
-                     'text_field': args.text_field}
-    else:
-      description = {'kind': 'tfds', 'name': args.tfds_name, 'data_dir': args.data_dir,
-                     'text_field': args.text_field}
-    manifest = prepare_dataset(docs, tokenizer, args.seq_len, args.out, source=description,
-                               overwrite=args.overwrite,
-                               records_per_shard=args.records_per_shard)
-  except (DataError, ConfigError, FileNotFoundError) as e:
-    # ConfigError covers the registry's EncoderLoadError; FileNotFoundError its
-    # TokenizerNotFoundError.
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  # Numbers and the output folder first: nothing is read or tokenized for a refused run.
+  if args.seq_len <= 0:
+    raise DataError(f'--seq_len must be >= 1 (got {args.seq_len}).')
+  if args.records_per_shard < 0:
+    raise DataError(f'--records_per_shard must be >= 0 (got {args.records_per_shard}; 0 = auto).')
+  check_out_dir(args.out, args.overwrite)
+  tokenizer = load_tokenizer_by_name(args.tokenizer)
+  if args.splits:
+    splits = [s.strip() for s in args.splits.split(',') if s.strip()]
+  elif args.source == 'files':
+    splits = _default_file_splits(args.path)
+  else:
+    # Opening the train split validates the dataset and gives its split list.
+    sources.open_tfds_source(args.tfds_name, 'train', args.data_dir, args.text_field)
+    import tensorflow_datasets as tfds
+    splits = sorted(tfds.builder(args.tfds_name, data_dir=args.data_dir or None).info.splits)
+  docs = {s: documents_for(args.source, s, path=args.path, text_field=args.text_field,
+                           tfds_name=args.tfds_name, data_dir=args.data_dir,
+                           other_splits=splits)
+          for s in splits}
+  if args.source == 'files':
+    description = {'kind': 'files', 'path': os.path.abspath(args.path),
+                   'text_field': args.text_field}
+  else:
+    description = {'kind': 'tfds', 'name': args.tfds_name, 'data_dir': args.data_dir,
+                   'text_field': args.text_field}
+  manifest = prepare_dataset(docs, tokenizer, args.seq_len, args.out, source=description,
+                             overwrite=args.overwrite,
+                             records_per_shard=args.records_per_shard)
   for split, entry in manifest['splits'].items():
     print(f'{split}: {entry["num_chunks"]} chunks of {args.seq_len} tokens from '
           f'{entry["num_documents"]} documents ({entry["num_tokens"]} tokens, '

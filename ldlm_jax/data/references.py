@@ -16,7 +16,13 @@ import json
 import os
 import sys
 
+from ldlm_jax import cli, fileio
+from ldlm_jax.config import from_saved
+from ldlm_jax.data import pipeline
+from ldlm_jax.encoders.registry import load_encoder_tokenizer
 
+
+@cli.user_errors_exit_2
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', required=True, help='A run directory (holds config.json).')
@@ -24,19 +30,9 @@ def main(argv=None) -> int:
   parser.add_argument('--out', required=True, help='Output .jsonl file.')
   args = parser.parse_args(argv)
 
-  from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError, from_saved  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
-
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
   if args.num_texts < 1:
     cli.fail(f'--num_texts must be >= 1 (got {args.num_texts}).')
-  try:
-    cli.check_output_file(args.out, '--out')
-  except ConfigError as e:
-    cli.fail(str(e))
+  cli.check_output_file(args.out, '--out')
   config_path = os.path.join(args.workdir, 'config.json')
   if not os.path.isfile(config_path):
     print(f'error: {config_path} does not exist; pass the work directory of a training run.',
@@ -44,12 +40,8 @@ def main(argv=None) -> int:
     return 2
   with open(config_path, encoding='utf-8') as f:
     config = from_saved(json.load(f))
-  try:
-    tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
-    texts = pipeline.load_reference_texts(config, tokenizer, args.num_texts)
-  except (ConfigError, DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+  texts = pipeline.load_reference_texts(config, tokenizer, args.num_texts)
   os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
   fileio.write_jsonl(args.out, ({'text': text} for text in texts))
   print(f'wrote {len(texts)} reference texts to {args.out}')

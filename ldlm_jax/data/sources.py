@@ -200,7 +200,7 @@ class FileDocuments:
   # For txt and jsonl, (start, end) are byte offsets; for parquet they are
   # (row group, row within the group).
   def _parquet_rows(self, path):
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    import pyarrow.parquet as pq
     try:
       pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises several types for bad files.
@@ -256,7 +256,7 @@ class FileDocuments:
       cache = self._local.row_groups = collections.OrderedDict()
     key = (fid, rg)
     if key not in cache:
-      import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+      import pyarrow.parquet as pq
       table = pq.ParquetFile(self.files[fid]).read_row_group(rg, columns=[self.text_field])
       cache[key] = table.column(0).to_pylist()
       while len(cache) > 2:
@@ -321,7 +321,7 @@ class FileDocuments:
 
   def iter_texts(self) -> Iterator[str | None]:
     """All documents in index order, read sequentially (the fast path for prepare)."""
-    import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+    import pyarrow.parquet as pq
     n = len(self)
     i = 0
     while i < n:
@@ -365,7 +365,7 @@ class TfdsDocuments:
     return len(self._source)
 
   def __getitem__(self, index: int) -> str | None:
-    return FileDocuments._decode_value(self._source[int(index)][self.text_field])  # pylint: disable=protected-access
+    return FileDocuments._decode_value(self._source[int(index)][self.text_field])
 
   def iter_texts(self) -> Iterator[str | None]:
     for i in range(len(self)):
@@ -379,7 +379,7 @@ def open_tfds_source(name: str, split: str, data_dir: str, text_field: str):
   fails in about a second instead of attempting a download.
   """
   # Imported here: TFDS costs ~0.5 s to import and only this source needs it.
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+  import tensorflow_datasets as tfds
   where = data_dir or '(the TFDS default data_dir)'
   try:
     builder = tfds.builder(name, data_dir=data_dir or None)

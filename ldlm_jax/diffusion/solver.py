@@ -28,8 +28,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.diffusion import ode
-from ldlm_jax.diffusion import timesteps as timesteps_lib
+from ldlm_jax.diffusion import ode, processes, timesteps as timesteps_lib
 from ldlm_jax.diffusion.schedule import TangentSchedule
 
 # f(z_t (B,N,D), t (B,), x0_sc (B,N,D)) -> x0_hat (B,N,D)
@@ -109,7 +108,6 @@ SOLVERS = {
 
 def mismatch(solver: str, process) -> str | None:
   """One sentence when `solver` cannot integrate `process` (a name or a process object), else None."""
-  from ldlm_jax.diffusion import processes  # pylint: disable=import-outside-toplevel
   name = process if isinstance(process, str) else process.name
   kind = processes.PROCESSES[name].kind
   if solver not in SOLVERS:

@@ -17,7 +17,7 @@ _EXPORTS = {
     'load_tokenizer': 'tokenizers',
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_EXPORTS)  # noqa: PLE0605  (a list; ruff wants a literal)
 
 
 def __getattr__(name):

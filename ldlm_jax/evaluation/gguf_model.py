@@ -21,15 +21,18 @@ import os
 import re
 from typing import Mapping, Sequence
 
+import gguf
 import numpy as np
 import tokenizers
+from gguf import quants
 from tokenizers import decoders, models, pre_tokenizers
 
 from ldlm_jax.encoders.tokenizers import TextTokenizer
+from ldlm_jax.errors import UserError
 from ldlm_jax.evaluation.llama import LlamaConfig, params_from_hf_tensors
 
 
-class GGUFModelError(ValueError):
+class GGUFModelError(UserError, ValueError):
   """A GGUF file that cannot be read as a Llama scorer."""
 
 
@@ -81,7 +84,6 @@ def unpermute_qk(w_OI: np.ndarray, num_heads: int) -> np.ndarray:
 
 
 def _open_reader(path: str):
-  import gguf  # pylint: disable=import-outside-toplevel
   if not os.path.isfile(path):
     raise FileNotFoundError(f'GGUF file {path!r} does not exist; pass the path of a Llama .gguf file.')
   try:
@@ -184,7 +186,6 @@ def _hf_name(gguf_name: str) -> tuple[str, int | None]:
 
 def hf_tensors_from_gguf(reader, config: LlamaConfig, path: str = '') -> dict[str, np.ndarray]:
   """Every tensor dequantized to float32, renamed to HF and in HF row order."""
-  from gguf import quants  # pylint: disable=import-outside-toplevel
   tensors = {}
   for t in reader.tensors:
     name, _ = _hf_name(t.name)
@@ -223,7 +224,6 @@ def write_llama_gguf(path: str | os.PathLike, config: LlamaConfig, hf_tensors: M
   'F16', 'Q8_0', 'Q4_1', ...) applies to 2-D weights, norms stay F32. The file
   is written under a temporary name and renamed, so no half file is left.
   """
-  import gguf  # pylint: disable=import-outside-toplevel
   path = os.fspath(path)
   qtype = gguf.GGMLQuantizationType[quantization]
   tmp_path = path + '.tmp'

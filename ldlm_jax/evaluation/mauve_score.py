@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
+from ldlm_jax.errors import UserError
 
-class MauveUnavailableError(ImportError):
-  pass
+
+class MauveUnavailableError(UserError, ImportError):
+  """The mauve-text package is not installed; the message names the install command."""
 
 
 def require_mauve():
   """The `mauve` module, or one clear error naming the install command."""
   try:
-    import mauve  # pylint: disable=import-outside-toplevel
+    import mauve
   except ImportError as e:
     raise MauveUnavailableError(
         'MAUVE needs the mauve-text package: run `pip install mauve-text faiss-cpu scikit-learn` '

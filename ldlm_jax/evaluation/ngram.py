@@ -32,12 +32,21 @@ the contiguous key range [ctx V, ctx V + V) of the sorted keys.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
 from typing import Sequence
 
 import numpy as np
+
+from ldlm_jax import cli, fileio
+from ldlm_jax.config import from_saved
+from ldlm_jax.errors import ConfigError
+
+# The data pipeline (grain) and the encoder registry (jax, flax) are imported inside the
+# functions that read a run's data: experiments.py imports this module when it starts, and
+# its `report` command needs neither.
 
 ORDER_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram'}
 # Tempered rows (`NGramModel.sample(temperature=T)`, p ~ count ** (1 / T)): a word-frequency sampler
@@ -151,7 +160,7 @@ def _keys_of(row: np.ndarray, k: int, vocab_size: int) -> np.ndarray:
 
 def training_chunks(config, tokenizer, max_chunks: int = 200_000) -> np.ndarray:
   """The run's training split as the trainer reads it: (n, L) chunks, at most `max_chunks`."""
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import pipeline  # noqa: PLC0415  (grain: see the imports)
   return pipeline.iter_train_chunks(config, tokenizer, max_chunks)
 
 
@@ -175,8 +184,6 @@ def fit_models(config, tokenizer, orders=(1, 2, 3), max_chunks: int = 200_000) -
 
 def load_run_config(workdir: str):
   """The config a run was trained with (its config.json over today's schema)."""
-  import json  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError, from_saved  # pylint: disable=import-outside-toplevel
   path = os.path.join(workdir, 'config.json')
   if not os.path.isfile(path):
     raise ConfigError(f'{path} does not exist; pass the work directory of a training run.')
@@ -194,8 +201,8 @@ def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: 
   unigram frontier); 'held_out': one set of held-out texts, the run's reference-split
   chunks that are not among `references` (the MAUVE references)}.
   """
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import pipeline  # noqa: PLC0415  (grain: see the imports)
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # noqa: PLC0415  (jax: see the imports)
   config = load_run_config(workdir)
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   length = length or int(config.data.seq_len)
@@ -213,6 +220,7 @@ def baseline_sample_sets(workdir: str, num_sets: int, num_samples: int, length: 
   return sets
 
 
+@cli.user_errors_exit_2
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--workdir', required=True, help='a run directory (its config.json names the data)')
@@ -227,17 +235,10 @@ def main(argv=None) -> int:
   if args.temperature <= 0:
     print(f'error: --temperature must be > 0, got {args.temperature}.', file=sys.stderr)
     return 2
-  from ldlm_jax import fileio  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
-  try:
-    config = load_run_config(args.workdir)
-    tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
-    model = fit_models(config, tokenizer, orders=(args.order,))[ORDER_NAMES[args.order]]
-  except (ConfigError, DataError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # noqa: PLC0415  (jax: see the imports)
+  config = load_run_config(args.workdir)
+  tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
+  model = fit_models(config, tokenizer, orders=(args.order,))[ORDER_NAMES[args.order]]
   tokens = model.sample(args.num_samples, args.length or int(config.data.seq_len), args.seed, args.temperature)
   name = (ORDER_NAMES[args.order] if args.temperature == 1.0
           else tempered_name(ORDER_NAMES[args.order], args.temperature))

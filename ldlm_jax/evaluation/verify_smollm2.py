@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
 
 import jax
 import numpy as np
 
+from ldlm_jax import cli
 from ldlm_jax.evaluation.genppl import generative_perplexity_of_texts
 from ldlm_jax.evaluation.gguf_model import load_gguf_llama
 from ldlm_jax.evaluation.llama import Llama
@@ -59,10 +61,11 @@ def shuffled_words(texts: list[str], seed: int = 0) -> list[str]:
   return shuffled
 
 
-def main() -> None:
-  import torch  # pylint: disable=import-outside-toplevel
-  import transformers  # pylint: disable=import-outside-toplevel
-  from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint  # pylint: disable=import-outside-toplevel
+@cli.user_errors_exit_2
+def main() -> int:
+  import torch
+  import transformers
+  from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
   path = smollm2_gguf_path()
   start = time.time()
@@ -112,7 +115,8 @@ def main() -> None:
     logprobs = scorer.token_logprobs(ids_BL, mask_BL)
     after_text = [float(logprobs[b, len(seq) - 1]) for b, seq in enumerate(seqs)]
     print(f'log p({candidate} | finished paragraph) = {np.round(after_text, 2).tolist()}')
+  return 0
 
 
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

@@ -57,9 +57,9 @@ def render_markdown(results: dict, steps: Sequence[int], seeds: int, header: dic
 def ab_final(workdir: str, out_dir: str, steps: Sequence[int], seeds: int, num_samples: int,
              scorer: str = 'smollm2', num_references: int = 256, command: str = '') -> str:
   """Samples and evaluates both arms at every step count and seed; returns the path of ab_final.md."""
-  from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluate import read_samples  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import sampling as sample_lib
+  from ldlm_jax.evaluate import read_samples
+  from ldlm_jax.training import restore
   run = restore.load_run(workdir)
   sc = run.config.sample
   references, _ = reference_texts(run.config, num_references, 2)

@@ -13,13 +13,13 @@ import sys
 from collections.abc import Sequence
 
 from ldlm_jax.experiments import tables
-from ldlm_jax.experiments.spec import SCALES, ExperimentError
+from ldlm_jax.experiments.spec import SCALES
 
 DESCRIPTION = 'The paper\'s tables reproduced at small scale: one command per table.'
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli
   parser = cli.ArgumentParser(prog='python -m ldlm_jax.experiments', description=DESCRIPTION)
   sub = parser.add_subparsers(dest='command', required=True)
   run = sub.add_parser('run', help='train, sample and evaluate every row of a table (resumable)')
@@ -51,28 +51,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  from ldlm_jax import cli  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import cli
   cli.hide_expected_warnings()
-  from ldlm_jax.config import ConfigError  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.data.errors import DataError  # pylint: disable=import-outside-toplevel
   command = 'python -m ldlm_jax.experiments ' + ' '.join(
       shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
   try:
     if args.command == 'run':
-      from ldlm_jax.experiments.sweep import run_table  # pylint: disable=import-outside-toplevel
+      from ldlm_jax.experiments.sweep import run_table
       payload = run_table(args.table, args.scale, args.seeds, args.out,
                           [r for r in args.rows.split(',') if r], args.skip_unavailable, command, args.reuse)
     elif args.command == 'ab_final':
-      from ldlm_jax.experiments.ab_final import ab_final  # pylint: disable=import-outside-toplevel
+      from ldlm_jax.experiments.ab_final import ab_final
       path = ab_final(args.workdir, args.out, [int(s) for s in args.steps.split(',') if s], args.seeds,
                       args.num_samples, args.scorer, args.num_references, command)
       with open(path, encoding='utf-8') as f:
         print(f.read())
       return 0
     else:
-      from ldlm_jax.experiments.report import report  # pylint: disable=import-outside-toplevel
+      from ldlm_jax.experiments.report import report
       payload = report(args.dir, args.publish)
-  except (ExperimentError, ConfigError, DataError, FileNotFoundError) as e:
+  except cli.USER_ERRORS as e:   # ExperimentError, config, data, checkpoint, encoder errors
     print(f'error: {e}', file=sys.stderr)
     return 2
   table = payload['plan']['table']

@@ -15,10 +15,10 @@ from ldlm_jax.experiments.spec import ExperimentError, Scale
 
 def tiny_random_scorer(out_dir: str) -> str:
   """A 2-layer random Llama GGUF with a byte-level tokenizer: smoke scale only (its numbers mean nothing)."""
-  from tokenizers import pre_tokenizers  # pylint: disable=import-outside-toplevel
+  from tokenizers import pre_tokenizers
 
-  from ldlm_jax.evaluation import gguf_model  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluation.llama import LlamaConfig, hf_tensor_shapes  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.evaluation import gguf_model
+  from ldlm_jax.evaluation.llama import LlamaConfig, hf_tensor_shapes
   path = os.path.join(out_dir, 'tiny_random_scorer.gguf')
   if os.path.isfile(path):
     return path
@@ -46,7 +46,7 @@ class Evaluator:
 
   def _load(self):
     if self._scorer is None:
-      from ldlm_jax.evaluation.scorers import load_scorer  # pylint: disable=import-outside-toplevel
+      from ldlm_jax.evaluation.scorers import load_scorer
       if self.scale.scorer == 'tiny-random':
         self._scorer = load_scorer('gguf', tiny_random_scorer(self.out_dir))
       else:
@@ -56,16 +56,16 @@ class Evaluator:
 
   def evaluate(self, path: str, records: list[dict], mauve: bool = True) -> dict:
     """`evaluate.evaluate_file` of one sample set (MAUVE against the references unless mauve=False), JSON-safe."""
-    from ldlm_jax import evaluate  # pylint: disable=import-outside-toplevel
+    from ldlm_jax import evaluate
     scorer = self._load()
-    return evaluate._json_safe(evaluate.evaluate_file(  # pylint: disable=protected-access
+    return evaluate._json_safe(evaluate.evaluate_file(
         scorer, path, records, self._ref_features if mauve else None, self.scale.score_batch, 'scorer'))
 
 
 def reference_texts(config, num_references: int, num_held_out: int) -> tuple[list[str], list[str]]:
   """(MAUVE references, held-out row): the first chunks of the reference split, then the next ones."""
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import pipeline
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   texts = pipeline.load_reference_texts(config, tokenizer, num_references + num_held_out)
   if len(texts) < num_references + 2:
@@ -76,7 +76,7 @@ def reference_texts(config, num_references: int, num_held_out: int) -> tuple[lis
 
 def machine_description() -> str:
   """'PLATFORM xN (KIND); host: CPU, N cores; jax VERSION', written into a report's header."""
-  import jax  # pylint: disable=import-outside-toplevel
+  import jax
   cpu = platform.processor() or platform.machine()
   try:
     with open('/proc/cpuinfo', encoding='utf-8') as f:

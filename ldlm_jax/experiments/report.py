@@ -238,7 +238,7 @@ def publish_raw(out_dir: str, raw_dir: str) -> None:
     if rel.startswith('runs') and rel.endswith(DONE_FILE):   # the mirror keeps what --reuse matches on
       record = json.loads(text)
       if 'stage' not in record and 'config_sha256' not in record:
-        from ldlm_jax.experiments.reuse import run_config_sha256  # pylint: disable=import-outside-toplevel
+        from ldlm_jax.experiments.reuse import run_config_sha256
         sha = run_config_sha256(os.path.dirname(os.path.join(out_dir, rel)), record)
         if sha:
           text = json.dumps({**record, 'config_sha256': sha}, indent=2, allow_nan=False) + '\n'
@@ -249,8 +249,8 @@ def publish_raw(out_dir: str, raw_dir: str) -> None:
 
 def pareto_plot(table: str, data: dict, plan: dict, path: str) -> str:
   """Gen. PPL (log) against entropy: one curve per row across step counts, reference rows as markers."""
-  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
-  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  from matplotlib import colormaps
+  from matplotlib.figure import Figure
   fig = Figure(figsize=(9.5, 5.5), layout='constrained')
   ax = fig.subplots()
   colors = colormaps['tab20'].colors

@@ -124,10 +124,10 @@ def row_availability(row: Row) -> str:
       return (f'not available: {row.config} sets {missing}, which this checkout\'s config schema lacks; '
               'a checkout whose config has them runs this row')
   if row.needs:
-    from ldlm_jax.encoders import registry  # pylint: disable=import-outside-toplevel
+    from ldlm_jax.encoders import registry
     try:
       registry.resolve_model_dir(row.needs)
-    except Exception as e:  # noqa: BLE001  # pylint: disable=broad-except  # EncoderLoadError: its message is the fix
+    except Exception as e:  # noqa: BLE001  # # EncoderLoadError: its message is the fix
       return f'needs real {row.needs} weights: {e}'
   return ''
 

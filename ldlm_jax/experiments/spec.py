@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from ldlm_jax.errors import UserError
 from ldlm_jax.evaluation import ngram as ngram_lib
 
 # The reference rows every table carries, evaluated like the runs: n-gram samples fitted to the
@@ -16,7 +17,7 @@ REFERENCE_ROWS = BASE_REFERENCES + tuple(ngram_lib.tempered_name(n, t) for n, ts
                                          for t in ts)
 
 
-class ExperimentError(ValueError):
+class ExperimentError(UserError, ValueError):
   """A sweep that cannot run as asked; the message names the fix."""
 
 

@@ -69,8 +69,8 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
   """Unigram/bigram/trigram samples (one set per seed), their tempered versions (ngram.TEMPERED; no MAUVE)
   and the held-out text, evaluated like the runs. A seed's record missing some rows (written before
   a row was added) gets just those."""
-  from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_encoder_tokenizer  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import sampling as sample_lib
+  from ldlm_jax.encoders.registry import load_encoder_tokenizer
   ref_dir = os.path.join(out_dir, 'reference')
   tokenizer = load_encoder_tokenizer(config.encoder.name, config.encoder.path)
   models = None
@@ -109,9 +109,9 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
   """Train (or resume), sample at every step count, evaluate; returns the done record.
 
   `stage_one_seconds`: a two-stage row's first-stage training time, kept in the record."""
-  from ldlm_jax import sampling as sample_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.evaluate import read_samples  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import loop, restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import sampling as sample_lib
+  from ldlm_jax.evaluate import read_samples
+  from ldlm_jax.training import loop, restore
   done_path = os.path.join(run_dir, DONE_FILE)
   if os.path.isfile(done_path):
     return read_json(done_path)
@@ -155,7 +155,7 @@ def _check_finished(step: int, config, run_dir: str) -> None:
 def train_stage_one(config, run_dir: str) -> dict:
   """Train (or resume) a first stage to its length and mark it done; nothing is sampled
   (cosmos stage one has no denoiser). Returns the done record."""
-  from ldlm_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import checkpoint as ckpt_lib
   from ldlm_jax.training import loop
   done_path = os.path.join(run_dir, DONE_FILE)
   if os.path.isfile(done_path):
@@ -184,7 +184,7 @@ def _seed_normalization(out_dir: str, run_dir: str) -> None:
   Only the same seed's runs are used: the chunks sampled for the statistics
   depend on data.seed, which the signature does not record.
   """
-  from ldlm_jax.training.loop import NORM_FILE  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training.loop import NORM_FILE
   target = os.path.join(run_dir, NORM_FILE)
   if os.path.exists(target):
     return

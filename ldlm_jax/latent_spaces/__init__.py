@@ -6,7 +6,7 @@ variant in configs/latent_spaces.py and a test.
 
 from __future__ import annotations
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.latent_spaces.autoencoder import CosmosAutoencoder, JointAutoencoder
 from ldlm_jax.latent_spaces.base import COMPONENTS, Dims, FrozenInputs, LatentSpace
 from ldlm_jax.latent_spaces.tokenwise import (EncoderEmbeddingLatents, FrozenFeatureLatents,

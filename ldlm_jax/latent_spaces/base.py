@@ -25,7 +25,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 
 # Every component name a latent space or LDLM may own. The first five are
 # the original init RNG split, whose order and count never change (checkpoints

@@ -53,7 +53,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.latent_spaces.base import Dims, FrozenInputs, LatentSpace
 from ldlm_jax.models import layers
 from ldlm_jax.models.perceiver import SelfAttentionEncoder

@@ -40,6 +40,33 @@ def modulate(x_BNW, shift_BW, scale_BW):
   return x_BNW * (1.0 + scale_BW[:, None]) + shift_BW[:, None]
 
 
+# --- Condition paths (protocols.ConditionPath): how the blocks read the condition tokens ---
+
+
+class CrossAttentionPath:
+  """Each block cross-attends to the condition tokens; the sequence is unchanged."""
+  name = 'cross_attention'
+  cross_attention = True
+
+  def join(self, x_BNW, cond_x_BMW, cond_mask_BM):
+    del cond_x_BMW, cond_mask_BM
+    return x_BNW, None
+
+
+class InContextPath:
+  """The condition tokens join the sequence as key-masked tokens (dropped from the output)."""
+  name = 'in_context'
+  cross_attention = False
+
+  def join(self, x_BNW, cond_x_BMW, cond_mask_BM):
+    key_mask_BK = jnp.concatenate([jnp.ones(x_BNW.shape[:2], bool), cond_mask_BM], axis=1)
+    return jnp.concatenate([x_BNW, cond_x_BMW], axis=1), key_mask_BK
+
+
+# config.condition.path -> path. Adding one: a class like the two above and one line here.
+CONDITION_PATHS = {path.name: path for path in (CrossAttentionPath(), InContextPath())}
+
+
 class DiTBlock(nn.Module):
   num_heads: int
   mlp_ratio: int = 4
@@ -109,23 +136,21 @@ class DiT(nn.Module):
     c = timestep_embedding(t_B, self.time_embed_dim)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc1')(c)
     c = nn.Dense(self.width, dtype=self.dtype, name='time_fc2')(nn.silu(c))
-    cond_x, cond_mask, key_mask, positions = None, None, None, None
+    cond_x, cond_mask, key_mask, cross, positions = None, None, None, False, None
     # cond=None on a conditional denoiser: the unconditional path without the condition
     # modules (what an all-False mask computes; exactly so for cross-attention).
     path = self.condition if cond is not None else ''
     if path:
+      if path not in CONDITION_PATHS:
+        raise ValueError(f'unknown condition path {path!r}; use one of {tuple(CONDITION_PATHS)}')
       feats, cond_mask = cond['features'], cond['mask'].astype(bool)
       cond_x = nn.Dense(self.width, dtype=self.dtype, name='cond_proj')(feats.astype(self.dtype))
       cond_x = cond_x + layers.position_table(self, 'cond_pos', feats.shape[1],
                                               self.width).astype(self.dtype)
-      if path == 'in_context':
-        x = jnp.concatenate([x, cond_x], axis=1)
-        # Condition token i sits at sequence position i, like latent i.
-        positions = jnp.concatenate([jnp.arange(length), jnp.arange(feats.shape[1])])
-        key_mask = jnp.concatenate([jnp.ones(z_t_BND.shape[:2], bool), cond_mask], axis=1)
-      elif path != 'cross_attention':
-        raise ValueError(f'unknown condition path {path!r}')
-    cross = path == 'cross_attention'
+      x, key_mask = CONDITION_PATHS[path].join(x, cond_x, cond_mask)
+      cross = CONDITION_PATHS[path].cross_attention
+      if rope and x.shape[1] > length:   # appended condition token i sits at position i
+        positions = jnp.concatenate([jnp.arange(length), jnp.arange(x.shape[1] - length)])
     block = layers.rematerialized(DiTBlock, self.remat)
     for i in range(self.num_layers):
       x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, qk_norm=self.qk_norm,

@@ -28,13 +28,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldlm_jax.config import ConfigError
 from ldlm_jax.diffusion import latent_norm
 from ldlm_jax.diffusion import solver as solver_lib
 from ldlm_jax.diffusion import time_samplers
 from ldlm_jax.diffusion import timesteps as timesteps_lib
 from ldlm_jax.diffusion.processes import process_from_config
 from ldlm_jax.diffusion.warmup import encoder_warmup_lambda, scale_gradient
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.latent_spaces import COMPONENTS, Dims, FrozenInputs, latent_space_class
 from ldlm_jax.latent_spaces.base import component_keys
 from ldlm_jax.models import layers, vocab_ce

@@ -30,7 +30,8 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.config import from_saved
+from ldlm_jax.errors import ConfigError
 
 # The checkpoint signature is derived: every field of these sections, now and
 # in future, takes part (a new field cannot escape it), ...
@@ -125,7 +126,6 @@ def saved_signature(meta: dict) -> dict:
   saved config, the old per-key dict (values may be whole sections) is flattened.
   """
   if 'config' in meta:
-    from ldlm_jax.config import from_saved  # pylint: disable=import-outside-toplevel
     return model_signature(from_saved(meta['config']))
   saved = meta.get('model', meta)
   return _flatten({k: v for k, v in saved.items()})
@@ -189,7 +189,7 @@ class Checkpointer:
       raise FileNotFoundError(f'No checkpoint in {self.directory}.')
     try:
       meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))['meta']
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       # A missing item is a KeyError, a truncated file a JSON or tensorstore error.
       raise CheckpointDamagedError(step, self.directory, f'its meta item: {reason(e)}') from e
     if not isinstance(meta, dict):
@@ -210,7 +210,7 @@ class Checkpointer:
     # (the user's config) and files that cannot be read (damage) are told apart.
     try:
       stored = self.manager.metadata(step).item_metadata['state']
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       raise CheckpointDamagedError(step, self.directory, f'its state metadata: {reason(e)}') from e
     if stored is None:
       raise CheckpointDamagedError(step, self.directory, 'it has no state item')
@@ -222,7 +222,7 @@ class Checkpointer:
           '(nothing was overwritten).')
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**items))
-    except Exception as e:  # pylint: disable=broad-except
+    except Exception as e:
       if isinstance(e, ValueError) and 'structures do not match' in str(e):
         # The checkpoint holds parts this model lacks: a config (or code) change, not damage.
         raise CheckpointMismatchError(
@@ -239,14 +239,14 @@ class Checkpointer:
     (only the partial logging window is lost) instead of failing."""
     try:
       stored = self.manager.metadata(step).item_metadata['train_metrics']
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       return True   # unreadable: let the restore report the damage
     if stored is None:
       return True
     names = lambda tree: {_leaf_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(tree)[0]}
     try:
       return names(stored) == names(abstract_metrics)
-    except Exception:  # pylint: disable=broad-except
+    except Exception:
       return True
 
   def wait(self) -> None:

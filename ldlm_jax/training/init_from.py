@@ -18,7 +18,8 @@ import os
 
 import jax
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
+from ldlm_jax.training import checkpoint as ckpt_lib, restore, sharding as sharding_lib
 
 
 def _shapes(tree):
@@ -28,7 +29,6 @@ def _shapes(tree):
 def source_meta(config) -> dict:
   """The source run's checkpoint meta: its normalization statistics must be reused,
   or frozen components would read differently normalized features."""
-  from ldlm_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
   fc = config.train.init_from
   if not os.path.isdir(os.path.join(os.path.abspath(fc.workdir), 'checkpoints')):
     raise ConfigError(f'train.init_from.workdir={fc.workdir!r} holds no checkpoints/; '
@@ -46,7 +46,6 @@ def source_meta(config) -> dict:
 
 def load_components(config, model, mesh) -> dict:
   """{component: params} from the source run, checked against this model's shapes."""
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel  (restore imports loop deps)
   fc = config.train.init_from
   names = [s for s in fc.components.split(',') if s]
   source_dir = os.path.abspath(fc.workdir)
@@ -75,7 +74,6 @@ def load_components(config, model, mesh) -> dict:
 
 def apply(config, model, state, mesh, state_shardings):
   """(state with the trainable taken components, {frozen component: params})."""
-  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
   taken = load_components(config, model, mesh)
   frozen = {k: v for k, v in taken.items() if k in model.frozen_names}
   frozen = jax.device_put(frozen, sharding_lib.replicated(mesh))

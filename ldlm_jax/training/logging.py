@@ -64,7 +64,7 @@ class RunLogger:
     self.samples_dir = os.path.join(workdir, 'samples')
     self._tb = None
     if enabled and tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      from tensorboardX import SummaryWriter
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def resume_from(self, step: int) -> None:

@@ -26,10 +26,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ldlm_jax import conditioning, fileio
-from ldlm_jax.config import ConfigError, validate
+from ldlm_jax.config import validate
 from ldlm_jax.data import pipeline as data_lib
 from ldlm_jax.encoders import normalization as norm_lib
 from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.models.ldlm import DENOISE_CURVE_TS, LDLM, count_params
 from ldlm_jax.training import checkpoint as ckpt_lib
 from ldlm_jax.training import init_from as init_from_lib

@@ -25,9 +25,10 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ldlm_jax.config import ConfigError, from_saved
+from ldlm_jax.config import from_saved
 from ldlm_jax.encoders.registry import load_encoder_tokenizer
 from ldlm_jax.encoders.tokenizers import TextTokenizer, load_tokenizer
+from ldlm_jax.errors import ConfigError
 from ldlm_jax.models.ldlm import LDLM
 from ldlm_jax.training import checkpoint as ckpt_lib
 from ldlm_jax.training import sharding as sharding_lib
@@ -160,7 +161,7 @@ def _restore_partial(checkpointer, step: int, item: str, abstract):
   try:
     with ocp.PyTreeCheckpointer() as ckptr:
       stored = ckptr.metadata(path)
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise ckpt_lib.CheckpointDamagedError(step, where, f'its {item} metadata: {ckpt_lib.reason(e)}') from e
   stored = getattr(stored, 'item_metadata', stored) or getattr(stored, 'tree', None)
   mismatch = ckpt_lib.shape_mismatch(stored, abstract)
@@ -173,7 +174,7 @@ def _restore_partial(checkpointer, step: int, item: str, abstract):
       return ckptr.restore(path, args=ocp.args.PyTreeRestore(
           item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
           partial_restore=True))
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:
     raise ckpt_lib.CheckpointDamagedError(step, where, f'its {item} item: {ckpt_lib.reason(e)}') from e
 
 

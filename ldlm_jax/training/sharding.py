@@ -12,7 +12,7 @@ import numpy as np
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ldlm_jax.config import ConfigError
+from ldlm_jax.errors import ConfigError
 
 DATA_AXES = ('data', 'fsdp')
 # Arrays smaller than this stay replicated: sharding them saves nothing.

@@ -22,10 +22,10 @@ def measure(batch: int = 16, length: int = 32, latent_dim: int = 64, hidden: int
             conditions: Sequence[str] = CONDITIONS) -> dict:
   """{condition: (median ms per forward+backward, parameter count)}; the condition is `hidden`-wide
   features of `length` tokens, the first 10 of them unmasked."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import jax
+  import jax.numpy as jnp
 
-  from ldlm_jax.models.dit import DiT  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.models.dit import DiT
   fns = {}
   for cond in conditions:
     model = DiT(latent_dim=latent_dim, width=width, num_layers=num_layers, num_heads=num_heads, condition=cond)

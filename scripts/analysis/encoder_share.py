@@ -21,12 +21,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def measure(model, config, frozen, tokens_BL, repeats: int = 10, inner: int = 10) -> dict:
   """Milliseconds per call of jit(model.features) and of the compiled train step (median over `repeats`
   timings of `inner` calls each), and their ratio (`share`)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import jax
+  import jax.numpy as jnp
 
-  from ldlm_jax.training import sharding as sharding_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import state as state_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import step as step_lib  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import sharding as sharding_lib
+  from ldlm_jax.training import state as state_lib
+  from ldlm_jax.training import step as step_lib
   mesh = sharding_lib.make_mesh(config)
   state, _ = state_lib.create_sharded_train_state(model, config, mesh, jax.random.PRNGKey(0))
   step_fn = step_lib.compile_train_step(model, config, mesh, jax.eval_shape(lambda: state), frozen)
@@ -61,9 +61,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
   parser.add_argument('--repeats', type=int, default=10)
   parser.add_argument('--inner', type=int, default=10)
   args = parser.parse_args(argv)
-  from ldlm_jax import config as config_lib  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_frozen_encoder  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
+  from ldlm_jax import config as config_lib
+  from ldlm_jax.encoders.registry import load_frozen_encoder
+  from ldlm_jax.models.ldlm import LDLM
   c = config_lib.load_file(os.path.join(REPO, args.config)).get_config()
   config_lib.validate(c)
   encoder = load_frozen_encoder(c.encoder.name, c.encoder.path, c.encoder.dtype).on_device()

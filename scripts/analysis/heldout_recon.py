@@ -17,8 +17,8 @@ import numpy as np
 
 def reconstruction_accuracy(model, frozen, params, chunks_NL: np.ndarray, batch_size: int = 64) -> float:
   """Fraction of tokens that decode(encode(features(tokens))) gives back (argmax decoding)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import jax
+  import jax.numpy as jnp
 
   @jax.jit
   def recon(p, tokens):
@@ -35,10 +35,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
   if not argv or argv[0] in ('-h', '--help'):
     print(__doc__)
     return {}
-  from ldlm_jax.data import pipeline  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.encoders.registry import load_frozen_encoder  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.models.ldlm import LDLM  # pylint: disable=import-outside-toplevel
-  from ldlm_jax.training import restore  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import pipeline
+  from ldlm_jax.encoders.registry import load_frozen_encoder
+  from ldlm_jax.models.ldlm import LDLM
+  from ldlm_jax.training import restore
   workdir = argv[0]
   n = int(argv[1]) if len(argv) > 1 else 256
   run = restore.load_run(workdir)
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
   model = LDLM(config, encoder)
   mean, std = restore.norm_stats(run.meta)
   frozen = model.frozen_inputs(encoder.params, mean, std)
-  chunks = pipeline._take_chunks(config, run.tokenizer, pipeline._reference_split(config), n)  # pylint: disable=protected-access
+  chunks = pipeline._take_chunks(config, run.tokenizer, pipeline._reference_split(config), n)
   out = {'workdir': workdir, 'step': run.step, 'num_chunks': len(chunks)}
   for name, params in (('ema', run.state.ema_params), ('raw', run.state.params)):
     if params is None:   # load_run reads the inference state (EMA) only
