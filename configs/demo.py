@@ -19,7 +19,7 @@ token decoder, diffusion-to-encoder warmup, adaptive timesteps, sigma_dec =
     (BUILD_NOTES.md, "Demo").
 
 Hardware and time (2-core CPU, measured 2026-12-03 on a fresh clone, quiet
-cores; BUILD_NOTES.md, "Demo" and "Demo quality (issue 13)"): 2.5-3.1
+cores; BUILD_NOTES.md, "Demo" and "Demo quality"): 2.5-3.1
 steps/s, `bash scripts/demo.sh` 13 min 22 s in all (set-up ~69 s, training +
 3 x 64 samples 590 s, references + evaluation + plots 145 s).
 Measured before the latents were standardized and the DiT got rotary positions (both

@@ -1,4 +1,4 @@
-"""configs/demo.py with conditional generation on (issue 15): continuation and infilling.
+"""configs/demo.py with conditional generation on (docs/method.md Section 6.6): continuation and infilling.
 
   python -m ldlm_jax.train --config configs/demo_conditional.py --workdir runs/demo_cond
   python -m ldlm_jax.sample --workdir runs/demo_cond --prompts prompts.jsonl --guidance 1.5 \
@@ -10,7 +10,7 @@ given a random prefix (half of them) or random spans (the other half) of its
 chunk, and 10% are given nothing (classifier-free guidance's null
 condition), so one model samples unconditionally, continues prompts and
 fills gaps. The denoiser reads the given tokens' MiniLM features through one
-cross-attention per DiT block (BUILD_NOTES.md, issue 15, has the measured
+cross-attention per DiT block (BUILD_NOTES.md, "Conditional generation", has the measured
 numbers and the choice of path).
 """
 

@@ -32,7 +32,7 @@ and on a CPU (Brown corpus, MiniLM; minutes per stage):
 length (200k steps at paper size, half the run on CPU) is ours; the paper
 does not state it. Every other setting is the row's base, so the latent space
 is the only thing that varies (paper Sec. 7). Each variant's choices and
-their origins: BUILD_NOTES.md, "Latent spaces (issue 11)".
+their origins: BUILD_NOTES.md, "Latent spaces".
 
 Hardware: paper size as configs/ablations.py (500k steps at batch 512 on
 A100s in the paper; ours not measured). CPU size: configs/demo.py's scale.

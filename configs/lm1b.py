@@ -64,7 +64,7 @@ def get_config(variant: str = ''):
   c.train.sample_every = 50_000
   c.train.eval_every = 10_000
   c.sample.num_steps = 128           # the paper shows LM1B samples at 128 NFE
-  # Conditional generation (issue 15; not in the paper): off, the paper's
+  # Conditional generation (docs/method.md 6.6; not in the paper): off, the paper's
   # unconditional model. --config.condition.enabled=True trains prompt
   # continuation and infilling with classifier-free guidance (config.py has
   # the section's fields and the origin of each default).

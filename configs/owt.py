@@ -76,7 +76,7 @@ def get_config(variant: str = ''):
   c.train.eval_every = 10_000
   c.sample.num_steps = 1024          # the paper's OWT timing setting (1024 NFE)
   c.sample.batch_size = 16
-  # Conditional generation (issue 15; not in the paper): off, the paper's
+  # Conditional generation (docs/method.md 6.6; not in the paper): off, the paper's
   # unconditional model. --config.condition.enabled=True trains prompt
   # continuation and infilling with classifier-free guidance (config.py has
   # the section's fields and the origin of each default).

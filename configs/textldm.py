@@ -29,12 +29,13 @@ Everything not listed in VARIANTS is the LDLM config of the same scale, so
 the two recipes differ only where the methods differ (same data, tokenizer,
 DiT, optimizer, batch, step count, self-conditioning). Origins: the abstract
 gives the recipe (Transformer VAE, REPA to a frozen LM, DiT, flow matching);
-every number below is ours (marked), BUILD_NOTES.md "TextLDM VAE and REPA
-(issue 16, part B)" has the reasons.
+every number below is ours (marked), BUILD_NOTES.md "TextLDM VAE and REPA"
+has the reasons.
 
 The stage-two keys diffusion.process, timesteps.sampler='logit_normal' and
-sample.solver='heun' come with issue 16 part A (the diffusion-process seam);
-in a tree without it the stage-two names stop with one sentence saying so.
+sample.solver='heun' need the diffusion-process seam (part A:
+ldlm_jax/diffusion/processes, docs/method.md Section 5); a config schema without
+those keys refuses the stage-two names with one sentence saying so.
 
 Hardware: OWT scale as configs/owt.py (not measured). CPU scale: stage one
 half of the demo's 1400 steps, stage two the demo's 1400 steps.
@@ -68,7 +69,7 @@ _STAGE_TWO = {
     'encoder.input': 'scratch',
     'train.init_from.components': VAE,
     'train.init_from.frozen': True,
-    # Issue 16 part A: flow matching (abstract), logit-normal time (issue text;
+    # Flow matching (abstract), logit-normal time (as TextLDM trains its flow;
     # mean 0, std 1 are ours, SD3's default), Heun (ours).
     'diffusion.process': 'rectified_flow',
     'timesteps.sampler': 'logit_normal',
@@ -99,7 +100,7 @@ def get_config(variant: str = 'textldm'):
   if missing:
     raise ConfigError(
         f'configs/textldm.py:{variant} sets {missing}, which this tree does not have yet (the '
-        'rectified-flow process of issue 16 part A); merge that work first or train stage one.')
+        'rectified-flow process, part A of the TextLDM work); merge that work first or train stage one.')
   if cpu:
     c = sibling(__file__, 'demo').get_config()            # the LDLM demo: Brown, MiniLM, its DiT
     stage_one_steps = int(c.train.num_steps * STAGE_ONE_FRACTION)

@@ -58,7 +58,7 @@ def _argv_value(argv, name: str, default: str) -> str:
 
 # XLA:CPU schedules for thread concurrency by default, which keeps
 # rematerialised activations alive from the forward pass (model.remat then
-# saves nothing in the plan; measured in BUILD_NOTES.md, issue 17). The GPU
+# saves nothing in the plan; measured in BUILD_NOTES.md, "Training and sampling speed, memory plans"). The GPU
 # and TPU schedulers are memory-aware, so `compile` plans on CPU with the
 # memory-minimising schedule instead. CPU-only flag; the user's value wins.
 CPU_MEMORY_SCHEDULE_FLAG = '--xla_cpu_enable_concurrency_optimized_scheduler'

@@ -1,11 +1,11 @@
-"""Conditional generation (issue 15): which tokens of a chunk are given.
+"""Conditional generation (docs/method.md Section 6.6): which tokens of a chunk are given.
 
 Training: `draw_prompt_masks` marks, per example, a random prefix or random
 spans of the chunk as given (True), or nothing (the dropped / "null"
 condition of classifier-free guidance), following the `condition` config
 section. The masks are drawn on the host from a NumPy generator seeded by
 (train.seed, step, process), so a resumed run draws the same masks, and
-travel in the batch dict next to the tokens (DESIGN seam 3).
+travel in the batch dict next to the tokens (docs/architecture.md, "The batch").
 
 Sampling: `read_prompts` reads a JSONL file of records, each either
   {"prompt": "text to continue"}                     a prefix to continue, or

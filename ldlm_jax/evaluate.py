@@ -1,4 +1,4 @@
-"""Evaluates generated samples: Gen. PPL, unigram entropy, n-gram diversity, MAUVE (SPEC 9).
+"""Evaluates generated samples: Gen. PPL, unigram entropy, n-gram diversity, MAUVE (docs/method.md Section 8).
 
   python -m ldlm_jax.evaluate --samples seed0.jsonl seed1.jsonl ... --out metrics.json \
       [--references refs.txt|refs.jsonl] [--scorer smollm2|gguf|gpt2|gpt2-large|...] \
@@ -38,7 +38,7 @@ The default scorer is the offline SmolLM2-135M (the paper's is GPT-2 Large,
 rather than ml_collections flags: the command takes a list of files and no
 config.
 
-`--task continuation` (issue 15) evaluates a run trained with conditions on
+`--task continuation` evaluates a run trained with conditions on
 prompt continuation instead of a samples file:
 
   python -m ldlm_jax.evaluate --task continuation --workdir runs/demo_cond \

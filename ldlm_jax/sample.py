@@ -5,7 +5,7 @@ r"""Samples text from a trained run (or a model directory written by `python -m 
       [--time_grid uniform|adaptive] [--t_min 0.05] [--solver euler_maruyama|ddim|euler|heun] \
       [--token_decoder runs/demo/token_decoder_k2] [--final z|x0]
 
-  # A run trained with conditions (config.condition.enabled, issue 15):
+  # A run trained with conditions (config.condition.enabled):
   python -m ldlm_jax.sample --workdir runs/demo_cond --prompts prompts.jsonl --guidance 1.5 \
       --out continuations.jsonl [--samples_per_prompt 1] [...the options above]
 

@@ -1,7 +1,7 @@
 """Sampling from a restored run, as a library (no command-line flags, so any
 program can import it): `generate_samples` returns the sample records that
 `python -m ldlm_jax.sample` writes, `generate_conditional` the records of
-prompted sampling (issue 15, `--prompts`), `write_jsonl` writes them atomically.
+prompted sampling (`--prompts`), `write_jsonl` writes them atomically.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ process will run on an NVIDIA GPU (a CUDA plugin is installed, a device node
 exists, and JAX_PLATFORMS, if set, allows CUDA). A flag the user already
 named in XLA_FLAGS is left as the user set it; LDLM_XLA_GPU_FLAGS=0 turns the
 whole set off (for A/B timing: scripts/bench_gpu.sh). Effects on our models
-are pending a GPU measurement (BUILD_NOTES.md, issue 17).
+are pending a GPU measurement (BUILD_NOTES.md, "Training and sampling speed, memory plans").
 """
 
 from __future__ import annotations

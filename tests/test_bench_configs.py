@@ -1,4 +1,4 @@
-"""Every benchmark works on every config in configs/ (issue 17's regression).
+"""Every benchmark works on every config in configs/ (a regression test).
 
 configs/demo.py (the self-attention latent modules the FLOP count used to
 miss) runs each subcommand's real code path for one step in this process
@@ -30,7 +30,7 @@ LATENT_SPACE_CONFIGS = config_module('latent_spaces')
 LATENT_SPACES = [f'{v}{size}' for v in ('ldlm', 'scratch_emb', 'encoder_emb', 'tencdm', 'cosmos',
                                         'cosmos_stage2') for size in ('', '_cpu')]
 TEXTLDM_CONFIGS = config_module('textldm')
-# Stage two's process keys come with issue 16 part A; before it only stage one is covered.
+# Stage two needs the diffusion-process keys; a schema without them covers stage one only.
 TEXTLDM = [f'{v}{size}' for v in TEXTLDM_CONFIGS.VARIANTS if not TEXTLDM_CONFIGS.missing_keys(v)
            for size in ('', '_cpu')]
 ALL_CONFIGS = ([(name, None) for name in ('tiny', 'demo', 'lm1b', 'owt')]

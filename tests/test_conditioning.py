@@ -1,4 +1,4 @@
-"""Conditional generation (issue 15): the condition path, guidance, prompts and the CLI."""
+"""Conditional generation (docs/method.md 6.6): the condition path, guidance, prompts and the CLI."""
 
 import json
 import subprocess

@@ -1,4 +1,4 @@
-"""The frozen encoders pick cuDNN attention where it applies (issue 17).
+"""The frozen encoders pick cuDNN attention where it applies.
 
 No GPU here: the backend query is patched to say 'gpu' and
 jax.nn.dot_product_attention is wrapped to record the implementation each

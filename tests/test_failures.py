@@ -1,6 +1,6 @@
 """Every user mistake and every fault: one sentence, exit code 2, no traceback, nothing lost.
 
-One test per class of fault (issue 14). Each asserts the exit code, the sentence, that no
+One test per class of fault. Each asserts the exit code, the sentence, that no
 traceback was printed, and that the files there before are byte-identical afterwards.
 Most cases stop before anything is compiled; the damaged-checkpoint resume and SIGINT
 share one training subprocess on a copy of the session's tiny run.

@@ -1,4 +1,4 @@
-"""Diffusion processes, time samplers and the flow ODE solvers (issue 16, part A).
+"""Diffusion processes, time samplers and the flow ODE solvers (docs/method.md Sections 5-6).
 
 The rectified flow's corruption, target and x0 conversion against numpy; the
 Euler and Heun scans on a Gaussian whose exact x0 predictor is known in closed

@@ -80,7 +80,7 @@ def test_every_variant_trains_a_few_steps(variant):
   tokens = toy_tokens(8, c.data.seq_len)
   history = []
   for _ in range(4):
-    metrics = step_lib.empty_train_metrics()
+    metrics = step_lib.empty_train_metrics(model.extra_metrics)
     state, metrics = step_fn(state, frozen, tokens, metrics)
     history.append({k: float(v) for k, v in metrics.compute().items()})
   assert all(np.isfinite(h['loss']) and h['nonfinite'] == 0 for h in history)
@@ -249,7 +249,7 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   by_hand = []
   for _ in range(4):
     tokens = jax.device_put(np.asarray(next(batches)['tokens']), sharding_lib.batch_sharding(mesh))
-    metrics = jax.device_put(step_lib.empty_train_metrics(), replicated)
+    metrics = jax.device_put(step_lib.empty_train_metrics(model.extra_metrics), replicated)
     state, metrics = step_fn(state, frozen, tokens, metrics)
     by_hand.append(float(metrics.compute()['loss']))
   assert _logged_losses(stage_two) == by_hand[:3]

@@ -211,7 +211,7 @@ class _PaperSizeEncoder:
 @pytest.mark.slow
 @pytest.mark.parametrize('seq_len', [128, 1024])
 def test_paper_sizes(seq_len):
-  """SPEC 8: ~50M / ~50M / 132M / 66M (head 38M); actual counts in BUILD_NOTES.md."""
+  """Paper sizes (docs/method.md 1, 9): ~50M / ~50M / 132M / 66M (head 38M); actual counts in BUILD_NOTES.md."""
   c = base_config()
   c.data.seq_len = seq_len
   model = LDLM(c, _PaperSizeEncoder())

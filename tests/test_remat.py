@@ -1,4 +1,4 @@
-"""model.remat and model.attention_query_chunk: the parameter tree and the numbers stay (issue 17)."""
+"""model.remat and model.attention_query_chunk: the parameter tree and the numbers stay."""
 
 import jax
 import numpy as np

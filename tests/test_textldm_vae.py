@@ -1,8 +1,8 @@
-"""TextLDM's VAE latent space with REPA (issue 16 part B): the KL against numpy, REPA's
+"""TextLDM's VAE latent space with REPA: the KL against numpy, REPA's
 gradient reaches only the VAE encoder up to the aligned block and the projector, the
 frozen teacher is bitwise unchanged after training steps, the two-stage handoff, and the
-config refusals. Stage two's flow-matching keys come with issue 16 part A; the tests that
-need them skip (saying so) in a tree without it."""
+config refusals. Stage two's flow-matching keys come with the diffusion-process seam (part A);
+the tests that need them skip (saying so) in a schema without it."""
 
 import json
 import os
@@ -26,7 +26,7 @@ TEXTLDM = config_module('textldm')
 PART_A = 'process' in base_config().diffusion
 NEEDS_PART_A = pytest.mark.skipif(
     not PART_A, reason='needs diffusion.process / logit-normal time / Euler-Heun solvers '
-                       '(issue 16 part A), not merged in this tree')
+                       '(part A: the diffusion-process seam), not in this tree')
 
 
 def _tiny(variant='textldm', **overrides):
@@ -257,7 +257,7 @@ def test_a_smollm2_like_llama_teaches_with_its_own_tokenizer(tmp_path):
 
 @pytest.mark.slow
 def test_conditional_textldm_reads_the_vae_embeddings_and_guides():
-  """TextLDM with a condition (issue 15's path): the given tokens' VAE embeddings, and
+  """TextLDM with a condition (the conditional path): the given tokens' VAE embeddings, and
   classifier-free guidance in the same scan (its arithmetic: tests/test_conditioning.py)."""
   c = _tiny('textldm_stage2', **{'condition.enabled': True, 'train.init_from.workdir': '/nonexistent'})
   enc = ToyEncoder()

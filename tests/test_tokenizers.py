@@ -26,7 +26,7 @@ def test_gpt2_bpe_known_ids_and_eos():
   tok = load_tokenizer(gpt2_bpe_files_dir())
   assert tok.encode('Hello world') == [15496, 995]
   assert tok.eos_id == 50256 and tok.vocab_size == 50257
-  # Text that spells the separator is not the separator (SPEC 1).
+  # Text that spells the separator is not the separator (docs/method.md 1.0).
   assert 50256 not in tok.encode('<|endoftext|>')
 
 

@@ -47,7 +47,7 @@ def trained():
   tokens = jax.device_put(toy_tokens(8, c.data.seq_len), sharding_lib.batch_sharding(mesh))
   history = []
   for _ in range(40):
-    metrics = jax.device_put(step_lib.empty_train_metrics(), sharding_lib.replicated(mesh))
+    metrics = jax.device_put(step_lib.empty_train_metrics(model.extra_metrics), sharding_lib.replicated(mesh))
     for _ in range(10):
       state, metrics = step_fn(state, frozen, tokens, metrics)
     history.append({k: float(v) for k, v in metrics.compute().items()})
@@ -90,7 +90,7 @@ def test_nonfinite_step_leaves_state_unchanged(trained):
   state = jax.tree.map(jnp.copy, trained['state'])
   before = jax.tree.map(np.array, state)
   bad = trained['frozen'].replace(norm_std=jnp.zeros_like(trained['frozen'].norm_std))
-  metrics = jax.device_put(step_lib.empty_train_metrics(), sharding_lib.replicated(mesh))
+  metrics = jax.device_put(step_lib.empty_train_metrics(trained['model'].extra_metrics), sharding_lib.replicated(mesh))
   state, metrics = trained['step_fn'](state, bad, trained['tokens'], metrics)
   assert float(metrics.compute()['nonfinite']) == 1.0
   for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(before.params)):
@@ -119,7 +119,7 @@ for name, (n, data, fsdp) in {{'one': (1, 1, 1), 'fsdp': (8, 2, 4)}}.items():
   losses = []
   for i in range(4):
     tokens = jax.device_put(toy_tokens(16, c.data.seq_len, seed=i), sh.batch_sharding(mesh))
-    metrics = jax.device_put(sp.empty_train_metrics(), sh.replicated(mesh))
+    metrics = jax.device_put(sp.empty_train_metrics(model.extra_metrics), sh.replicated(mesh))
     state, metrics = fn(state, frozen, tokens, metrics)
     m = metrics.compute()
     losses.append([float(m[k]) for k in ('loss', 'diffusion_loss', 'reconstruction_loss', 'ce_loss')])
@@ -161,7 +161,7 @@ def test_ema_warmup_matches_numpy():
   tokens = jax.device_put(toy_tokens(8, c.data.seq_len), sharding_lib.batch_sharding(mesh))
   ema_ref = jax.tree.map(lambda x: np.asarray(x, np.float64), state.ema_params)
   for n in range(1, 4):
-    metrics = jax.device_put(step_lib.empty_train_metrics(), sharding_lib.replicated(mesh))
+    metrics = jax.device_put(step_lib.empty_train_metrics(model.extra_metrics), sharding_lib.replicated(mesh))
     state, _ = step_fn(state, frozen, tokens, metrics)
     decay = min(0.9, (1 + n) / (10 + n))
     ema_ref = jax.tree.map(lambda e, p: decay * e + (1 - decay) * np.asarray(p, np.float64),

@@ -1,4 +1,4 @@
-"""XLA GPU flags: added only for a GPU, never over the user's, and all known to XLA (issue 17)."""
+"""XLA GPU flags: added only for a GPU, never over the user's, and all known to XLA."""
 
 import os
 import subprocess

@@ -74,7 +74,7 @@ def aot_train_step(config, devices, log=print) -> dict:
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), frozen_shapes)
   tokens_abs = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32,
                                     sharding=sharding_lib.batch_sharding(mesh))
-  if config.condition.enabled:   # the batch dict of a conditional run (DESIGN seam 3)
+  if config.condition.enabled:   # the batch dict of a conditional run (see LDLM.unpack_batch)
     tokens_abs = {'tokens': tokens_abs, 'prompt_mask': jax.ShapeDtypeStruct(
         (batch, seq_len), jnp.bool_, sharding=sharding_lib.batch_sharding(mesh))}
   metrics_abs = jax.tree.map(

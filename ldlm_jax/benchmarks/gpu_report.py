@@ -5,7 +5,7 @@
 reads OUT_DIR/steps.tsv (one line per step the script ran: name, exit code,
 wall seconds, the command) and each step's `--json_out` file OUT_DIR/NAME.json,
 and writes OUT_DIR/bench_gpu.json (every payload, keyed by step) and
-OUT_DIR/bench_gpu.md (one row per measured configuration, with issue 17's
+OUT_DIR/bench_gpu.md (one row per measured configuration, with the speed
 targets: LM1B train >= 45% of bf16 peak, OWT sampling 16 x 1024 in <= 6.5 s).
 """
 

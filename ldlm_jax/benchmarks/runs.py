@@ -104,7 +104,7 @@ def prepare_train(config, opts: Options, log: Log = print) -> TrainCase:
   state, _ = state_lib.create_sharded_train_state(model, config, mesh,
                                                   jax.random.PRNGKey(opts.seed))
   tokens = _random_tokens(batch, seq_len, encoder.vocab_size, opts.seed)
-  if config.condition.enabled:   # the batch dict of a conditional run (DESIGN seam 3)
+  if config.condition.enabled:   # the batch dict of a conditional run (see LDLM.unpack_batch)
     tokens = {'tokens': tokens, 'prompt_mask': conditioning.draw_prompt_masks(
         config, conditioning.mask_rng(opts.seed, 0), batch, seq_len)}
   tokens = jax.device_put(tokens, sharding_lib.batch_sharding(mesh))

@@ -1,4 +1,4 @@
-"""Data (SPEC 1): sources, MDLM chunking, grain pipelines, prepare, the Brown corpus.
+"""Data (docs/method.md Section 1.0): sources, MDLM chunking, grain pipelines, prepare, the Brown corpus.
 
 Modules: `sources` (local files, TFDS), `chunking` (the EOS-concatenate-cut
 protocol), `prepare` (ArrayRecord shards + manifest, and its CLI),

@@ -417,7 +417,7 @@ def load_reference_texts(config, tokenizer, num_texts: int) -> list[str]:
 
 
 def load_reference_chunks(config, tokenizer, num_chunks: int) -> np.ndarray:
-  """The token chunks (k, L) behind `load_reference_texts` (continuation prompts, issue 15)."""
+  """The token chunks (k, L) behind `load_reference_texts` (continuation prompts)."""
   if num_chunks <= 0:
     raise ConfigError(f'num_chunks={num_chunks} must be positive.')
   split = _reference_split(config)

@@ -1,4 +1,4 @@
-"""The tangent noise schedule of COSMOS (SPEC 4) and the forward process.
+"""The tangent noise schedule of COSMOS (docs/method.md Section 5.1) and the forward process.
 
   a_t = 1 / sqrt(1 + d^2 tan^2(pi t / 2)),   s_t = sqrt(1 - a_t^2)
   beta(t) = -d/dt log a_t^2

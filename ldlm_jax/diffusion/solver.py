@@ -1,4 +1,4 @@
-"""Reverse-time solvers in latent space (SPEC 6), each one compiled `lax.scan`.
+"""Reverse-time solvers in latent space (docs/method.md Section 6), each one compiled `lax.scan`.
 
 Euler-Maruyama on the reverse VP SDE, from t to t_next (dt < 0):
 
@@ -99,7 +99,7 @@ class Solver:
 
 
 SOLVERS = {
-    'euler_maruyama': Solver(_em, 'vp'),   # SPEC 6
+    'euler_maruyama': Solver(_em, 'vp'),   # the paper's (docs/method.md 6.3)
     'ddim': Solver(_ddim, 'vp'),           # Song et al. 2021, deterministic
     'euler': Solver(ode.euler_step, 'flow'),
     'heun': Solver(ode.heun_step, 'flow'),

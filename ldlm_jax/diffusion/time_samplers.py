@@ -1,4 +1,4 @@
-"""Training-time samplers, chosen by `config.timesteps.sampler` (DESIGN seam 2).
+"""Training-time samplers, chosen by `config.timesteps.sampler` (docs/architecture.md, "Adding a part").
 
 Each sampler is f(state, rng, batch_size, timesteps_config) -> (t_B, bins_B):
 t in [0, 1) per example, and the bin of the adaptive sampler's state it falls

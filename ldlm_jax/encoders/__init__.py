@@ -1,4 +1,4 @@
-"""Frozen token encoders (SPEC 2): tokenizers, GPT-2/BERT in Flax, normalization.
+"""Frozen token encoders (docs/method.md Section 1.1): tokenizers, GPT-2/BERT in Flax, normalization.
 
 The public names below are imported lazily, so `ldlm_jax.encoders.tokenizers`
 (used by data-preparation workers) does not pull in JAX and Flax.

@@ -1,4 +1,4 @@
-"""Per-dimension normalization of frozen-encoder hidden states (SPEC 2).
+"""Per-dimension normalization of frozen-encoder hidden states (docs/method.md Section 1.1).
 
 h_n = (h - mean) / std, with mean and std per hidden dimension measured over a
 sample of training tokens (pad positions excluded) and std taken from the

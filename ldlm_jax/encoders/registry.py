@@ -1,4 +1,4 @@
-"""Named frozen token encoders (SPEC 2): where their files are and how to run them.
+"""Named frozen token encoders (docs/method.md Section 1.1): where their files are and how to run them.
 
 Names and where their model directory comes from (first match wins):
   * an explicit `path` (config `encoder.path`) - for any name, e.g. 'local';

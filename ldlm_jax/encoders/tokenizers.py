@@ -8,7 +8,7 @@ Supported layouts of a tokenizer directory, tried in this order:
   * `vocab.txt`                      (BERT WordPiece)
 
 Documents are encoded without special tokens: the data pipeline inserts the
-end-of-sequence separator itself (SPEC 1), so text that happens to contain
+end-of-sequence separator itself (docs/method.md Section 1.0), so text that happens to contain
 "<|endoftext|>" is encoded as plain text and cannot fake a separator.
 """
 

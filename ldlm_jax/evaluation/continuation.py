@@ -1,4 +1,4 @@
-"""`python -m ldlm_jax.evaluate --task continuation`: does a conditional run continue prompts? (issue 15)
+"""`python -m ldlm_jax.evaluate --task continuation`: does a conditional run continue prompts?
 
 Held-out chunks of the run's reference split (the texts `data.references`
 writes) are cut after `--prompt_tokens` tokens; the run continues each

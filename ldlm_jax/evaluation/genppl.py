@@ -1,6 +1,6 @@
 """Generative perplexity (Gen. PPL) of text samples under a causal scorer, MDLM protocol.
 
-Protocol (SPEC 9, paper section 6):
+Protocol (docs/method.md Section 8.1, paper section 6):
   * samples are decoded text, retokenized with the scorer's tokenizer;
   * no BOS is prepended, so a sample's first token is context only;
   * tokens are scored up to and including the sample's first EOS; later
@@ -159,7 +159,7 @@ def generative_perplexity_of_texts(scorer: CausalScorer, texts: Sequence[str],
 def continuation_perplexity(scorer: CausalScorer, context_lists: Sequence[Sequence[int]],
                             continuation_lists: Sequence[Sequence[int]], batch_size: int = 8,
                             length_multiple: int = PAD_MULTIPLE) -> GenPPLResult:
-  """Gen. PPL of continuations with their prompts as the scorer's context (issue 15).
+  """Gen. PPL of continuations with their prompts as the scorer's context.
 
   Each row is context + continuation in scorer tokens; only the continuation's
   tokens are scored, up to and including its first EOS (an EOS inside the

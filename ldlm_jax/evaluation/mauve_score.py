@@ -1,7 +1,7 @@
 """MAUVE (Pillutla et al., 2021) between generated and reference texts, via `mauve-text`.
 
 Features are the scorer's final-layer hidden state at each text's last token
-(what `mauve-text` itself computes with gpt2-large; SPEC 9); the library then
+(what `mauve-text` itself computes with gpt2-large; docs/method.md Section 8.3); the library then
 runs its default PCA + k-means quantization and divergence frontier. We pass
 features, never texts, so the library never tries to download a model.
 """

@@ -1,4 +1,4 @@
-"""Diversity metrics of generated samples on token ids (SPEC 9, paper App. E), pure numpy.
+"""Diversity metrics of generated samples on token ids (docs/method.md Section 8.2, paper App. E), pure numpy.
 
   * unigram entropy: for each sample, the entropy (nats) of its empirical
     token frequency distribution, -sum_v p_v log p_v with p_v = count_v / len;

@@ -54,7 +54,7 @@ ORDER_NAMES = {1: 'unigram', 2: 'bigram', 3: 'trigram'}
 # frequencies alone reach at a given entropy (the "unigram frontier"); samples under that curve have
 # learned something of word order, samples on it bought their Gen. PPL with entropy only. The bigram
 # ones trace the same curve for one word of context. Temperatures: ours, chosen to span the
-# entropies the cpu-scale models reach (2.5-3.4 nats; BUILD_NOTES, issue 13).
+# entropies the cpu-scale models reach (2.5-3.4 nats; BUILD_NOTES.md, "Demo quality").
 TEMPERED = {'unigram': (0.6, 0.7, 0.8, 0.9), 'bigram': (0.8, 0.9)}
 
 

@@ -1,7 +1,7 @@
 """Diagnostic plots of a training run, drawn from its work directory.
 
 Reads what the trainer writes (metrics.jsonl, timesteps.jsonl) and draws the
-curves the paper uses to judge a run (SPEC 9): the three losses, token
+curves the paper uses to judge a run (docs/method.md Section 8): the three losses, token
 reconstruction accuracy, the latent norm, the warmup lambda and learning rate,
 the diffusion loss against t and against the adaptive sampler's warped time
 F(t) (paper Fig. 5: with adaptive sampling the loss is close to linear in

@@ -1,4 +1,4 @@
-"""The latent-space interface `LDLM` composes (DESIGN seam 1).
+"""The latent-space interface `LDLM` composes (docs/architecture.md, "Adding a part").
 
 A latent space decides what the diffusion model diffuses:
 
@@ -13,7 +13,7 @@ decoder family and the sampler belong to `LDLM` and are the same for every
 latent space, so the latent space is the only thing a Table 2 row varies.
 
 The frozen token encoder's features and their per-dimension normalization
-(SPEC 2) live here too, next to the latent spaces that read them.
+(docs/method.md Section 1.1) live here too, next to the latent spaces that read them.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class FrozenInputs:
 
   encoder_params: the frozen token encoder's weights ('hidden'), only its
     embedding table ('embeddings'), or empty ('scratch').
-  norm_mean / norm_std: (H,) per-dimension statistics of the features (SPEC 2).
+  norm_mean / norm_std: (H,) per-dimension statistics of the features (docs/method.md Section 1.1).
   components: frozen model components by name (e.g. a stage-one autoencoder
     from `train.init_from`): no optimizer slot, no weight decay, no EMA, never
     donated; merged under the trainable params by `LDLM.with_frozen`.
@@ -136,7 +136,7 @@ class LatentSpace:
       raise ConfigError(
           f'latent_space.name={cls.name!r} has one training stage; leave latent_space.stage empty.')
 
-  # ---- frozen features (SPEC 2), shared by every space ----
+  # ---- frozen features (docs/method.md 1.1), shared by every space ----
   def frozen_inputs(self, encoder_params, norm_mean, norm_std, components=None) -> FrozenInputs:
     """Packs what the loss needs from the frozen encoder (only that)."""
     if self.feature_kind == 'hidden':
@@ -172,7 +172,7 @@ class LatentSpace:
     return self.dims().feature_dim
 
   def condition_features(self, frozen: FrozenInputs, params, tokens_BL, mask_BL):
-    """The condition of conditional generation (issue 15): h_n of the given tokens only.
+    """The condition of conditional generation (docs/method.md 6.6): h_n of the given tokens only.
 
     The frozen encoder attends over the given positions alone (its attention
     mask), so no feature carries anything of the tokens to be generated; a

@@ -1,4 +1,4 @@
-"""The denoiser: a Diffusion Transformer (Peebles & Xie) over latents (SPEC 4).
+"""The denoiser: a Diffusion Transformer (Peebles & Xie) over latents (docs/method.md Section 1.5).
 
 x0-prediction with self-conditioning: the input is concat(z_t, x0_sc) on the
 feature axis, projected to the DiT width; time enters through adaLN-Zero
@@ -6,7 +6,7 @@ feature axis, projected to the DiT width; time enters through adaLN-Zero
 the time embedding, so each block starts as the identity). No token
 embedding and no vocabulary head: latents in, latents out.
 
-Conditional generation (issue 15, `condition` != ''): the condition is a
+Conditional generation (`condition` != ''; docs/method.md 6.6): the condition is a
 dict {'features': (B, C, H) the frozen encoder's normalized features of the
 given tokens, 'mask': (B, C) bool, True where a token is given}. Its tokens
 are projected to the DiT width with their own learned positions and read

@@ -1,4 +1,4 @@
-"""The LDLM model: modules, the joint loss and generation (SPEC 3-6).
+"""The LDLM model: modules, the joint loss and generation (docs/method.md Sections 1-6).
 
 `LDLM` is a plain class (t5x style) that owns the Flax modules and exposes
 pure functions of explicit parameters:
@@ -8,7 +8,7 @@ pure functions of explicit parameters:
   loss_fn(params, frozen, batch, rng, step, sampler_state) -> (loss, aux)
   generate(params, rng, ...)        -> tokens, via one compiled lax.scan
 
-The batch is a dict (DESIGN seam 3): 'tokens' (B, L), and 'prompt_mask'
+The batch is a dict (docs/architecture.md, "The batch"): 'tokens' (B, L), and 'prompt_mask'
 (B, L) bool (True = given) when config.condition.enabled; a bare token array
 is read as {'tokens': array}. A conditional model's denoiser reads the
 condition `{'features', 'mask'}` (`condition()`); an all-False mask is the
@@ -84,7 +84,7 @@ class LDLM:
 
     den = mc.denoiser
     cc = config.condition
-    # '' = unconditional (the denoiser's params and outputs as before issue 15).
+    # '' = unconditional (the same denoiser parameter tree and outputs as without conditioning).
     self.condition_path = str(cc.path) if bool(cc.enabled) else ''
     self.denoiser = DiT(latent_dim=d.latent_dim, width=den.width, num_layers=den.num_layers,
                         num_heads=den.num_heads, mlp_ratio=den.mlp_ratio,
@@ -220,7 +220,7 @@ class LDLM:
   # ----------------------------------------------------------------- loss --
   def loss_fn(self, params, frozen: FrozenInputs, batch_dict, rng, step,
               sampler_state: timesteps_lib.TimestepSamplerState):
-    """The joint objective L = w_d L_diff + w_r L_rec + w_c L_ce (SPEC 5).
+    """The joint objective L = w_d L_diff + w_r L_rec + w_c L_ce (docs/method.md Section 4).
 
     Returns (loss, aux) where aux holds every term and the per-example
     diffusion losses with their timestep bins (for the adaptive sampler).

@@ -1,4 +1,4 @@
-"""Latent encoder and latent decoder (SPEC 3, paper 4.1 and B.4).
+"""Latent encoder and latent decoder (docs/method.md Sections 1.2-1.3, paper 4.1 and B.4).
 
 `PerceiverResampler` (Flamingo style) maps an input sequence (B, L_in, C) to
 `num_queries` learned query vectors:

@@ -1,4 +1,4 @@
-"""Token decoder (SPEC 3): a small bidirectional transformer + vocab head.
+"""Token decoder (docs/method.md Section 1.4): a small bidirectional transformer + vocab head.
 
 Maps reconstructed hidden states h_hat (B, L, H) to token logits (B, L, V).
 The joint loss applies it to stop_gradient(h_hat), so it never shapes the

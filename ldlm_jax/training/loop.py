@@ -265,7 +265,7 @@ def train(config, workdir: str) -> dict:
   conditional = bool(config.condition.enabled)
 
   def make_batch(tokens, mask_rng) -> dict:
-    """The batch dict (DESIGN seam 3): tokens, and per-example prompt masks when conditioning."""
+    """The batch dict (docs/architecture.md, "The batch"): tokens, and per-example prompt masks when conditioning."""
     batch = {'tokens': np.asarray(tokens)}
     if conditional:
       batch['prompt_mask'] = conditioning.draw_prompt_masks(config, mask_rng, *batch['tokens'].shape)

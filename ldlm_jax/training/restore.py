@@ -5,8 +5,8 @@ the encoder dims, the tokenizer fingerprint and the normalization statistics
 live in the checkpoint's `meta` item. Sampling therefore needs no frozen
 encoder weights, only the tokenizer.
 
-Sampling and evaluation restore an `InferenceState` (DESIGN seam 5, md4's
-inference state): the EMA (or raw) parameters, the timestep sampler and the
+Sampling and evaluation restore an `InferenceState` (after md4's
+inference state; docs/architecture.md): the EMA (or raw) parameters, the timestep sampler and the
 frozen components, never the optimizer moments, so a large run samples on a
 host that could not hold its train state.
 """

@@ -1,4 +1,4 @@
-"""The train state and the optimizer (SPEC 7).
+"""The train state and the optimizer (docs/method.md Section 7).
 
 `TrainState` holds only what training changes: step, trainable params,
 optimizer state, EMA params, the adaptive timestep sampler's state and the

@@ -52,7 +52,7 @@ def empty_train_metrics(extra: tuple[str, ...] = ()):
 
 
 def train_step(model, config, state: TrainState, frozen, batch, metrics):
-  """`batch`: the dict of DESIGN seam 3 ('tokens', and 'prompt_mask' when conditioning)."""
+  """`batch`: the batch dict of docs/architecture.md ('tokens', and 'prompt_mask' when conditioning)."""
   optimizer = make_optimizer(config)
   rng = jax.random.fold_in(state.rng, state.step)
   grad_fn = jax.value_and_grad(model.loss_fn, has_aux=True)

@@ -1,4 +1,5 @@
-"""Diffusion processes (DESIGN seam 2), chosen by `config.diffusion.process`.
+"""Diffusion processes, chosen by `config.diffusion.process` (docs/method.md Section 5;
+docs/architecture.md, "Adding a part").
 
 A process owns the forward corruption, the training target and the
 conversion of the network output to an x0 estimate:
@@ -24,8 +25,8 @@ from ldlm_jax.diffusion.processes.rectified_flow import RectifiedFlow
 from ldlm_jax.diffusion.processes.vp_tangent import VPTangent
 
 PROCESSES = {
-    'vp_tangent': VPTangent,          # paper / SPEC 4 (the default)
-    'rectified_flow': RectifiedFlow,  # TextLDM (SPEC "TextLDM"; Liu et al. 2022)
+    'vp_tangent': VPTangent,          # the paper (docs/method.md 5.1; the default)
+    'rectified_flow': RectifiedFlow,  # TextLDM (docs/method.md 5.2; Liu et al. 2022)
 }
 KINDS = ('vp', 'flow')
 

@@ -1,4 +1,4 @@
-"""The paper's process (SPEC 4): the tangent VP schedule with x0 prediction.
+"""The paper's process (docs/method.md Section 5.1): the tangent VP schedule with x0 prediction.
 
   z_t = a_t z0 + s_t eps,   the network predicts x0,   L = mean((x0_hat - z0)^2)
 
@@ -50,5 +50,5 @@ class VPTangent:
     return jnp.mean(jnp.square(net_out_BND - target_BND), axis=(1, 2))
 
   def sampling_t_end(self, t_min: float) -> float:
-    """The reverse SDE stops at sample.t_min (SPEC 6)."""
+    """The reverse SDE stops at sample.t_min (docs/method.md Section 6.2)."""
     return t_min
