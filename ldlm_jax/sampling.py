@@ -37,10 +37,14 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
   run.check_can_sample()
   from ldlm_jax.diffusion.solver import mismatch  # pylint: disable=import-outside-toplevel
-  wrong = mismatch(solver, model.process)   # before compiling (sample_latents says the same)
+  from ldlm_jax.methods import is_baseline  # pylint: disable=import-outside-toplevel
+  baseline = is_baseline(model)   # a discrete baseline samples tokens itself (ldlm_jax/methods)
+  wrong = None if baseline else mismatch(solver, model.process)   # before compiling
   if wrong:
     raise ConfigError(wrong)
-  if token_decoder:
+  if baseline:
+    decode = None
+  elif token_decoder:
     module, dec_params, _ = load_decoder(token_decoder, model)
     decode = lambda p, z: jax.numpy.argmax(module.apply({'params': dec_params}, z), -1).astype(jax.numpy.int32)
   elif 'token_decoder' in params:
@@ -52,6 +56,8 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   probs = run.state.timesteps.probs
 
   def generate(params, rng):
+    if baseline:
+      return model.generate(params, rng, batch_size, steps)
     z0 = model.sample_latents(params, rng, batch_size, steps, t_min=t_min, time_grid=time_grid,
                               solver=solver, timestep_probs=probs, final=final)
     return decode(params, z0)

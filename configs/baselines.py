@@ -1,0 +1,63 @@
+"""The paper's rivals on LDLM's DiT backbone, data pipeline and trainer (ldlm_jax/methods).
+
+  python -m ldlm_jax.train --config configs/baselines.py:mdlm --workdir runs/mdlm_lm1b
+  python -m ldlm_jax.train --config configs/baselines.py:ar_cpu --workdir runs/ar_cpu
+  python -m ldlm_jax.sample --workdir runs/ar_cpu --num_samples 64 --out runs/ar_cpu/s.jsonl
+
+NAME is a method ('mdlm', 'remdm', 'duo', 'ar') with a size suffix:
+  ''      LM1B at the paper's sizes (configs/lm1b.py: GPT-2 tokenizer, L 128,
+          batch 512, 1M steps, bfloat16), the DiT of LDLM's denoiser (12 x 768, 12 heads);
+  '_owt'  OpenWebText at the paper's sizes (configs/owt.py: L 1024);
+  '_cpu'  this machine: configs/demo.py's data, tokenizer (MiniLM), DiT (4 x 192) and schedule;
+  '_toy'  the strict-order toy language at configs/toy_order.py's size (the learning tests).
+'remdm' is MDLM trained the same way and sampled with ReMDM remasking
+(method.remdm_eta; the training is identical, the sampler differs).
+
+Every baseline starts from its LDLM config, so data, tokenizer, backbone size,
+optimizer, batch, steps and evaluation are LDLM's and only the method differs.
+The frozen encoder is still loaded (its tokenizer defines the vocabulary) but
+never run. Hardware and time: BUILD_NOTES.md, "Baselines".
+"""
+
+from ldlm_jax.config import sibling
+
+METHODS = ('mdlm', 'remdm', 'duo', 'ar')
+SIZES = {'': 'lm1b', '_owt': 'owt', '_cpu': 'demo', '_toy': 'toy_order'}
+# ReMDM's rescale eta for the 'remdm' rows (ReMDM reports eta about 0.01-0.05 for
+# 'rescale'; ours within that range).
+REMDM_ETA = 0.02
+# Duo's curriculum: the first half of training reads the Gaussian relaxation
+# (Duo trains its curriculum for part of the run; the fraction is ours).
+CURRICULUM_FRACTION = 0.5
+
+
+def names() -> list[str]:
+  return [m + s for m in METHODS for s in SIZES]
+
+
+def get_config(name: str = 'mdlm'):
+  method = next((m for m in METHODS if name == m or name.startswith(m + '_')), None)
+  suffix = name[len(method):] if method else None
+  if method is None or suffix not in SIZES:
+    raise ValueError(f'configs/baselines.py has no {name!r}; choose one of {names()}')
+  c = sibling(__file__, SIZES[suffix]).get_config()
+  c.method.name = 'mdlm' if method == 'remdm' else method
+  if method == 'remdm':
+    c.method.remdm_eta = REMDM_ETA
+  if method == 'duo':
+    c.method.time_conditioning = True   # Duo's backbone reads t (MDLM's does not need it)
+    c.method.curriculum_steps = int(CURRICULUM_FRACTION * c.train.num_steps)
+  if suffix == '_toy':
+    # The toy language at seq_len 16 is learned in a few hundred steps; a narrower DiT
+    # keeps MiniLM's 30522-way head cheap on a CPU.
+    c.model.denoiser.num_layers = 2
+    c.model.denoiser.width = 64
+    c.model.denoiser.num_heads = 2
+    c.train.num_steps = 300
+    c.train.checkpoint_every = 300
+    c.train.eval_every = 0
+    c.optim.warmup_steps = 30
+    c.sample.num_steps = 16
+    if method == 'duo':
+      c.method.curriculum_steps = 100
+  return c
