@@ -35,29 +35,43 @@ def names() -> list[str]:
   return [m + s for m in METHODS for s in SIZES]
 
 
+def method_overrides(method: str, num_steps: int) -> dict:
+  """The dotted fields that turn an LDLM config of `num_steps` steps into baseline `method`
+  (the main comparison's rows are these over the scale's LDLM config)."""
+  if method not in METHODS:
+    raise ValueError(f'no baseline {method!r}; choose one of {METHODS}')
+  out = {'method.name': 'mdlm' if method == 'remdm' else method}
+  if method == 'remdm':
+    out['method.remdm_eta'] = REMDM_ETA
+  if method == 'duo':
+    out['method.time_conditioning'] = True   # Duo's backbone reads t (MDLM's does not need it)
+    out['method.curriculum_steps'] = int(CURRICULUM_FRACTION * num_steps)
+  return out
+
+
 def get_config(name: str = 'mdlm'):
   method = next((m for m in METHODS if name == m or name.startswith(m + '_')), None)
   suffix = name[len(method):] if method else None
   if method is None or suffix not in SIZES:
     raise ValueError(f'configs/baselines.py has no {name!r}; choose one of {names()}')
   c = sibling(__file__, SIZES[suffix]).get_config()
-  c.method.name = 'mdlm' if method == 'remdm' else method
-  if method == 'remdm':
-    c.method.remdm_eta = REMDM_ETA
-  if method == 'duo':
-    c.method.time_conditioning = True   # Duo's backbone reads t (MDLM's does not need it)
-    c.method.curriculum_steps = int(CURRICULUM_FRACTION * c.train.num_steps)
+  for key, value in method_overrides(method, int(c.train.num_steps)).items():
+    section, field = key.split('.')
+    c[section][field] = value
   if suffix == '_toy':
     # The toy language at seq_len 16 is learned in a few hundred steps; a narrower DiT
     # keeps MiniLM's 30522-way head cheap on a CPU.
     c.model.denoiser.num_layers = 2
-    c.model.denoiser.width = 64
+    c.model.denoiser.width = 32
     c.model.denoiser.num_heads = 2
-    c.train.num_steps = 300
-    c.train.checkpoint_every = 300
+    c.train.batch_size = 16
+    c.train.num_steps = 200
+    c.train.checkpoint_every = 200
+    c.train.log_every = 25
     c.train.eval_every = 0
-    c.optim.warmup_steps = 30
+    c.optim.learning_rate = 3e-3
+    c.optim.warmup_steps = 20
     c.sample.num_steps = 16
     if method == 'duo':
-      c.method.curriculum_steps = 100
+      c.method.curriculum_steps = 60
   return c

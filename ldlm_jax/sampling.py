@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 from ldlm_jax import fileio
 
 
 def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
                      time_grid: str, t_min: float, solver: str, token_decoder: str = '',
-                     use_ema: bool = True, progress: bool = True, final: str = 'z') -> list[dict]:
-  """Returns the sample records (see the module docstring)."""
+                     use_ema: bool = True, progress: bool = True, final: str = 'z',
+                     timings: list | None = None) -> list[dict]:
+  """Returns the sample records (see the module docstring). `timings`: a list that gets the wall
+  seconds of each batch (the first includes compilation)."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
@@ -69,8 +72,11 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   records = []
   num_batches = int(math.ceil(num_samples / batch_size))
   for b in tqdm(range(num_batches), desc='sampling', unit='batch', disable=not progress):
+    t0 = time.perf_counter()
     tokens = generate(params, jax.random.fold_in(base_key, b))
     tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
+    if timings is not None:
+      timings.append(time.perf_counter() - t0)
     for row in tokens:
       if len(records) == num_samples:
         break
