@@ -15,14 +15,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from ldlm_testing import ToyEncoder, config_module, tiny_config, toy_tokens
 from scipy import stats
 
 from ldlm_jax.config import ConfigError, validate
 from ldlm_jax.methods import build_model, is_baseline
 from ldlm_jax.methods import duo as duo_lib
 from ldlm_jax.methods import mdlm as mdlm_lib
-
-from ldlm_testing import ToyEncoder, config_module, tiny_config, toy_tokens
 
 
 def make(name, **fields):
@@ -138,7 +137,7 @@ def test_ar_samples_follow_the_softmax():
 
 
 def test_ar_loss_is_causal():
-  _, model, params, frozen = make('ar')
+  _, model, params, _ = make('ar')
   params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(5), p.shape), params)
   a = toy_tokens(2, 16, seed=0)
   b = a.copy()
@@ -163,7 +162,7 @@ def test_duo_gaussian_to_discrete_map():
     alpha = float(duo_lib.gaussian_to_discrete_alpha(m, k)[0])
     assert abs(alpha - alpha_mc) < 4 * se, (m, alpha, alpha_mc)
   # The inverse used in training: T(m(alpha)) = alpha, and argmax(a e_x + s eps) has that marginal.
-  c, model, params, frozen = make('duo')
+  _, model, _, _ = make('duo')
   alphas = jnp.asarray([0.05, 0.3, 0.8])
   a, s = model.gaussian_scales(alphas)
   back = duo_lib.gaussian_to_discrete_alpha(np.asarray(a / s), k)
