@@ -241,3 +241,29 @@ def test_baseline_learns_the_word_order(tmp_path, name):
   assert report['known_words'] > 0.9, report
   assert report['legal_pairs'] >= 0.9, report
   assert report['shuffled_legal_pairs'] < 0.5, report
+
+
+def test_mdlm_trains_resumes_and_samples_through_the_project_paths(tmp_path):
+  """configs/baselines.py through the trainer (4 steps, then resumed to 6), the restore path and
+  the sampling library, as `python -m ldlm_jax.train` / `sample` run it."""
+  from ldlm_jax import sampling  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.data import toy  # pylint: disable=import-outside-toplevel
+  from ldlm_jax.training import loop, restore  # pylint: disable=import-outside-toplevel
+  c = config_module('baselines').get_config('mdlm_toy')
+  c.data.path = toy.write_corpus(str(tmp_path / 'corpus'), num_documents=20, sentences_per_document=10)
+  c.train.batch_size, c.train.log_every, c.train.checkpoint_every = 4, 2, 2
+  c.train.num_steps, c.encoder.norm_num_chunks = 4, 8
+  workdir = str(tmp_path / 'run')
+  first = loop.train(c, workdir)
+  c.train.num_steps = 6
+  resumed = loop.train(c, workdir)
+  assert np.isfinite(first['loss']) and np.isfinite(resumed['loss'])
+  run = restore.load_run(workdir)
+  assert run.step == 6 and is_baseline(run.model)
+  records = sampling.generate_samples(run, 3, 4, 0, 2, time_grid='uniform', t_min=0.05,
+                                      solver=c.sample.solver, progress=False)
+  assert len(records) == 3 and all(len(r['tokens']) == 16 for r in records)
+  assert max(max(r['tokens']) for r in records) < run.model.vocab_size
+  c.method.name = 'ar'
+  with pytest.raises(ConfigError, match='method.name'):   # a checkpoint of another method
+    loop.train(c, workdir)
