@@ -14,7 +14,9 @@ Sampler (ancestral, S steps on t_i = 1 - i / S; the last one lands on t = 0,
 alpha = 1, so no mask is left): a masked token becomes a draw from
 x_theta with probability (alpha_s - alpha_t) / (1 - alpha_t); an unmasked
 one stays. With method.cache, a step whose input equals the previous
-step's reuses that step's model output (exact without time conditioning).
+step's reuses that step's model output and its draws (exact without time
+conditioning: the draws at positions that stayed masked were never used),
+so such a step costs O(B L) instead of a backbone call and a V-way draw.
 
 ReMDM ('rescale' schedule, method.remdm_eta = eta > 0): an unmasked token is
 remasked with probability sigma_t = eta * min(1, (1 - alpha_s) / alpha_t), and
@@ -37,15 +39,18 @@ def nelbo_per_token(log_probs_BLV, x0_BL, masked_BL, t_B, noise_eps: float):
   return masked_BL.astype(jnp.float32) * weight[:, None] * nll
 
 
-def sampler_step(x_BL, logits_BLV, alpha_t, alpha_s, key, mask_id: int, remask_sigma=None):
+def sampler_step(x_BL, logits_BLV, alpha_t, alpha_s, key, mask_id: int, remask_sigma=None,
+                 draw_BL=None):
   """One ancestral step from t to s < t; `remask_sigma` (ReMDM) None or 0 = plain MDLM.
 
   Returns the new tokens. Masked tokens are unmasked (to a draw from softmax(logits)) with
   probability (alpha_s - (1 - sigma) alpha_t) / (1 - alpha_t); unmasked ones are remasked with
-  probability sigma. One uniform per position decides both."""
+  probability sigma. One uniform per position decides both. `draw_BL`: the draws from
+  softmax(logits) to use (None: drawn here with the key)."""
   key_u, key_c = jax.random.split(key)
   u = jax.random.uniform(key_u, x_BL.shape)
-  draw = jax.random.categorical(key_c, logits_BLV, axis=-1).astype(x_BL.dtype)
+  draw = (jax.random.categorical(key_c, logits_BLV, axis=-1).astype(x_BL.dtype)
+          if draw_BL is None else draw_BL.astype(x_BL.dtype))
   masked = x_BL == mask_id
   sigma = 0.0 if remask_sigma is None else remask_sigma
   p_unmask = (alpha_s - (1.0 - sigma) * alpha_t) / (1.0 - alpha_t)
@@ -94,7 +99,10 @@ class MDLM(DiscreteMethod):
     returns the number of backbone calls made (the cache skips the others)."""
     del ignored
     eta = float(self.config.method.remdm_eta if remdm_eta is None else remdm_eta)
-    cache = bool(self.config.method.cache) and not self.time_conditioning and eta == 0.0
+    # Without a time input and without remasking, a step whose input is unchanged has the same
+    # model output: it is reused (method.cache) together with the unused draws from it.
+    reuse = not self.time_conditioning and eta == 0.0
+    cache = bool(self.config.method.cache) and reuse
     length = self.dims.seq_len
     x = jnp.full((num_samples, length), self.mask_id, jnp.int32)
     ts = 1.0 - jnp.arange(num_steps + 1, dtype=jnp.float32) / num_steps
@@ -103,22 +111,34 @@ class MDLM(DiscreteMethod):
     def model(x, t):
       return self.logits(params, x, self.model_time(jnp.full((num_samples,), t)))
 
+    def fresh_draws(x, t, key, calls):
+      logits = model(x, t)
+      return logits, jax.random.categorical(key, logits, axis=-1).astype(jnp.int32), calls + 1
+
     def body(carry, inp):
-      x, logits, fresh, calls = carry
+      x, logits, draws, unchanged, calls = carry
       t, s, key = inp
-      if cache:
-        logits, calls = jax.lax.cond(fresh, lambda: (logits, calls),
-                                     lambda: (model(x, t), calls + 1))
+      key_step, key_draw = jax.random.split(key)
+      if reuse:
+        # The input is the last step's: same logits (no time input), and the last step's draws
+        # at positions it left masked were never used, so they are still fresh draws from them.
+        if cache:
+          logits, draws, calls = jax.lax.cond(unchanged, lambda: (logits, draws, calls),
+                                              lambda: fresh_draws(x, t, key_draw, calls))
+        else:
+          new_logits, new_draws, calls = fresh_draws(x, t, key_draw, calls)
+          logits = new_logits
+          draws = jnp.where(unchanged, draws, new_draws)
       else:
-        logits, calls = model(x, t), calls + 1
+        logits, calls, draws = model(x, t), calls + 1, None
       alpha_t = log_linear_alpha(t, self.noise_eps)
       alpha_s = jnp.where(s <= 0.0, 1.0, log_linear_alpha(s, self.noise_eps))
       sigma = remdm_sigma(alpha_t, alpha_s, eta) if eta > 0 else None
-      x_new = sampler_step(x, logits, alpha_t, alpha_s, key, self.mask_id, sigma)
-      # The next step may reuse these logits when nothing changed.
-      return (x_new, logits, jnp.all(x_new == x), calls), None
+      x_new = sampler_step(x, logits, alpha_t, alpha_s, key_step, self.mask_id, sigma, draws)
+      carry_draws = draws if reuse else jnp.zeros_like(x)
+      return (x_new, logits, carry_draws, jnp.all(x_new == x), calls), None
 
     init_logits = jnp.zeros((num_samples, length, self.vocab_size), jnp.float32)
-    (x, _, _, calls), _ = jax.lax.scan(body, (x, init_logits, jnp.asarray(False), jnp.int32(0)),
-                                       (ts[:-1], ts[1:], keys))
+    init = (x, init_logits, jnp.zeros_like(x), jnp.asarray(False), jnp.int32(0))
+    (x, _, _, _, calls), _ = jax.lax.scan(body, init, (ts[:-1], ts[1:], keys))
     return (x, calls) if return_calls else x
