@@ -359,6 +359,45 @@ def base_config() -> ml_collections.ConfigDict:
   # x0_hat. *default* 'z'; ours (measured by `python -m ldlm_jax.experiments ab_final`).
   c.sample.final = 'z'
 
+  # --- Method (ldlm_jax/methods) --------------------------------------------
+  # What is trained: 'ldlm' (this project's model, every section above) or a
+  # baseline of the paper's main comparison on the same DiT backbone, with a
+  # token embedding and a vocabulary head: 'mdlm' (Sahoo et al. 2024, masked
+  # diffusion), 'duo' (Sahoo et al. 2025, uniform-state diffusion through its
+  # Gaussian connection), 'ar' (the backbone made causal, next-token loss).
+  # A baseline reads model.denoiser, data, optim, train, sample.num_steps and
+  # mesh; the latent-space sections do not apply to it. *default* 'ldlm', ours.
+  c.method = ml_collections.ConfigDict()
+  c.method.name = 'ldlm'
+  # MDLM / Duo: the smallest t drawn in training, t ~ U[sampling_eps, 1]
+  # (MDLM's sampling_eps 1e-3), and the floor of the schedule's
+  # 1 - alpha_t = (1 - noise_eps) t, log-linear (MDLM's noise eps 1e-3).
+  c.method.sampling_eps = 1e-3
+  c.method.noise_eps = 1e-3
+  # Low-discrepancy training times, t_i = (u + i / B) mod 1 (MDLM's antithetic
+  # sampling). *default* True, MDLM.
+  c.method.antithetic_t = True
+  # MDLM: the backbone sees t (True) or a constant 0 (False). MDLM's SUBS
+  # model needs no time (the number of masks tells it), and without it a
+  # sampler step that changed no token can reuse the last output exactly.
+  # *default* False, MDLM.
+  c.method.time_conditioning = False
+  # MDLM sampler: reuse the last model output when the previous step changed
+  # no token (exact without time conditioning). *default* True, MDLM.
+  c.method.cache = True
+  # ReMDM (Wang et al. 2025) remasking with the 'rescale' schedule:
+  # sigma_t = remdm_eta * min(1, (1 - alpha_s) / alpha_t); 0 = plain MDLM
+  # sampler. *default* 0 (off); ReMDM's rescale runs use eta about 0.01-0.05.
+  c.method.remdm_eta = 0.0
+  # Duo: curriculum steps during which the backbone reads the tempered
+  # softmax of the Gaussian latent, softmax(w_t / tau) (Duo's curriculum),
+  # tau going log-linearly from tau_start to tau_end; afterwards the discrete
+  # z_t. 0 = no curriculum. *default* 0.5 of train.num_steps written as a
+  # step count by configs/baselines.py; tau values ours (Duo sets them by flag).
+  c.method.curriculum_steps = 0
+  c.method.tau_start = 1e-3
+  c.method.tau_end = 1e-1
+
   # --- Device mesh ----------------------------------------------------------
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                  # -1 = all devices not used by fsdp.
@@ -383,6 +422,7 @@ _CHOICES = {
     'loss.reconstruction': ('mse', 'ce', 'mse+ce'),
     'sample.time_grid': ('uniform', 'adaptive'),
     'sample.final': ('z', 'x0'),
+    'method.name': ('ldlm', 'mdlm', 'duo', 'ar'),
 }
 
 
@@ -514,6 +554,16 @@ def validate(config) -> None:
     raise ConfigError(f'optim.decay_steps must be in [0, train.num_steps={config.train.num_steps}] '
                       f'(got {config.optim.decay_steps!r}; 0 keeps the rate constant).')
 
+  mt = config.method
+  for key in ('sampling_eps', 'noise_eps'):
+    if not 0.0 <= mt[key] < 0.5:
+      raise ConfigError(f'method.{key} must be in [0, 0.5) (got {mt[key]!r}).')
+  if not 0.0 <= mt.remdm_eta <= 1.0:
+    raise ConfigError(f'method.remdm_eta must be in [0, 1] (got {mt.remdm_eta!r}; 0 = no remasking).')
+  if mt.curriculum_steps < 0 or not (mt.tau_start > 0 and mt.tau_end > 0):
+    raise ConfigError('method.curriculum_steps must be >= 0 and method.tau_start, tau_end > 0.')
+  if mt.name != 'ldlm' and config.condition.enabled:
+    raise ConfigError(f'method.name={mt.name!r} trains unconditionally; set --config.condition.enabled=False.')
   cc = config.condition
   for key in ('drop_prob', 'prefix_prob', 'min_prefix', 'max_prefix', 'span_min_fraction',
               'span_max_fraction'):

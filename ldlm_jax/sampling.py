@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import jax
 import numpy as np
@@ -18,6 +19,7 @@ from ldlm_jax import conditioning, fileio
 from ldlm_jax.diffusion.solver import mismatch
 from ldlm_jax.encoders.registry import load_frozen_encoder
 from ldlm_jax.errors import ConfigError
+from ldlm_jax.methods import is_baseline
 from ldlm_jax.models.ldlm import LDLM
 from ldlm_jax.training import restore, sharding as sharding_lib
 from ldlm_jax.training.post_decoder import load_decoder
@@ -25,8 +27,10 @@ from ldlm_jax.training.post_decoder import load_decoder
 
 def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
                      time_grid: str, t_min: float, solver: str, token_decoder: str = '',
-                     use_ema: bool = True, progress: bool = True, final: str = 'z') -> list[dict]:
-  """Returns the sample records (see the module docstring)."""
+                     use_ema: bool = True, progress: bool = True, final: str = 'z',
+                     timings: list | None = None) -> list[dict]:
+  """Returns the sample records (see the module docstring). `timings`: a list that gets the wall
+  seconds of each batch (the first includes compilation)."""
   model, mesh = run.model, run.mesh
   params = run.state.ema_params if use_ema else run.state.params
   if params is None:
@@ -38,10 +42,13 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   shards = mesh.shape['data'] * mesh.shape['fsdp']
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
   run.check_can_sample()
-  wrong = mismatch(solver, model.process)   # before compiling (sample_latents says the same)
+  baseline = is_baseline(model)   # a discrete baseline samples tokens itself (ldlm_jax/methods)
+  wrong = None if baseline else mismatch(solver, model.process)   # before compiling
   if wrong:
     raise ConfigError(wrong)
-  if token_decoder:
+  if baseline:
+    decode = None
+  elif token_decoder:
     module, dec_params, _ = load_decoder(token_decoder, model)
     decode = lambda p, z: jax.numpy.argmax(module.apply({'params': dec_params}, z), -1).astype(jax.numpy.int32)
   elif 'token_decoder' in params:
@@ -53,6 +60,8 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   probs = run.state.timesteps.probs
 
   def generate(params, rng):
+    if baseline:
+      return model.generate(params, rng, batch_size, steps)
     z0 = model.sample_latents(params, rng, batch_size, steps, t_min=t_min, time_grid=time_grid,
                               solver=solver, timestep_probs=probs, final=final)
     return decode(params, z0)
@@ -64,8 +73,11 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   records = []
   num_batches = int(math.ceil(num_samples / batch_size))
   for b in tqdm(range(num_batches), desc='sampling', unit='batch', disable=not progress):
+    t0 = time.perf_counter()
     tokens = generate(params, jax.random.fold_in(base_key, b))
     tokens = np.asarray(multihost_utils.process_allgather(tokens, tiled=True))
+    if timings is not None:
+      timings.append(time.perf_counter() - t0)
     for row in tokens:
       if len(records) == num_samples:
         break

@@ -9,7 +9,8 @@ CI runs it (scripts/test.sh, and tests/test_import_layers.py). Layers, top to bo
                   export, and api (the Python API the CLIs wrap)
   8 uses          sampling, evaluation.*, benchmarks.*
   7 training      training.*
-  6 model         models.ldlm (the LDLM: a latent space, a process, a denoiser)
+  6 model         models.ldlm (the LDLM: a latent space, a process, a denoiser) and
+                  methods.* (the discrete baselines and the method registry)
   5 data          data.*, conditioning
   4 cli           cli (one-line user errors, config-file flags for every command line)
   3 config        config (the schema, validated against the registries below it)
@@ -53,7 +54,7 @@ LAYERS = {
     3: ('config', ['ldlm_jax.config']),
     4: ('cli', ['ldlm_jax.cli']),
     5: ('data', ['ldlm_jax.data.*', 'ldlm_jax.conditioning']),
-    6: ('model', ['ldlm_jax.models.ldlm']),
+    6: ('model', ['ldlm_jax.models.ldlm', 'ldlm_jax.methods', 'ldlm_jax.methods.*']),
     7: ('training', ['ldlm_jax.training.*']),
     8: ('uses', ['ldlm_jax.sampling', 'ldlm_jax.evaluation.*', 'ldlm_jax.benchmarks.*']),
     9: ('entry points', ['ldlm_jax.train', 'ldlm_jax.sample', 'ldlm_jax.evaluate', 'ldlm_jax.bench',

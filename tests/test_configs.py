@@ -7,7 +7,8 @@ import jax
 import pytest
 
 from ldlm_jax.config import validate
-from ldlm_jax.models.ldlm import LDLM, count_params
+from ldlm_jax.methods import build_model
+from ldlm_jax.models.ldlm import count_params
 
 from ldlm_testing import REPO, config_module, load_config_file
 
@@ -26,7 +27,7 @@ ENCODER_DIMS = {'gpt2': _Dims(768, 50257), 'bert-base': _Dims(768, 30522), 'mini
 def test_config_validates_and_builds(name):
   config = load_config_file(name)
   validate(config)
-  model = LDLM(config, ENCODER_DIMS[config.encoder.name])
+  model = build_model(config, ENCODER_DIMS[config.encoder.name])   # LDLM or a baseline (method.name)
   counts = count_params(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
   assert counts['total'] > 0
 

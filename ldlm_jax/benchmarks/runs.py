@@ -19,7 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ldlm_jax import conditioning
+from ldlm_jax import conditioning, methods
+from ldlm_jax.methods import flops as method_flops
 from ldlm_jax.benchmarks import (encoders as encoders_lib, flops as flops_lib, memory as memory_lib,
                                  timing)
 from ldlm_jax.config import validate
@@ -58,7 +59,7 @@ def build_model(config, log: Log, abstract: bool = False):
   enc = choice.encoder
   enc.check_config(config)
   log(choice.note)
-  return LDLM(config, enc), choice
+  return methods.build_model(config, enc), choice   # LDLM or a baseline (config.method.name)
 
 
 def _random_tokens(batch: int, seq_len: int, vocab: int, seed: int) -> np.ndarray:
@@ -96,7 +97,7 @@ def prepare_train(config, opts: Options, log: Log = print) -> TrainCase:
   sharding_lib.check_batch_size(batch, mesh)
   replicated = sharding_lib.replicated(mesh)
   encoder = choice.encoder.on_device(replicated)   # once: never copied per step
-  model = LDLM(config, encoder)
+  model = methods.build_model(config, encoder)
   hidden = encoder.hidden_size
   frozen = jax.device_put(
       model.frozen_inputs(encoder.params, np.zeros(hidden, np.float32),
@@ -123,8 +124,12 @@ def train_result(case: TrainCase, t: timing.Timing, carry, peak: timing.Peak) ->
   state, metrics = carry
   batch, seq_len = int(config.train.batch_size), int(config.data.seq_len)
   scalars = {k: float(v) for k, v in jax.device_get(metrics.compute()).items()}
-  analytic = flops_lib.train_step_flops(model, batch)
-  analytic_xla_view = flops_lib.train_step_flops(model, batch, xla_view=True)['total']
+  if methods.is_baseline(model):   # counted from the config (ldlm_jax/methods/flops.py)
+    analytic = {'total': method_flops.train_flops_per_token(config) * batch * seq_len}
+    analytic_xla_view = analytic['total']
+  else:
+    analytic = flops_lib.train_step_flops(model, batch)
+    analytic_xla_view = flops_lib.train_step_flops(model, batch, xla_view=True)['total']
   xla = xla_flops(step)
   if xla is not None and case.mesh.size > 1:
     xla *= case.mesh.size    # cost_analysis is per device under SPMD

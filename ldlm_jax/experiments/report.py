@@ -49,12 +49,13 @@ def collect(out_dir: str, plan: dict) -> dict:
     row_dir = os.path.join(out_dir, 'runs', name)
     alias = os.path.join(row_dir, 'alias.json')
     run_dir = os.path.join(out_dir, 'runs', read_json(alias)['run']) if os.path.isfile(alias) else row_dir
-    per_seed, train_minutes, reused = [], [], {}
+    per_seed, train_minutes, reused, step_seconds = [], [], {}, []
     for seed in range(int(plan['seeds'])):
       done = os.path.join(run_dir, f'seed{seed}', DONE_FILE)
       if os.path.isfile(done):
         record = read_json(done)
         per_seed.append(record['results'])
+        step_seconds.append(record.get('train_step_seconds'))
         if 'reused_from' in record:
           reused[str(seed)] = record['reused_from']
         train_minutes.append(_train_minutes(record, os.path.join(run_dir, f'seed{seed}'), name in
@@ -66,6 +67,9 @@ def collect(out_dir: str, plan: dict) -> dict:
     for steps in plan['sample_steps']:
       vals = [r[str(steps)] for r in per_seed if str(steps) in r]
       rows[name]['steps'][str(steps)] = {m: stats([v.get(m) for v in vals]) for m in METRICS}
+    timing = _timing(per_seed, step_seconds, plan)
+    if timing:   # only the tables whose sweeps time sampling (their JSON gains the entry)
+      rows[name]['timing'] = timing
   reference = {}
   ref_seeds = []
   for seed in range(int(plan['seeds'])):
@@ -77,6 +81,63 @@ def collect(out_dir: str, plan: dict) -> dict:
     if vals:
       reference[name] = {'seeds': len(vals), **{m: stats([v.get(m) for v in vals]) for m in METRICS}}
   return {'rows': rows, 'reference': reference}
+
+
+def _timing(per_seed: list[dict], step_seconds: list, plan: dict) -> dict:
+  """{'train_step_seconds': (mean, std), 'sample_seconds_per_batch': {steps: (mean, std)}}, or {}
+  when the records hold no sampling times."""
+  sample = {str(s): stats([r.get(str(s), {}).get('sample_seconds_per_batch') for r in per_seed])
+            for s in plan['sample_steps']}
+  if all(v[0] is None for v in sample.values()):
+    return {}
+  return {'train_step_seconds': stats(step_seconds), 'sample_seconds_per_batch': sample}
+
+
+def render_timing(data: dict, plan: dict) -> list[str]:
+  """The markdown section of train step and sampling times (rows whose records hold them)."""
+  timed = {n: e['timing'] for n, e in data['rows'].items() if 'timing' in e}
+  if not timed:
+    return []
+  steps = plan['sample_steps']
+  lines = ['', '## Time: train step and sampling, measured side by side', '',
+           ('Seconds per optimizer step (median over logged windows after the first) and seconds per '
+            'sampling batch (sample.batch_size samples, after compilation) at each budget, on the '
+            'sweep\'s machine, mean ± std over seeds.'), '',
+           '| row | train s/step | ' + ' | '.join(f'{s} steps s/batch' for s in steps) + ' |',
+           '|---|---|' + '---|' * len(steps)]
+  for name, t in timed.items():
+    cells = [fmt(t['sample_seconds_per_batch'][str(s)], 3) for s in steps]
+    lines.append(f'| {name} | {fmt(t["train_step_seconds"], 4)} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def speed_plot(table: str, data: dict, plan: dict, path: str) -> str | None:
+  """Gen. PPL (log) against sampling seconds per batch: one curve per timed row across budgets."""
+  from matplotlib.figure import Figure
+  timed = {n: e for n, e in data['rows'].items() if 'timing' in e}
+  if not timed:
+    return None
+  fig = Figure(figsize=(8, 5), layout='constrained')
+  ax = fig.subplots()
+  for name, entry in timed.items():
+    pts = [(entry['timing']['sample_seconds_per_batch'][str(s)][0], entry['steps'][str(s)]['gen_ppl'][0], s)
+           for s in plan['sample_steps']]
+    pts = [p for p in pts if p[0] is not None and p[1] is not None]
+    if pts:
+      xs, ys, ss = zip(*pts)
+      line, = ax.plot(xs, ys, marker='o', label=name)
+      for x, y, s in pts:
+        ax.annotate(str(s), (x, y), fontsize=7, color=line.get_color())
+  ax.set_xscale('log')
+  ax.set_yscale('log')
+  ax.set_xlabel('sampling seconds per batch')
+  ax.set_ylabel(f'Gen. PPL ({plan["scorer"]})')
+  ax.set_title(f'{table} [{plan["scale"]}]: quality against sampling time (budgets annotated)', fontsize=9)
+  ax.grid(True, which='both', alpha=0.3)
+  ax.legend(fontsize=7)
+  with fileio.atomic_open(path, binary=True) as f:
+    fig.savefig(f, format='png', dpi=110)
+  return path
 
 
 def frontier(reference: dict, order_name: str) -> list[tuple[float, float]]:
@@ -181,8 +242,15 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str, report_d
     cells = [f'{fmt(entry["steps"][str(s)]["gen_ppl"])} / {fmt(entry["steps"][str(s)]["entropy"], 2)}'
              for s in steps]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  lines += render_timing(data, plan)
   lines += ['', f'![Gen. PPL against entropy]({plot_name})', '']
+  if any('timing' in e for e in data['rows'].values()):
+    lines += [f'![Gen. PPL against sampling time]({speed_plot_name(plot_name)})', '']
   return '\n'.join(lines)
+
+
+def speed_plot_name(plot_name: str) -> str:
+  return plot_name.replace('pareto', 'pareto_time')
 
 
 def report(out_dir: str, publish: str = '') -> dict:
@@ -209,6 +277,7 @@ def report(out_dir: str, publish: str = '') -> dict:
     publish_raw(out_dir, os.path.join(publish, RAW_DIR, table))
   for directory, plot_name in targets:
     pareto_plot(table, data, plan, os.path.join(directory, plot_name))
+    speed_plot(table, data, plan, os.path.join(directory, speed_plot_name(plot_name)))
     fileio.write_text(os.path.join(directory, f'{table}.md'),
                       render_markdown(table, data, plan, plot_name, report_date))
     write_json(os.path.join(directory, f'{table}.json'), payload)

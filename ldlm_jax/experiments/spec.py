@@ -44,6 +44,10 @@ class Row:
   # A first stage trained before the row's run, as a config 'file.py:NAME' (cosmos: the
   # autoencoder); the row's run starts from it through train.init_from.workdir.
   stage_one: str = ''
+  # Equal wall clock: (reference row, timing row). The row trains for as many steps as the
+  # reference row's training took seconds, at the timing row's measured seconds per step (both
+  # rows of the same sweep and seed, trained before it; the sweep sets train.num_steps).
+  match_clock: tuple = ()
 
 
 _COMMON = {

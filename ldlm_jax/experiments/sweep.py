@@ -19,6 +19,8 @@ import shutil
 import time
 from collections.abc import Sequence
 
+import numpy as np
+
 from ldlm_jax.evaluation import ngram as ngram_lib
 from ldlm_jax.experiments import report as report_lib
 from ldlm_jax.experiments import tables
@@ -58,7 +60,7 @@ def run_groups(scale: Scale, rows: list[Row], seed: int) -> dict[str, list[str]]
   groups: dict[str, list[str]] = {}
   first_of: dict[str, str] = {}
   for row in rows:
-    key = config_key(row_config(scale, row, seed)) + row.stage_one
+    key = config_key(row_config(scale, row, seed)) + row.stage_one + repr(row.match_clock)
     run = first_of.setdefault(key, row.name)
     groups.setdefault(run, []).append(row.name)
   return groups
@@ -125,25 +127,62 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
   for steps in scale.sample_steps:
     path = os.path.join(run_dir, 'samples', f'steps{steps}.jsonl')
     t1 = time.time()
+    timings = []
     if os.path.isfile(path):
       records = read_samples(path)
     else:
       records = sample_lib.generate_samples(
           run, scale.num_samples, steps, seed, int(sc.batch_size), time_grid=sc.time_grid,
-          t_min=float(sc.t_min), solver=sc.solver, final=sc.get('final', 'z'), progress=False)
+          t_min=float(sc.t_min), solver=sc.solver, final=sc.get('final', 'z'), progress=False,
+          timings=timings)
       sample_lib.write_jsonl(path, records)
     t2 = time.time()
     # MAUVE at the headline step count only: the table reports it there, the Pareto plot not at all.
     results[str(steps)] = evaluator.evaluate(path, records, mauve=steps == scale.sample_steps[-1])
+    if timings:   # seconds per batch after compilation (the first batch when there is only one)
+      results[str(steps)]['sample_seconds_per_batch'] = round(float(np.median(timings[1:] or timings)), 4)
     t_sample += t2 - t1
     t_eval += time.time() - t2
   record = {'results': results, 'checkpoint_step': run.step, 'finished': now(),
             'config_sha256': config_sha256(config),
             'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
+  step_seconds = train_step_seconds(run_dir)
+  if step_seconds is not None:
+    record['train_step_seconds'] = step_seconds
   if stage_one_seconds is not None:   # the row's training time includes its first stage's
     record['seconds']['stage_one_train'] = round(stage_one_seconds, 1)
   write_json(done_path, record)
   return record
+
+
+def train_step_seconds(run_dir: str) -> float | None:
+  """Median seconds per optimizer step over the logged windows after the first (which holds the
+  compilation), from the run's metrics.jsonl; None without two windows."""
+  import json
+  path = os.path.join(run_dir, 'metrics.jsonl')
+  if not os.path.isfile(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    rates = [r['steps_per_sec'] for r in map(json.loads, f) if r.get('steps_per_sec')]
+  return round(float(np.median([1.0 / r for r in rates[1:]])), 5) if len(rates) > 1 else None
+
+
+def clock_matched(row: Row, out_dir: str, seed: int) -> Row:
+  """`row` with train.num_steps set so that its training takes the wall clock of its reference
+  row's (Row.match_clock): reference steps x reference s/step / timing row's s/step."""
+  import dataclasses
+  reference, timing = row.match_clock
+  found = {}
+  for name in (reference, timing):
+    done = os.path.join(out_dir, 'runs', name, f'seed{seed}', DONE_FILE)
+    record = read_json(done) if os.path.isfile(done) else {}
+    if not record.get('train_step_seconds'):
+      raise ExperimentError(f'{row.name} matches the wall clock of {reference} at the step time of {timing}, '
+                            f'but {done} holds no finished, timed run; run those rows first (drop --rows).')
+    found[name] = record
+  ref = found[reference]
+  steps = max(1, round(ref['checkpoint_step'] * ref['train_step_seconds'] / found[timing]['train_step_seconds']))
+  return dataclasses.replace(row, overrides={**row.overrides, 'train.num_steps': steps}, match_clock=())
 
 
 def _check_finished(step: int, config, run_dir: str) -> None:
@@ -208,7 +247,8 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
     raise ExperimentError(f'Unknown scale {scale_name!r}; choose one of {", ".join(SCALES)}.')
   if seeds < 1:
     raise ExperimentError(f'--seeds must be >= 1, got {seeds}.')
-  scale = SCALES[scale_name]
+  # A table may set its own sampling budgets and sampling batch (the main comparison's NFE grid).
+  scale = getattr(module, 'adjust_scale', lambda s: s)(SCALES[scale_name])
   rows = all_rows = module.rows(scale)
   if only_rows:
     unknown = sorted(set(only_rows) - {r.name for r in rows})
@@ -264,6 +304,8 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
       if os.path.isfile(os.path.join(run_dir, DONE_FILE)):
         log(f'{run_name} seed {seed}: done, skipped')
         continue
+      if row.match_clock:
+        row = clock_matched(row, out_dir, seed)
       *first_stages, (_, config) = run_stages(scale, row, seed, run_dir)
       source = '' if first_stages else find_reusable(reuse, config, plan, seed)
       if source:

@@ -91,3 +91,20 @@ def collapses(data: dict, plan: dict, large: str, default: str) -> tuple[str, st
   if abs(ea - eb) <= math.hypot(sa, sb):
     return 'inside the error bars', numbers
   return ('reproduced' if ea < eb and collapsed(a, data) else 'not reproduced'), numbers
+
+
+def faster(data: dict, plan: dict, better: str, worse: str) -> tuple[str, str]:
+  """(verdict, numbers) for 'better samples faster than worse': seconds per sampling batch at the
+  headline budget, compared with the rule above (a difference within sqrt(std_a^2 + std_b^2) is
+  inside the error bars); the quality at that budget is quoted beside it."""
+  steps = str(plan['sample_steps'][-1])
+  timing = [data['rows'].get(r, {}).get('timing') for r in (better, worse)]
+  if any(t is None or t['sample_seconds_per_batch'][steps][0] is None for t in timing):
+    return 'not measured', f'{better} or {worse} has no timed sampling run'
+  (ta, sa), (tb, sb) = (t['sample_seconds_per_batch'][steps] for t in timing)
+  qa, qb = headline(data, better, plan), headline(data, worse, plan)
+  numbers = (f'{ta:.3f} ± {sa:.3f} vs {tb:.3f} ± {sb:.3f} s per batch at {steps} steps '
+             f'(Gen. PPL {qa["gen_ppl"][0]:.1f} vs {qb["gen_ppl"][0]:.1f})')
+  if abs(ta - tb) <= math.hypot(sa, sb):
+    return 'inside the error bars', numbers
+  return ('reproduced' if ta < tb else 'not reproduced'), numbers

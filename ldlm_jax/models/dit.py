@@ -76,6 +76,7 @@ class DiTBlock(nn.Module):
   qk_norm: bool = True
   cross_attention: bool = False   # one masked cross-attention over the condition tokens
   rope: bool = False              # rotary positions in the self-attention
+  causal: bool = False            # causal self-attention (the autoregressive baseline)
 
   @nn.compact
   def __call__(self, x_BNW, c_BW, cond_BCW=None, cond_mask_BC=None, key_mask_BK=None,
@@ -90,7 +91,7 @@ class DiTBlock(nn.Module):
     h = layers.Attention(self.num_heads, qk_norm=self.qk_norm, dtype=self.dtype,
                          attention_impl=self.attention_impl,
                          query_chunk=self.attention_query_chunk, rope=self.rope,
-                         name='attn')(h, h, key_mask_BK, positions, positions)
+                         causal=self.causal, name='attn')(h, h, key_mask_BK, positions, positions)
     x_BNW = x_BNW + gate_a[:, None] * h
     if self.cross_attention:
       h = norm('cross_norm')(x_BNW)

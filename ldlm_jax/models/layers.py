@@ -42,7 +42,7 @@ def resolve_attention_impl(requested: str | None, dtype) -> str | None:
 
 
 def query_chunked_attention(q_BQHD, k_BKHD, v_BKHD, implementation, query_chunk: int,
-                            key_mask_BK=None):
+                            key_mask_BK=None, is_causal: bool = False):
   """jax.nn.dot_product_attention, for XLA split into blocks of `query_chunk` queries.
 
   Each query's softmax is over all keys either way, so the blocks compute
@@ -50,12 +50,14 @@ def query_chunked_attention(q_BQHD, k_BKHD, v_BKHD, implementation, query_chunk:
   backward (jax.checkpoint inside lax.map), so only one block's scores are
   alive. Whole when query_chunk is 0, does not divide Q, or cuDNN runs.
   `key_mask_BK` (bool, True = attend) hides keys; None = every key.
+  `is_causal`: query i sees keys 0..i only (whole, never chunked).
   """
   length = q_BQHD.shape[1]
   mask = None if key_mask_BK is None else key_mask_BK[:, None, None, :]
   attend = lambda q: jax.nn.dot_product_attention(q, k_BKHD, v_BKHD, mask=mask,
-                                                  implementation=implementation)
-  if implementation == 'cudnn' or query_chunk <= 0 or length <= query_chunk or length % query_chunk:
+                                                  implementation=implementation,
+                                                  is_causal=is_causal)
+  if is_causal or implementation == 'cudnn' or query_chunk <= 0 or length <= query_chunk or length % query_chunk:
     return attend(q_BQHD)
   b, _, h, d = q_BQHD.shape
   blocks = q_BQHD.reshape(b, length // query_chunk, query_chunk, h, d).swapaxes(0, 1)
@@ -97,6 +99,7 @@ class Attention(nn.Module):
   # forward or backward; cuDNN never materialises them and ignores it.
   query_chunk: int = 0
   rope: bool = False
+  causal: bool = False    # query i attends to keys 0..i (the autoregressive baseline)
 
   @nn.compact
   def __call__(self, x_BQW, context_BKW, key_mask_BK=None, q_positions=None, k_positions=None):
@@ -117,7 +120,8 @@ class Attention(nn.Module):
       k = rotary(k, jnp.arange(k.shape[1]) if k_positions is None else k_positions)
     impl = resolve_attention_impl(self.attention_impl, self.dtype)
     out = query_chunked_attention(q.astype(self.dtype), k.astype(self.dtype),
-                                  v.astype(self.dtype), impl, self.query_chunk, key_mask_BK)
+                                  v.astype(self.dtype), impl, self.query_chunk, key_mask_BK,
+                                  is_causal=self.causal)
     return nn.DenseGeneral(width, axis=(-2, -1), dtype=self.dtype, name='out')(out)
 
 

@@ -43,7 +43,10 @@ SIGNATURE_FIELDS = ('data.seq_len', 'loss.reconstruction', 'loss.train_token_dec
                     # training setting like the optimizer's and may change on resume
                     'condition.enabled', 'condition.path',
                     # whether params carry latent statistics (and what sampling decodes)
-                    'latent_norm.mode')
+                    'latent_norm.mode',
+                    # what is trained (ldlm_jax/methods; MDLM's and AR's params have the same
+                    # shapes) and what a baseline's backbone reads
+                    'method.name', 'method.time_conditioning')
 # ... minus fields that only choose how the same model is computed or found.
 COMPUTE_ONLY_FIELDS = ('encoder.path', 'encoder.dtype', 'encoder.norm_num_chunks',
                        'encoder.norm_min_var', 'model.dtype', 'model.attention_impl',

@@ -31,7 +31,8 @@ from ldlm_jax.data import pipeline as data_lib
 from ldlm_jax.encoders import normalization as norm_lib
 from ldlm_jax.encoders.registry import load_encoder_tokenizer, load_frozen_encoder
 from ldlm_jax.errors import ConfigError
-from ldlm_jax.models.ldlm import DENOISE_CURVE_TS, LDLM, count_params
+from ldlm_jax.methods import build_model, is_baseline
+from ldlm_jax.models.ldlm import DENOISE_CURVE_TS, count_params
 from ldlm_jax.training import checkpoint as ckpt_lib
 from ldlm_jax.training import init_from as init_from_lib
 from ldlm_jax.training import sharding as sharding_lib
@@ -96,7 +97,7 @@ def norm_signature(config, encoder) -> dict:
 def compute_normalization(config, model, encoder, tokenizer) -> norm_lib.NormStats:
   """Per-dimension mean/sd of the frozen features over a sample of training chunks."""
   hidden = encoder.hidden_size
-  if config.encoder.input == 'scratch':
+  if config.encoder.input == 'scratch' or is_baseline(model):   # no features read
     return norm_lib.NormStats(mean_H=np.zeros(hidden, np.float32), std_H=np.ones(hidden, np.float32))
   frozen = model.frozen_inputs(encoder.params, np.zeros(hidden), np.ones(hidden))
   feature_fn = jax.jit(lambda ids: model.raw_features(frozen.encoder_params, ids))
@@ -183,7 +184,7 @@ def train(config, workdir: str) -> dict:
   sharding_lib.check_batch_size(int(tc.batch_size), mesh, process_count)
   replicated = sharding_lib.replicated(mesh)
   encoder = encoder.on_device(replicated)
-  model = LDLM(config, encoder)
+  model = build_model(config, encoder)   # LDLM, or a baseline (config.method.name)
 
   # 3. Normalization statistics. -------------------------------------------------
   norm_meta = meta
@@ -255,7 +256,8 @@ def train(config, workdir: str) -> dict:
     eval_fn = step_lib.compile_eval_step(model, mesh, state_shapes.params, frozen)
   # The one-shot denoising curve on the first evaluation batch (a space with a denoiser).
   curve_fn = None
-  if eval_batches and model.latent_space.trains_diffusion and not config.condition.enabled:
+  if (eval_batches and model.latent_space.trains_diffusion and not config.condition.enabled
+      and not is_baseline(model)):
     curve_fn = jax.jit(functools.partial(model.one_shot_denoising, ts=DENOISE_CURVE_TS))
   num_samples = int(tc.num_log_samples)
   # An autoencoder stage (cosmos stage one) has no denoiser to sample with.

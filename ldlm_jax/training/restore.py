@@ -29,6 +29,7 @@ from ldlm_jax.config import from_saved
 from ldlm_jax.encoders.registry import load_encoder_tokenizer
 from ldlm_jax.encoders.tokenizers import TextTokenizer, load_tokenizer
 from ldlm_jax.errors import ConfigError
+from ldlm_jax.methods import build_model
 from ldlm_jax.models.ldlm import LDLM
 from ldlm_jax.training import checkpoint as ckpt_lib
 from ldlm_jax.training import sharding as sharding_lib
@@ -120,7 +121,7 @@ def load_run(workdir: str, step: int | None = None, mesh=None, params: str = 'em
                                             f'its meta item has no {missing[0]!r}')
     config = from_saved(meta['config'])
     dims = types.SimpleNamespace(hidden_size=int(meta['feature_dim']), vocab_size=int(meta['vocab_size']))
-    model = LDLM(config, dims)
+    model = build_model(config, dims)   # LDLM, or a baseline (config.method.name)
     state = restore_inference_state(checkpointer, step, model, config, mesh, params)
     return meta, config, model, state
 

@@ -3,6 +3,7 @@
 A table module defines
   TITLE                    the report's heading
   rows(scale) -> [Row]     its rows, in the report's order (configs: `row_configs`)
+  adjust_scale(scale)      optional: the scale with the table's own sampling budgets / batch
   orderings(data, plan)    optional: [(paper's claim, verdict, numbers)] from the report's data,
                            computed with `verdicts` (a table without it reports no orderings)
 Adding a table: its module in this package, its name in NAMES, its test in tests/test_experiment_tables.py.
@@ -16,7 +17,7 @@ from types import ModuleType
 
 from ldlm_jax.experiments.spec import ExperimentError, Row, Scale
 
-NAMES = ('table1', 'table2', 'table4', 'table6', 'table7', 'textldm')
+NAMES = ('table1', 'table2', 'table4', 'table6', 'table7', 'textldm', 'main')
 
 
 def get(name: str) -> ModuleType:

@@ -1,0 +1,88 @@
+"""The main comparison's table (ldlm_jax/experiments/tables/main.py): rows, budgets, the equal-FLOPs and
+equal-wall-clock steps, and the report's timing section and speed verdicts. Fast, no training."""
+
+import os
+
+import pytest
+
+from ldlm_jax.experiments import report, tables, verdicts
+from ldlm_jax.experiments.records import DONE_FILE, PLAN_FILE, write_json
+from ldlm_jax.experiments.row_configs import row_config
+from ldlm_jax.experiments.spec import SCALES, ExperimentError
+from ldlm_jax.experiments.sweep import clock_matched, run_groups
+from ldlm_jax.methods import flops
+
+MAIN = tables.get('main')
+
+
+def test_rows_budgets_and_flop_matched_steps():
+  for name in ('cpu', 'gpu'):
+    scale = MAIN.adjust_scale(SCALES[name])
+    assert len(scale.sample_steps) >= 4 and list(scale.sample_steps) == sorted(scale.sample_steps)
+    rows = {r.name: r for r in MAIN.rows(scale)}
+    assert list(rows)[:5] == ['ldlm', 'mdlm', 'remdm', 'duo', 'ar']
+    ldlm = row_config(scale, rows['ldlm'], 0)
+    assert ldlm.method.name == 'ldlm'
+    for method in ('mdlm', 'duo', 'ar'):
+      same = row_config(scale, rows[method], 0)
+      # Same data, backbone, batch and steps: only the method differs.
+      assert same.method.name == method and same.train.num_steps == ldlm.train.num_steps
+      assert same.model.denoiser == ldlm.model.denoiser and same.data == ldlm.data
+      matched = row_config(scale, rows[f'{method}_flops'], 0)
+      spent = matched.train.num_steps * flops.train_flops_per_token(matched)
+      budget = ldlm.train.num_steps * flops.train_flops_per_token(ldlm)
+      assert abs(spent / budget - 1) < 1e-3
+      assert rows[f'{method}_clock'].match_clock == ('ldlm', method)
+    assert row_config(scale, rows['remdm'], 0).method.remdm_eta > 0
+    # The clock rows are their own runs, not aliases of the equal-steps rows.
+    groups = run_groups(scale, list(rows.values()), 0)
+    assert 'mdlm_clock' in groups and 'mdlm' in groups
+
+
+def test_flops_count_ldlm_extra_modules():
+  from ldlm_testing import config_module, load_config_file
+  demo = load_config_file('demo')
+  mdlm = config_module('baselines').get_config('mdlm_cpu')
+  # MDLM's DiT = LDLM's denoiser blocks; LDLM adds the autoencoder, the token decoder, the
+  # self-conditioning pass and the frozen encoder, MDLM a 30522-way head.
+  blocks = 4 * flops.block(192, 32)
+  assert flops.train_flops_per_token(mdlm) == pytest.approx(3 * (blocks + 2 * 192 * 30522))
+  assert flops.train_flops_per_token(demo) > 3.5 * blocks
+
+
+def test_clock_matched_steps(tmp_path):
+  row = next(r for r in MAIN.rows(SCALES['cpu']) if r.name == 'mdlm_clock')
+  with pytest.raises(ExperimentError, match='run those rows first'):
+    clock_matched(row, str(tmp_path), 0)
+  write_json(str(tmp_path / 'runs' / 'ldlm' / 'seed0' / DONE_FILE),
+             {'checkpoint_step': 1000, 'train_step_seconds': 0.3})
+  write_json(str(tmp_path / 'runs' / 'mdlm' / 'seed0' / DONE_FILE),
+             {'checkpoint_step': 1000, 'train_step_seconds': 0.2})
+  resolved = clock_matched(row, str(tmp_path), 0)
+  assert resolved.overrides['train.num_steps'] == 1500 and not resolved.match_clock
+
+
+def _record(gen_ppl, seconds):
+  steps = {str(s): {'gen_ppl': gen_ppl, 'entropy': 3.0, 'mauve': 0.5, 'diversity': 0.9, 'word_ppl': 100.0,
+                    'sample_seconds_per_batch': seconds * s} for s in (16, 32)}
+  return {'results': steps, 'checkpoint_step': 10, 'seconds': {'train': 60.0}, 'train_step_seconds': 0.1}
+
+
+def test_report_times_rows_and_judges_speed(tmp_path):
+  plan = {'table': 'main', 'scale': 'cpu', 'seeds': 2, 'rows': ['ldlm', 'mdlm'], 'unavailable': {},
+          'machine': 'test', 'started': 'now', 'sample_steps': [16, 32], 'num_samples': 4,
+          'num_references': 4, 'scorer': 'tiny-random', 'base_config': 'configs/demo.py',
+          'scale_overrides': {}}
+  write_json(str(tmp_path / PLAN_FILE), plan)
+  for seed, jitter in ((0, 0.0), (1, 0.001)):
+    write_json(str(tmp_path / 'runs' / 'ldlm' / f'seed{seed}' / DONE_FILE), _record(50.0 + seed, 0.01 + jitter))
+    write_json(str(tmp_path / 'runs' / 'mdlm' / f'seed{seed}' / DONE_FILE), _record(80.0 + seed, 0.05 + jitter))
+  payload = report.report(str(tmp_path))
+  text = (tmp_path / 'main.md').read_text(encoding='utf-8')
+  assert '## Time: train step and sampling' in text and 'pareto_time.png' in text
+  assert os.path.isfile(tmp_path / 'pareto_time.png')
+  claims = {o['claim']: o['verdict'] for o in payload['orderings']}
+  assert claims['LDLM samples faster than MDLM'] == 'reproduced'
+  assert claims['LDLM beats MDLM at equal compute'] == 'not measured'   # no mdlm_flops run
+  data = {'rows': payload['rows'], 'reference': {}}
+  assert verdicts.beats(data, plan, 'ldlm', 'mdlm')[0] == 'reproduced'
