@@ -97,7 +97,8 @@ def test_export_layout_and_model_card(exported):
   weights = load_file(str(exported / 'model.safetensors'))
   # EMA parameters only: no optimizer moments, no raw copy.
   assert all(k.split('.')[0] in ('denoiser', 'latent_encoder', 'latent_decoder', 'token_decoder',
-                                 'token_decoder_vocab_head') for k in weights)
+                                 'token_decoder_vocab_head', 'latent_stats') for k in weights)
+  assert any(k.startswith('latent_stats.') for k in weights)   # the standardization travels with them
   state = load_file(str(exported / 'model_state.safetensors'))
   assert {'meta.norm_mean', 'meta.norm_std', 'timesteps.probs', 'timesteps.bin_loss_ema'} <= set(state)
   assert state['meta.norm_mean'].dtype == np.float32 and state['meta.norm_mean'].shape == (384,)

@@ -112,8 +112,9 @@ def test_guidance_one_is_the_single_conditional_pass():
   got = model.sample_latents(params, rng, 3, steps, condition=cond, guidance=1.0)
   d = model.dims
   grid = solver_lib.time_grid(steps, 0.05)
-  ref = solver_lib.sample(lambda z, t, sc: model.denoise(params, z, t, sc, cond), model.schedule, rng,
-                          (3, d.latent_len, d.latent_dim), grid)
+  ref = model.from_diffusion_space(params, solver_lib.sample(
+      lambda z, t, sc: model.denoise(params, z, t, sc, cond), model.schedule, rng,
+      (3, d.latent_len, d.latent_dim), grid))
   np.testing.assert_array_equal(got, ref)
   # w = 2: x0_null + 2 (x0_cond - x0_null) at every step of the scan.
   null = model.null_condition(3)

@@ -194,7 +194,7 @@ def test_cli_ngram_baselines(scorer_path, inputs, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('module, argv', [('evaluate', ['--out', 'm.json', '--bogus']),
-                                          ('experiments', ['run', 'table9', '--out', 'x']),
+                                          ('experiments.cli', ['run', 'table9', '--out', 'x']),
                                           ('plots', [])])
 def test_usage_errors_are_one_line(module, argv, capsys):
   import importlib

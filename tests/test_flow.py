@@ -160,7 +160,9 @@ def _old_sample(model, params, rng, shape, grid, solver):
 
 @pytest.mark.slow
 def test_vp_tangent_is_bitwise_the_old_code_path():
-  c, model, params, frozen, _ = tiny_setup(**{'diffusion.self_cond_prob': 0.0, 'encoder_warmup.steps': 0})
+  # The old code path diffused the raw latents.
+  c, model, params, frozen, _ = tiny_setup(**{'diffusion.self_cond_prob': 0.0, 'encoder_warmup.steps': 0,
+                                             'latent_norm.mode': 'none'})
   assert c.diffusion.process == 'vp_tangent' and model.process.kind == 'vp'
   tokens = toy_tokens(4, c.data.seq_len)
   probs = jnp.linspace(1.0, 3.0, 10)
@@ -214,7 +216,7 @@ def test_signature_includes_the_process_and_old_runs_keep_theirs():
 def test_rectified_flow_loss_is_the_velocity_mse():
   c, model, params, frozen, _ = tiny_setup(**{
       'diffusion.process': 'rectified_flow', 'sample.solver': 'euler', 'timesteps.sampler': 'logit_normal',
-      'diffusion.self_cond_prob': 0.0, 'encoder_warmup.steps': 0})
+      'diffusion.self_cond_prob': 0.0, 'encoder_warmup.steps': 0, 'latent_norm.mode': 'none'})
   tokens = toy_tokens(4, c.data.seq_len)
   state = ts.init_state(int(c.timesteps.num_bins))
   rng = jax.random.PRNGKey(2)

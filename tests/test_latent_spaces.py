@@ -124,7 +124,8 @@ def test_self_condition_off_at_sampling_when_trained_without():
   grid = solver_lib.time_grid(4, 0.05)
   shape = (2, d.latent_len, d.latent_dim)
   got = model.sample_latents(params, rng, 2, 4)
-  without = solver_lib.sample(denoise, model.schedule, rng, shape, grid, self_condition=False)
+  without = model.from_diffusion_space(
+      params, solver_lib.sample(denoise, model.schedule, rng, shape, grid, self_condition=False))
   np.testing.assert_array_equal(np.asarray(got), np.asarray(without))
   c.diffusion.self_cond_prob = 0.5   # the default still self-conditions, which changes the path
   assert not np.allclose(np.asarray(LDLM(c, enc).sample_latents(params, rng, 2, 4)), np.asarray(got))
@@ -242,7 +243,7 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   frozen = jax.device_put(model.frozen_inputs(encoder.params, meta['norm_mean'], meta['norm_std'],
                                               components=autoencoder), replicated)
   state, _ = state_lib.create_sharded_train_state(model, c2, mesh, jax.random.PRNGKey(c2.train.seed))
-  assert set(state.params) == set(state.ema_params) == {'denoiser'}
+  assert set(state.params) == set(state.ema_params) == {'denoiser', 'latent_stats'}
   step_fn = step_lib.compile_train_step(model, c2, mesh, jax.eval_shape(lambda: state), frozen)
   batches = data_lib.make_train_iterator(c2, tokenizer, process_index=0, process_count=1,
                                          batch_size=int(c2.train.batch_size))
@@ -258,7 +259,7 @@ def test_cosmos_two_stages_equal_an_autoencoder_frozen_by_hand(tmp_path):
   run = restore.load_run(stage_two)
   with ocp.StandardCheckpointer() as ckptr:
     saved = ckptr.restore(os.path.join(stage_two, 'checkpoints', '3', 'state'))
-  assert set(saved['params']) == set(saved['ema_params']) == {'denoiser'}
+  assert set(saved['params']) == set(saved['ema_params']) == {'denoiser', 'latent_stats'}
   _assert_tree_equal({k: run.state.ema_params[k] for k in AUTOENCODER}, autoencoder)
   assert run.state.params is None   # the inference state holds no raw params or optimizer state
 

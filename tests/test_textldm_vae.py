@@ -163,7 +163,7 @@ def test_two_stages_hand_the_frozen_vae_to_the_denoiser(tmp_path):
   with ocp.StandardCheckpointer() as ckptr:
     ema_one = ckptr.restore(os.path.join(stage_one, 'checkpoints', '2', 'state'))['ema_params']
     saved_two = ckptr.restore(os.path.join(stage_two, 'checkpoints', '2', 'state'))
-  assert set(saved_two['params']) == set(saved_two['ema_params']) == {'denoiser'}
+  assert set(saved_two['params']) == set(saved_two['ema_params']) == {'denoiser', 'latent_stats'}
   loaded = restore.load_run(stage_two)
   for name in vae_lib.VAE_COMPONENTS:
     _assert_tree_equal(loaded.state.ema_params[name], ema_one[name])
@@ -226,10 +226,10 @@ def test_stage_two_configs_validate_at_both_sizes():
 def test_a_smollm2_like_llama_teaches_with_its_own_tokenizer(tmp_path):
   """'smollm2-135m' (here a random 2-layer Llama GGUF at encoder.path): hidden states in HF's
   convention from the scoring Llama's own blocks, its own tokenizer, and a REPA teacher."""
-  from ldlm_jax import experiments
+  from ldlm_jax.experiments import evaluator
   from ldlm_jax.encoders import registry
   from ldlm_jax.evaluation.llama import Llama
-  gguf = experiments._tiny_random_scorer(str(tmp_path))
+  gguf = evaluator.tiny_random_scorer(str(tmp_path))
   enc = registry.load_frozen_encoder('smollm2-135m', gguf)
   tok = registry.load_encoder_tokenizer('smollm2-135m', gguf)
   assert (enc.family, enc.num_layers, tok.vocab_size) == ('llama', 2, enc.vocab_size)

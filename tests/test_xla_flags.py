@@ -41,7 +41,8 @@ def test_every_flag_is_known_to_this_xla_and_the_trainer_sets_none_on_cpu():
   assert proc.returncode == 0 and proc.stdout.strip() == 'ok', proc.stderr[-2000:]
 
 
-def test_gpu_memory_fraction_is_set_only_on_a_gpu_and_only_when_unset():
+def test_gpu_memory_fraction_is_set_only_on_a_gpu_and_only_when_unset(monkeypatch):
+  monkeypatch.setattr(xla_flags, 'backends_started', lambda: False)   # as in a fresh process
   env = {}
   assert xla_flags.set_gpu_memory_fraction(env, gpu=False) is None and env == {}
   assert xla_flags.set_gpu_memory_fraction(env, gpu=True) == xla_flags.MEM_FRACTION

@@ -310,7 +310,9 @@ def _compare_python_loop(model, params, rng, batch, num_steps, t_min, opts: Opti
   denoise = jax.jit(model.denoise)
   # Windows of one run each: the carry is that run's latents.
   scan_call = lambda _: scan_c(params, rng)
-  loop_call = lambda _: python_loop_sampler(model, denoise, params, rng, batch, num_steps, t_min)
+  # The scan returns latents in the encoder's units; the loop's are mapped back the same way.
+  loop_call = lambda _: model.from_diffusion_space(
+      params, python_loop_sampler(model, denoise, params, rng, batch, num_steps, t_min))
   # One warm-up each (the loop's compiles its denoiser and the eager ops).
   (t_scan, t_loop), (scans, loops) = timing.time_interleaved(
       [(scan_call, None), (loop_call, None)], warmup=1, iters=1, repeats=opts.repeats)

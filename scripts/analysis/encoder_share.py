@@ -34,7 +34,7 @@ def measure(model, config, frozen, tokens_BL, repeats: int = 10, inner: int = 10
   features = jax.jit(lambda p, t: model.features(frozen, p, t))
   params = state.params
   jax.block_until_ready(features(params, tokens))
-  metrics = jax.device_put(step_lib.empty_train_metrics(), sharding_lib.replicated(mesh))
+  metrics = jax.device_put(step_lib.empty_train_metrics(model.extra_metrics), sharding_lib.replicated(mesh))
   state, metrics = step_fn(state, frozen, tokens, metrics)
   jax.block_until_ready(state)
   t_features, t_step = [], []
