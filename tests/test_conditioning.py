@@ -126,7 +126,8 @@ def test_guidance_one_is_the_single_conditional_pass():
   def guided(z, t, sc):
     xc, xu = model.denoise(params, z, t, sc, cond), model.denoise(params, z, t, sc, null)
     return xu + 2.0 * (xc - xu)
-  ref2 = solver_lib.sample(guided, model.schedule, rng, (3, d.latent_len, d.latent_dim), grid)
+  ref2 = model.from_diffusion_space(
+      params, solver_lib.sample(guided, model.schedule, rng, (3, d.latent_len, d.latent_dim), grid))
   got2 = model.sample_latents(params, rng, 3, steps, condition=cond, guidance=2.0)
   np.testing.assert_allclose(got2, ref2, rtol=1e-4, atol=1e-4)
   assert not np.allclose(got2, got, atol=1e-3)

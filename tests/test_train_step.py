@@ -28,6 +28,10 @@ def _overfit_config():
   c.loss.decoder_noise_std = 0.1
   c.encoder_warmup.steps = 50
   c.model.latent_dim = 32
+  # The loss thresholds below were set in the raw latents' units (standardized content has
+  # unit variance and a larger diffusion loss); the standardized path is trained to a learned
+  # word order by tests/test_word_order.py.
+  c.latent_norm.mode = 'none'
   validate(c)
   return c
 
@@ -166,6 +170,9 @@ def test_ema_warmup_matches_numpy():
     decay = min(0.9, (1 + n) / (10 + n))
     ema_ref = jax.tree.map(lambda e, p: decay * e + (1 - decay) * np.asarray(p, np.float64),
                            ema_ref, state.params)
+    # Running latent statistics are set in the EMA params, not averaged (training/step.py).
+    if 'latent_stats' in state.params:
+      ema_ref['latent_stats'] = jax.tree.map(lambda p: np.asarray(p, np.float64), state.params['latent_stats'])
     for got, want in zip(jax.tree.leaves(state.ema_params), jax.tree.leaves(ema_ref)):
       np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
   assert float(state_lib.ema_decay_at(c, 0)) == np.float32(2 / 11)
