@@ -1,4 +1,4 @@
-r"""TextLDM (2026; ../shared/reference/textldm_abstract.txt) as a second recipe, two stages.
+r"""TextLDM (2026; docs/method.md section 2) as a second recipe, two stages.
 
 Stage one trains a Transformer VAE over tokens with REPA (latent_space.name
 'textldm_vae', stage 'vae'; ldlm_jax/latent_spaces/vae.py); stage two trains
