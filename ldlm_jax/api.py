@@ -120,7 +120,8 @@ class Model:
                batch_size: int | None = None, time_grid: str | None = None,
                t_min: float | None = None, solver: str | None = None, final: str | None = None,
                token_decoder: str = '', prompts=None, samples_per_prompt: int = 1,
-               guidance: float = 1.0, progress: bool = False) -> Generation:
+               guidance: float = 1.0, remdm_eta: float | None = None,
+               progress: bool = False) -> Generation:
     """Samples texts. Unset sampler settings come from the run's `sample` section.
 
     Unconditional: `num_samples` samples (default 8). With `prompts` (a model trained
@@ -128,7 +129,8 @@ class Model:
     {"text": "a [[...]] b"} (gaps to fill), `samples_per_prompt` each, with
     classifier-free guidance weight `guidance` (1 = none); the given tokens are kept
     bit for bit. The same seed and settings give the same samples, on any number of
-    devices."""
+    devices. `remdm_eta` (an MDLM run, unconditional): sample with ReMDM remasking at this
+    eta instead of the run's method.remdm_eta."""
     options = self.sampling_options(steps=steps, batch_size=batch_size, time_grid=time_grid,
                                     t_min=t_min, solver=solver, final=final)
     steps, batch_size = options.pop('steps'), options.pop('batch_size')
@@ -145,8 +147,11 @@ class Model:
       _positive(num_samples=num_samples)
       records = sampling.generate_samples(self.run, int(num_samples), steps, int(seed), batch_size,
                                           token_decoder=token_decoder, use_ema=self.use_ema,
-                                          progress=progress, **options)
+                                          progress=progress, remdm_eta=remdm_eta, **options)
     else:
+      if remdm_eta is not None:
+        raise ConfigError('remdm_eta applies to unconditional sampling of an MDLM run; '
+                          'leave it out with prompts.')
       if num_samples is not None:
         raise ConfigError('num_samples is for unconditional sampling; with prompts use '
                           'samples_per_prompt.')

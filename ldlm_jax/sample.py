@@ -64,6 +64,8 @@ _PROMPTS = flags.DEFINE_string('prompts', None, 'JSONL file of prompts to contin
 _GUIDANCE = flags.DEFINE_float('guidance', 1.0, 'Classifier-free guidance weight (1 = none); '
                                'with --prompts.')
 _PER_PROMPT = flags.DEFINE_integer('samples_per_prompt', 1, 'Samples per prompt (with --prompts).')
+_REMDM = flags.DEFINE_float('remdm_eta', None, 'An MDLM run: sample with ReMDM remasking at this '
+                           'eta (rescale schedule; 0 = plain MDLM; default: the run\'s method.remdm_eta).')
 
 
 def check_flags() -> str:
@@ -81,6 +83,8 @@ def check_flags() -> str:
   if _TOKEN_DECODER.value and not os.path.isdir(_TOKEN_DECODER.value):
     raise ConfigError(f'--token_decoder {_TOKEN_DECODER.value} is not a directory; pass the '
                       'folder post_train_decoder wrote.')
+  if _REMDM.value is not None and not 0.0 <= _REMDM.value <= 1.0:
+    raise ConfigError(f'--remdm_eta must be in [0, 1] (got {_REMDM.value}; 0 = no remasking).')
   if _PROMPTS.value is None:
     if _GUIDANCE.value != 1.0 or flags.FLAGS['samples_per_prompt'].present:
       raise ConfigError('--guidance and --samples_per_prompt apply to prompted sampling; '
@@ -91,6 +95,9 @@ def check_flags() -> str:
                         '--samples_per_prompt.')
     if _TOKEN_DECODER.value:
       raise ConfigError('--token_decoder is not supported with --prompts; leave it out.')
+    if _REMDM.value is not None:
+      raise ConfigError('--remdm_eta applies to unconditional sampling of an MDLM run; '
+                        'leave it out with --prompts.')
     if _GUIDANCE.value < 0:
       raise ConfigError(f'--guidance must be >= 0 (got {_GUIDANCE.value}; 1 = no guidance).')
     cli.check_positive(samples_per_prompt=_PER_PROMPT.value)
@@ -120,7 +127,8 @@ def main(argv):
                             guidance=_GUIDANCE.value, **options)
     what = f'prompted samples (guidance {_GUIDANCE.value})'
   else:
-    result = model.generate(_NUM.value, token_decoder=_TOKEN_DECODER.value, **options)
+    result = model.generate(_NUM.value, token_decoder=_TOKEN_DECODER.value,
+                            remdm_eta=_REMDM.value, **options)
     what = 'samples'
   write_jsonl(out, result.records)
   print(f'wrote {len(result.records)} {what} from step {model.step} to {_OUT.value} '

@@ -28,9 +28,10 @@ from ldlm_jax.training.post_decoder import load_decoder
 def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
                      time_grid: str, t_min: float, solver: str, token_decoder: str = '',
                      use_ema: bool = True, progress: bool = True, final: str = 'z',
-                     timings: list | None = None) -> list[dict]:
+                     timings: list | None = None, remdm_eta: float | None = None) -> list[dict]:
   """Returns the sample records (see the module docstring). `timings`: a list that gets the wall
-  seconds of each batch (the first includes compilation)."""
+  seconds of each batch (the first includes compilation). `remdm_eta`: an MDLM run sampled with
+  ReMDM remasking at this eta (None: the run's method.remdm_eta)."""
   model, mesh = run.model, run.mesh
   params = run.state.ema_params if use_ema else run.state.params
   if params is None:
@@ -43,6 +44,12 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
   batch_size = int(math.ceil(batch_size / shards) * shards)  # every device gets a slice
   run.check_can_sample()
   baseline = is_baseline(model)   # a discrete baseline samples tokens itself (ldlm_jax/methods)
+  if remdm_eta is not None:
+    if not getattr(model, 'remasks', False):
+      raise ConfigError(f'The run in {run.workdir} is not an MDLM run; remdm_eta (ReMDM remasking) '
+                        'applies to MDLM runs only, so leave it out.')
+    if not 0.0 <= remdm_eta <= 1.0:
+      raise ConfigError(f'remdm_eta must be in [0, 1] (got {remdm_eta}; 0 = no remasking).')
   wrong = None if baseline else mismatch(solver, model.process)   # before compiling
   if wrong:
     raise ConfigError(wrong)
@@ -61,7 +68,8 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
 
   def generate(params, rng):
     if baseline:
-      return model.generate(params, rng, batch_size, steps)
+      extra = {} if remdm_eta is None else {'remdm_eta': remdm_eta}
+      return model.generate(params, rng, batch_size, steps, **extra)
     z0 = model.sample_latents(params, rng, batch_size, steps, t_min=t_min, time_grid=time_grid,
                               solver=solver, timestep_probs=probs, final=final)
     return decode(params, z0)
@@ -85,7 +93,8 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
                       'seed': seed, 'steps': steps, 'checkpoint_step': run.step, 'eos_token': eos_token,
                       'solver': solver, 'time_grid': time_grid,
                       't_min': model.process.sampling_t_end(t_min),   # a flow's ODE ends at 0
-                      'token_decoder': token_decoder or 'joint', 'ema': use_ema, 'final': final})
+                      'token_decoder': token_decoder or 'joint', 'ema': use_ema, 'final': final,
+                      **({} if remdm_eta is None else {'remdm_eta': remdm_eta})})
   return records
 
 

@@ -218,19 +218,33 @@ def test_baseline_config_checks():
 
 
 def _toy_run(tmp_path, name):
-  from ldlm_jax import sampling
+  """Trains configs/baselines.py:NAME_toy and samples 64 texts through the CLIs, with XLA's optimised
+  CPU backend (the tests' -O0 flag makes hundreds of steps several times slower than compiling them;
+  tests/test_word_order.py runs LDLM the same way)."""
+  import json
+  import os
+  import subprocess
+  import sys
+
+  from ldlm_testing import REPO
+
   from ldlm_jax.data import toy
-  from ldlm_jax.training import loop, restore
   corpus = toy.write_corpus(str(tmp_path / 'corpus'))
-  c = config_module('baselines').get_config(f'{name}_toy')
-  c.data.path = corpus
-  workdir = str(tmp_path / 'run')
-  loop.train(c, workdir)
-  run = restore.load_run(workdir)
-  records = sampling.generate_samples(run, 64, int(c.sample.num_steps), 0, 64, time_grid='uniform',
-                                      t_min=0.05, solver=c.sample.solver, progress=False)
-  report = toy.order_report([r['text'] for r in records])
-  print(name, 'order report', report)
+  workdir, samples = str(tmp_path / 'run'), str(tmp_path / 'samples.jsonl')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  for command in (
+      ['ldlm_jax.train', '--config', os.path.join(REPO, 'configs', f'baselines.py:{name}_toy'),
+       '--workdir', workdir, f'--config.data.path={corpus}'],
+      ['ldlm_jax.sample', '--workdir', workdir, '--num_samples', '64', '--batch_size', '64',
+       '--seed', '0', '--out', samples]):
+    done = subprocess.run([sys.executable, '-m', *command], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=1500, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+  with open(samples) as f:
+    texts = [json.loads(line)['text'] for line in f]
+  report = toy.order_report(texts)
+  print(name, 'order report', report, texts[:3])
+  assert len(texts) == 64
   return report
 
 
@@ -253,6 +267,7 @@ def test_mdlm_trains_resumes_and_samples_through_the_project_paths(tmp_path):
   c.data.path = toy.write_corpus(str(tmp_path / 'corpus'), num_documents=20, sentences_per_document=10)
   c.train.batch_size, c.train.log_every, c.train.checkpoint_every = 4, 2, 2
   c.train.num_steps, c.encoder.norm_num_chunks = 4, 8
+  c.optim.decay_steps = 0   # the toy size decays over its last 300 steps; this run has 6
   workdir = str(tmp_path / 'run')
   first = loop.train(c, workdir)
   c.train.num_steps = 6
@@ -264,6 +279,13 @@ def test_mdlm_trains_resumes_and_samples_through_the_project_paths(tmp_path):
                                       solver=c.sample.solver, progress=False)
   assert len(records) == 3 and all(len(r['tokens']) == 16 for r in records)
   assert max(max(r['tokens']) for r in records) < run.model.vocab_size
+  # ReMDM at sampling time: same call with remdm_eta (the sweep's remdm row, `sample --remdm_eta`).
+  remasked = sampling.generate_samples(run, 3, 4, 0, 2, time_grid='uniform', t_min=0.05,
+                                       solver=c.sample.solver, progress=False, remdm_eta=0.5)
+  assert len(remasked) == 3 and all(r['remdm_eta'] == 0.5 for r in remasked)
+  with pytest.raises(ConfigError, match=r'remdm_eta must be in \[0, 1\]'):
+    sampling.generate_samples(run, 3, 4, 0, 2, time_grid='uniform', t_min=0.05,
+                              solver=c.sample.solver, progress=False, remdm_eta=1.5)
   c.method.name = 'ar'
   with pytest.raises(ConfigError, match='method.name'):   # a checkpoint of another method
     loop.train(c, workdir)

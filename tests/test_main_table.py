@@ -9,7 +9,7 @@ from ldlm_jax.experiments import report, tables, verdicts
 from ldlm_jax.experiments.records import DONE_FILE, PLAN_FILE, write_json
 from ldlm_jax.experiments.row_configs import row_config
 from ldlm_jax.experiments.spec import SCALES, ExperimentError
-from ldlm_jax.experiments.sweep import clock_matched, run_groups
+from ldlm_jax.experiments.sweep import clock_matched, run_groups, sampled_run
 from ldlm_jax.methods import flops
 
 MAIN = tables.get('main')
@@ -86,3 +86,33 @@ def test_report_times_rows_and_judges_speed(tmp_path):
   assert claims['LDLM beats MDLM at equal compute'] == 'not measured'   # no mdlm_flops run
   data = {'rows': payload['rows'], 'reference': {}}
   assert verdicts.beats(data, plan, 'ldlm', 'mdlm')[0] == 'reproduced'
+
+
+def test_a_sampling_row_needs_its_trained_run(tmp_path):
+  rows = {r.name: r for r in MAIN.rows(MAIN.adjust_scale(SCALES['cpu']))}
+  assert rows['remdm'].samples_of == 'mdlm' and rows['mdlm'].samples_of == ''
+  with pytest.raises(ExperimentError, match='run that row first'):
+    sampled_run(rows['remdm'], {'mdlm': ['mdlm']}, str(tmp_path), 0)
+  write_json(str(tmp_path / 'runs' / 'mdlm' / 'seed0' / DONE_FILE), {'seconds': {'train': 1.0}})
+  assert sampled_run(rows['remdm'], {'mdlm': ['mdlm']}, str(tmp_path), 0) == str(tmp_path / 'runs' / 'mdlm' / 'seed0')
+
+
+@pytest.mark.slow
+def test_remdm_row_samples_the_mdlm_run_with_remasking(tmp_path):
+  """ReMDM trains nothing: it samples MDLM's checkpoint of the same seed with its own eta."""
+  from ldlm_jax.evaluate import read_samples
+  from ldlm_jax.experiments import sweep
+  from ldlm_jax.experiments.records import read_json
+  out = tmp_path / 'main'
+  sweep.run_table('main', 'smoke', 1, str(out), only_rows=('mdlm', 'remdm'))
+  mdlm_dir, remdm_dir = out / 'runs' / 'mdlm' / 'seed0', out / 'runs' / 'remdm' / 'seed0'
+  mdlm, remdm = read_json(str(mdlm_dir / DONE_FILE)), read_json(str(remdm_dir / DONE_FILE))
+  assert remdm['trained_by'] == str(mdlm_dir)
+  assert remdm['seconds']['train'] == mdlm['seconds']['train']
+  assert remdm['checkpoint_step'] == mdlm['checkpoint_step']
+  assert not os.path.exists(remdm_dir / 'checkpoints') and os.path.isdir(mdlm_dir / 'checkpoints')
+  eta = row_config(SCALES['smoke'], {r.name: r for r in MAIN.rows(SCALES['smoke'])}['remdm'], 0).method.remdm_eta
+  steps = MAIN.adjust_scale(SCALES['smoke']).sample_steps[-1]
+  remasked = read_samples(str(remdm_dir / 'samples' / f'steps{steps}.jsonl'))
+  plain = read_samples(str(mdlm_dir / 'samples' / f'steps{steps}.jsonl'))
+  assert eta > 0 and all(r['remdm_eta'] == eta for r in remasked) and all(r['remdm_eta'] == 0.0 for r in plain)

@@ -52,6 +52,10 @@ def test_sample_errors_are_one_sentence(tiny_run, tmp_path):
   proc = _module('ldlm_jax.sample', '--workdir', tiny_run, '--checkpoint_step', 5,
                  '--out', tmp_path / 'x.jsonl')
   assert proc.returncode == 2 and 'available steps: [8, 16, 24]' in proc.stderr
+  # ReMDM remasking is an MDLM sampler: an LDLM run refuses it, after restoring, writing nothing.
+  proc = _module('ldlm_jax.sample', '--workdir', tiny_run, '--remdm_eta', 0.02, '--out', tmp_path / 'x.jsonl')
+  assert proc.returncode == 2 and 'is not an MDLM run' in proc.stderr, proc.stderr[-2000:]
+  assert 'Traceback' not in proc.stderr and not (tmp_path / 'x.jsonl').exists()
 
 
 def test_post_trained_token_decoder_is_used_by_sample(tiny_run, tmp_path):

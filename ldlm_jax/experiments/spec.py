@@ -48,6 +48,10 @@ class Row:
   # reference row's training took seconds, at the timing row's measured seconds per step (both
   # rows of the same sweep and seed, trained before it; the sweep sets train.num_steps).
   match_clock: tuple = ()
+  # A row that trains nothing: it samples the same seed's finished run of row `samples_of` with
+  # its own config's sampler fields (ReMDM samples MDLM's checkpoint with remasking), so the two
+  # rows differ by the sampler alone. Its record carries that run's training time.
+  samples_of: str = ''
 
 
 _COMMON = {

@@ -60,7 +60,8 @@ def run_groups(scale: Scale, rows: list[Row], seed: int) -> dict[str, list[str]]
   groups: dict[str, list[str]] = {}
   first_of: dict[str, str] = {}
   for row in rows:
-    key = config_key(row_config(scale, row, seed)) + row.stage_one + repr(row.match_clock)
+    key = (config_key(row_config(scale, row, seed)) + row.stage_one + repr(row.match_clock)
+           + row.samples_of)
     run = first_of.setdefault(key, row.name)
     groups.setdefault(run, []).append(row.name)
   return groups
@@ -107,34 +108,49 @@ def run_reference_rows(config, scale: Scale, seeds: int, out_dir: str, evaluator
 
 
 def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
-            stage_one_seconds: float | None = None) -> dict:
+            stage_one_seconds: float | None = None, trained_run: str = '') -> dict:
   """Train (or resume), sample at every step count, evaluate; returns the done record.
 
-  `stage_one_seconds`: a two-stage row's first-stage training time, kept in the record."""
+  `stage_one_seconds`: a two-stage row's first-stage training time, kept in the record.
+  `trained_run`: a finished run directory to sample instead of training (Row.samples_of); the
+  record takes its training time and step time."""
   from ldlm_jax import sampling as sample_lib
   from ldlm_jax.evaluate import read_samples
+  from ldlm_jax.methods import method_name
   from ldlm_jax.training import loop, restore
   done_path = os.path.join(run_dir, DONE_FILE)
   if os.path.isfile(done_path):
     return read_json(done_path)
-  t0 = time.time()
-  loop.train(config, run_dir)
-  t_train = time.time() - t0
-  run = restore.load_run(run_dir)
+  if trained_run:
+    trained = read_json(os.path.join(trained_run, DONE_FILE))
+    t_train = trained['seconds']['train']
+    run = restore.load_run(trained_run)
+  else:
+    t0 = time.time()
+    loop.train(config, run_dir)
+    t_train = time.time() - t0
+    run = restore.load_run(run_dir)
   _check_finished(run.step, config, run_dir)
+  # The sampler's own method fields are the row's, whichever run trained the weights.
+  remdm_eta = float(config.method.remdm_eta) if method_name(config) == 'mdlm' else None
   sc = config.sample
   results, t_sample, t_eval = {}, 0.0, 0.0
   for steps in scale.sample_steps:
     path = os.path.join(run_dir, 'samples', f'steps{steps}.jsonl')
     t1 = time.time()
+    # The batches' wall seconds are kept beside the samples, so a run evaluated again (its
+    # done.json lost) reports the times its samples were drawn in.
+    timings_path = path.replace('.jsonl', '.timings.json')
     timings = []
     if os.path.isfile(path):
       records = read_samples(path)
+      timings = read_json(timings_path)['batch_seconds'] if os.path.isfile(timings_path) else []
     else:
       records = sample_lib.generate_samples(
           run, scale.num_samples, steps, seed, int(sc.batch_size), time_grid=sc.time_grid,
           t_min=float(sc.t_min), solver=sc.solver, final=sc.get('final', 'z'), progress=False,
-          timings=timings)
+          timings=timings, remdm_eta=remdm_eta)
+      write_json(timings_path, {'batch_seconds': [round(t, 4) for t in timings]})
       sample_lib.write_jsonl(path, records)
     t2 = time.time()
     # MAUVE at the headline step count only: the table reports it there, the Pareto plot not at all.
@@ -146,7 +162,9 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
   record = {'results': results, 'checkpoint_step': run.step, 'finished': now(),
             'config_sha256': config_sha256(config),
             'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
-  step_seconds = train_step_seconds(run_dir)
+  if trained_run:
+    record['trained_by'] = os.path.abspath(trained_run)
+  step_seconds = (trained.get('train_step_seconds') if trained_run else train_step_seconds(run_dir))
   if step_seconds is not None:
     record['train_step_seconds'] = step_seconds
   if stage_one_seconds is not None:   # the row's training time includes its first stage's
@@ -183,6 +201,16 @@ def clock_matched(row: Row, out_dir: str, seed: int) -> Row:
   ref = found[reference]
   steps = max(1, round(ref['checkpoint_step'] * ref['train_step_seconds'] / found[timing]['train_step_seconds']))
   return dataclasses.replace(row, overrides={**row.overrides, 'train.num_steps': steps}, match_clock=())
+
+
+def sampled_run(row: Row, groups: dict[str, list[str]], out_dir: str, seed: int) -> str:
+  """The finished run directory that Row.samples_of names (the run serving that row, same seed)."""
+  run = next((name for name, served in groups.items() if row.samples_of in served), row.samples_of)
+  run_dir = os.path.join(out_dir, 'runs', run, f'seed{seed}')
+  if not os.path.isfile(os.path.join(run_dir, DONE_FILE)):
+    raise ExperimentError(f'{row.name} samples the run of row {row.samples_of}, but {run_dir} holds no '
+                          'finished run; run that row first (drop --rows).')
+  return run_dir
 
 
 def _check_finished(step: int, config, run_dir: str) -> None:
@@ -294,7 +322,7 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
   selected = {r.name for r in runnable}
   for seed in range(seeds):
     # Grouped over every available row, so run names do not depend on --rows.
-    groups = run_groups(scale, [r for r in all_rows if not row_availability(r)], seed)
+    groups = groups_all = run_groups(scale, [r for r in all_rows if not row_availability(r)], seed)
     groups = {run: served for run, served in groups.items() if selected & set(served)}
     for run_name, served in groups.items():
       row = next(r for r in all_rows if r.name == run_name)
@@ -306,6 +334,11 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
         continue
       if row.match_clock:
         row = clock_matched(row, out_dir, seed)
+      if row.samples_of:
+        trained = sampled_run(row, groups_all, out_dir, seed)
+        log(f'{run_name} seed {seed} (rows {", ".join(served)}): sampling {trained}')
+        run_one(row_config(scale, row, seed), scale, run_dir, seed, evaluator, trained_run=trained)
+        continue
       *first_stages, (_, config) = run_stages(scale, row, seed, run_dir)
       source = '' if first_stages else find_reusable(reuse, config, plan, seed)
       if source:

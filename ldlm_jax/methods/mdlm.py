@@ -68,6 +68,7 @@ def remdm_sigma(alpha_t, alpha_s, eta: float):
 class MDLM(DiscreteMethod):
   name = 'mdlm'
   extra_embeddings = 1     # the mask id M = V
+  remasks = True           # generate() takes remdm_eta (ReMDM)
 
   def __init__(self, config, encoder):
     super().__init__(config, encoder)

@@ -11,8 +11,9 @@ Three training budgets per baseline:
                 / the row's (ldlm_jax/methods/flops.py says how they are counted);
   NAME_clock    equal wall clock: as many steps as LDLM's training took
                 seconds, at the row's own measured seconds per step (from
-                NAME's run of the same seed; ReMDM shares MDLM's training and
-                has no budget rows of its own).
+                NAME's run of the same seed). ReMDM trains nothing: its row
+                samples MDLM's run of the same seed with remasking (Row.samples_of),
+                so the two rows differ by the sampler alone.
 Sampling budgets: NFE grid BUDGETS (the AR row always takes L calls: its rows
 repeat one budget's cost). Every row and budget gets Gen. PPL, entropy,
 MAUVE (headline budget), n-gram diversity, the unigram-frontier ratio and
@@ -49,7 +50,9 @@ def rows(scale: Scale) -> list[Row]:
   steps = int(ldlm.train.num_steps)
   out = [Row('ldlm')]
   for method in module.METHODS:
-    out.append(Row(method, overrides=module.method_overrides(method, steps)))
+    # ReMDM is a sampler: it samples MDLM's trained run of the same seed with remasking.
+    out.append(Row(method, overrides=module.method_overrides(method, steps),
+                   samples_of='mdlm' if method == 'remdm' else ''))
   for method in BUDGET_ROWS:
     overrides = module.method_overrides(method, steps)
     matched = flops.matched_steps(ldlm, spec_config(scale, '', overrides))
