@@ -18,21 +18,16 @@ token decoder, diffusion-to-encoder warmup, adaptive timesteps, sigma_dec =
     through attention, which takes far longer than a CPU demo runs
     (BUILD_NOTES.md, "Demo").
 
-Hardware and time (2-core CPU, measured 2026-12-03 on a fresh clone, quiet
-cores; BUILD_NOTES.md, "Demo" and "Demo quality"): 2.5-3.1
-steps/s, `bash scripts/demo.sh` 13 min 22 s in all (set-up ~69 s, training +
-3 x 64 samples 590 s, references + evaluation + plots 145 s).
-Measured before the latents were standardized and the DiT got rotary positions (both
-now the default; BUILD_NOTES.md, "Word order"); the fixed model's scores on this config
-are not measured yet. Reached then: token reconstruction accuracy 1% -> 33% (validation 33%, held-out
-references without noise 43%), diffusion loss 0.51 -> 0.10; samples are
-common English words without syntax. Gen. PPL under SmolLM2-135M, seeds 0-2
-x 64 samples: 1857 +- 81 at unigram entropy 3.17, MAUVE 0.26 +- 0.11. Reference
-rows, same protocol and scorer: bigram samples fitted to the training split
-1354 +- 40, trigram 584 +- 19, held-out text 217 (entropy 3.32);
-tempered-unigram samples of the demo's entropy score ~1950 ("÷ unigram
-frontier" 0.95): the demo has learned word frequencies, not word order, and
-no lever measured in the 15-minute budget moved it off that curve.
+Hardware and time (2-core CPU, fresh clone, quiet cores; BUILD_NOTES.md, "The demo with the
+fix"): 1.8-3.0 steps/s, `bash scripts/demo.sh` 16 min 2 s in all (set-up 77 s, training +
+3 x 64 samples 697 s, references + evaluation + plots 188 s), measured 2026-12-07.
+Reached: token reconstruction accuracy 1% -> 40% (validation, with the sigma_dec noise;
+held-out references without noise 51%). Gen. PPL under SmolLM2-135M, seeds 0-2 x 64
+samples: 1359 +- 97 at unigram entropy 3.12, MAUVE 0.53 +- 0.10, "÷ unigram frontier" 0.84.
+Reference rows, same protocol and scorer: bigram samples fitted to the training split
+1354 +- 40, trigram 584 +- 19, held-out text 217 (entropy 3.32); the autoencoder's own
+reconstructions of held-out text 576. Before the word-order fix (standardized latents,
+rotary DiT positions) the same config scored 1857 +- 81 (frontier ratio 0.95).
 """
 
 from ldlm_jax.config import base_config

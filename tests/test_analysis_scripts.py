@@ -25,8 +25,8 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(scripts.analysis.__path__)
 
 
 def test_every_script_has_a_one_line_purpose_and_no_path_edits():
-  assert MODULES == ['condition_path_time', 'continuation_table', 'encoder_share', 'heldout_recon', 'seed_eval',
-                     'tempered_ngrams']
+  assert MODULES == ['condition_path_time', 'continuation_table', 'encoder_share', 'heldout_recon',
+                     'reconstruction_row', 'seed_eval', 'tempered_ngrams']
   for name in MODULES:
     module = importlib.import_module(f'scripts.analysis.{name}')
     purpose = module.__doc__.split('\n')[0]

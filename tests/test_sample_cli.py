@@ -74,3 +74,14 @@ def test_post_trained_token_decoder_is_used_by_sample(tiny_run, tmp_path):
   proc = _module('ldlm_jax.sample', '--workdir', tiny_run, '--num_samples', 2,
                  '--token_decoder', tmp_path, '--out', out)
   assert proc.returncode == 2 and 'not a post-trained token decoder' in proc.stderr
+
+
+def test_reconstruction_row_writes_a_scorable_samples_file(tiny_run, tmp_path):
+  """scripts/analysis/reconstruction_row.py: held-out texts encoded and decoded, read back by evaluate."""
+  from ldlm_jax.evaluate import read_samples
+  from scripts.analysis import reconstruction_row
+  out = str(tmp_path / 'recon.jsonl')
+  summary = reconstruction_row.main([str(tiny_run), out, '3'])
+  records = read_samples(out)
+  assert summary['num_texts'] == len(records) == 3 and 0.0 <= summary['token_accuracy'] <= 1.0
+  assert all(len(r['tokens']) == 16 and r['generator'] == 'reconstruction' for r in records)
