@@ -104,3 +104,29 @@ def random_hf_llama(config, seed, scale=0.5, norm_jitter=0.1):
   shapes = hf_tensor_shapes(config)
   return {name: (1.0 + norm_jitter * rng.normal(size=shape) if len(shape) == 1 else scale * rng.normal(size=shape)
                  ).astype(np.float32) for name, shape in shapes.items()}
+
+
+def toy_order_run(tmp_path, config: str, *train_overrides: str) -> dict:
+  """Trains `config` (a 'file.py[:NAME]' under configs/) on the strict-order toy language and samples 64
+  texts, both through the CLIs in a subprocess with XLA's optimised CPU backend (the tests' -O0 flag
+  makes hundreds of steps several times slower than compiling them). Returns toy.order_report of
+  the samples, with their texts under 'texts'."""
+  import json
+  import subprocess
+
+  from ldlm_jax.data import toy
+  corpus = toy.write_corpus(str(tmp_path / 'corpus'))
+  workdir, samples = str(tmp_path / 'run'), str(tmp_path / 'samples.jsonl')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  for command in (
+      ['ldlm_jax.train', '--config', os.path.join(REPO, 'configs', config), '--workdir', workdir,
+       f'--config.data.path={corpus}', *train_overrides],
+      ['ldlm_jax.sample', '--workdir', workdir, '--num_samples', '64', '--batch_size', '64',
+       '--seed', '0', '--out', samples]):
+    done = subprocess.run([sys.executable, '-m', *command], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=1500, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+  with open(samples, encoding='utf-8') as f:
+    texts = [json.loads(line)['text'] for line in f]
+  assert len(texts) == 64
+  return {**toy.order_report(texts), 'texts': texts}

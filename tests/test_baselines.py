@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ldlm_testing import ToyEncoder, config_module, tiny_config, toy_tokens
+from ldlm_testing import ToyEncoder, config_module, tiny_config, toy_order_run, toy_tokens
 from scipy import stats
 
 from ldlm_jax.config import ConfigError, validate
@@ -217,41 +217,11 @@ def test_baseline_config_checks():
   assert is_baseline(make('ar')[1])
 
 
-def _toy_run(tmp_path, name):
-  """Trains configs/baselines.py:NAME_toy and samples 64 texts through the CLIs, with XLA's optimised
-  CPU backend (the tests' -O0 flag makes hundreds of steps several times slower than compiling them;
-  tests/test_word_order.py runs LDLM the same way)."""
-  import json
-  import os
-  import subprocess
-  import sys
-
-  from ldlm_testing import REPO
-
-  from ldlm_jax.data import toy
-  corpus = toy.write_corpus(str(tmp_path / 'corpus'))
-  workdir, samples = str(tmp_path / 'run'), str(tmp_path / 'samples.jsonl')
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  for command in (
-      ['ldlm_jax.train', '--config', os.path.join(REPO, 'configs', f'baselines.py:{name}_toy'),
-       '--workdir', workdir, f'--config.data.path={corpus}'],
-      ['ldlm_jax.sample', '--workdir', workdir, '--num_samples', '64', '--batch_size', '64',
-       '--seed', '0', '--out', samples]):
-    done = subprocess.run([sys.executable, '-m', *command], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=1500, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-  with open(samples) as f:
-    texts = [json.loads(line)['text'] for line in f]
-  report = toy.order_report(texts)
-  print(name, 'order report', report, texts[:3])
-  assert len(texts) == 64
-  return report
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('name', ['ar', 'mdlm', 'duo'])
 def test_baseline_learns_the_word_order(tmp_path, name):
-  report = _toy_run(tmp_path, name)
+  report = toy_order_run(tmp_path, f'baselines.py:{name}_toy')
+  print(name, 'order report', {k: v for k, v in report.items() if k != 'texts'}, report['texts'][:3])
   assert report['known_words'] > 0.9, report
   assert report['legal_pairs'] >= 0.9, report
   assert report['shuffled_legal_pairs'] < 0.5, report

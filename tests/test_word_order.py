@@ -11,14 +11,12 @@ word-frequency level (BUILD_NOTES.md, "Word order").
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 from ldlm_jax.data import toy
 
-from ldlm_testing import REPO
+from ldlm_testing import toy_order_run
 
 
 def test_corpus_is_legal_and_its_shuffle_is_not(tmp_path):
@@ -48,22 +46,9 @@ def test_corpus_cli_writes_the_splits(tmp_path):
 def test_ldlm_learns_the_word_order(tmp_path):
   """Trains and samples through the CLIs, with XLA's optimised CPU backend (the
   tests' -O0 flag makes a few hundred steps slower than compiling them)."""
-  corpus = toy.write_corpus(str(tmp_path / 'corpus'))
-  workdir, samples = str(tmp_path / 'run'), str(tmp_path / 'samples.jsonl')
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
-  for command in (
-      ['ldlm_jax.train', '--config', os.path.join(REPO, 'configs', 'toy_order.py'),
-       '--workdir', workdir, f'--config.data.path={corpus}'],
-      ['ldlm_jax.sample', '--workdir', workdir, '--num_samples', '64', '--seed', '0',
-       '--out', samples]):
-    done = subprocess.run([sys.executable, '-m', *command], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=1500, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-  with open(samples) as f:
-    texts = [json.loads(line)['text'] for line in f]
-  report = toy.order_report(texts)
+  report = toy_order_run(tmp_path, 'toy_order.py')
+  texts = report.pop('texts')
   print('order report', report, texts[:3])
-  assert len(texts) == 64
   assert report['known_words'] > 0.9, report
   assert report['legal_pairs'] >= 0.95, report
   assert report['shuffled_legal_pairs'] < 0.5, report
