@@ -130,3 +130,17 @@ def toy_order_run(tmp_path, config: str, *train_overrides: str) -> dict:
     texts = [json.loads(line)['text'] for line in f]
   assert len(texts) == 64
   return {**toy.order_report(texts), 'texts': texts}
+
+
+def run_module(name, *args, devices=1):
+  """`python -m name args` from the repository root on CPU with `devices` host devices (subprocess_env)."""
+  import subprocess
+  return subprocess.run([sys.executable, '-m', name, *map(str, args)], env=subprocess_env(devices),
+                        cwd=REPO, capture_output=True, text=True, timeout=600)
+
+
+def read_jsonl(path):
+  """The records of a JSONL file."""
+  import json
+  with open(path, encoding='utf-8') as f:
+    return [json.loads(line) for line in f]

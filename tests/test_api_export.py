@@ -4,25 +4,14 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from ldlm_testing import REPO, subprocess_env, train_command
+from ldlm_testing import REPO, read_jsonl, run_module, subprocess_env, train_command
 
 from ldlm_jax import api, export
 from ldlm_jax.config import ConfigError
-
-
-def _module(name, *args, devices=1):
-  return subprocess.run([sys.executable, '-m', name, *map(str, args)], env=subprocess_env(devices),
-                        cwd=REPO, capture_output=True, text=True, timeout=600)
-
-
-def _read(path):
-  with open(path) as f:
-    return [json.loads(line) for line in f]
 
 
 def _one_error_line(stderr):
@@ -38,7 +27,7 @@ def exported(tiny_run, tmp_path_factory):
   run_copy = root / 'run'
   shutil.copytree(tiny_run, run_copy)
   out = root / 'model'
-  proc = _module('ldlm_jax.export', '--workdir', run_copy, '--out', out)
+  proc = run_module('ldlm_jax.export', '--workdir', run_copy, '--out', out)
   assert proc.returncode == 0, proc.stderr[-3000:]
   shutil.rmtree(run_copy)
   return out
@@ -57,12 +46,12 @@ def recon_run(tmp_path_factory):
 
 def test_api_generate_equals_the_cli_samples(tiny_run, tmp_path):
   out = tmp_path / 's.jsonl'
-  proc = _module('ldlm_jax.sample', '--workdir', tiny_run, '--num_samples', 5, '--steps', 6,
+  proc = run_module('ldlm_jax.sample', '--workdir', tiny_run, '--num_samples', 5, '--steps', 6,
                  '--batch_size', 4, '--seed', 3, '--time_grid', 'adaptive', '--out', out)
   assert proc.returncode == 0, proc.stderr[-3000:]
   model = api.load(tiny_run)
   result = model.generate(5, steps=6, batch_size=4, seed=3, time_grid='adaptive')
-  assert result.records == _read(out)
+  assert result.records == read_jsonl(out)
   assert result.texts == [r['text'] for r in result.records]
   assert result.tokens.shape == (5, 16) and result.tokens.dtype == np.int32
   assert result.tokens.tolist() == [r['tokens'] for r in result.records]
@@ -120,10 +109,10 @@ def test_export_loads_without_the_run_and_samples_bit_for_bit(tiny_run, exported
   assert [dict(r) for r in a.records] == [dict(r) for r in b.records]
   # The sample CLI reads an export too, through the same function.
   out = tmp_path / 'e.jsonl'
-  proc = _module('ldlm_jax.sample', '--workdir', exported, '--num_samples', 6, '--steps', 6,
+  proc = run_module('ldlm_jax.sample', '--workdir', exported, '--num_samples', 6, '--steps', 6,
                  '--batch_size', 4, '--seed', 7, '--time_grid', 'adaptive', '--solver', 'ddim', '--out', out)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert _read(out) == a.records
+  assert read_jsonl(out) == a.records
   # Encoding reads the normalization statistics from the export: the same latents.
   texts = ['the jury said it did find', 'no evidence that any irregularities took place']
   np.testing.assert_array_equal(run_model.encode(texts), export_model.encode(texts))
@@ -134,11 +123,11 @@ def test_export_refuses_without_leaving_files(tiny_run, exported, tmp_path):
   out = tmp_path / 'busy'
   out.mkdir()
   (out / 'keep.txt').write_text('mine')
-  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out)
+  proc = run_module('ldlm_jax.export', '--workdir', tiny_run, '--out', out)
   assert proc.returncode == 2 and 'exists and is not empty' in _one_error_line(proc.stderr)
   assert os.listdir(out) == ['keep.txt']
   # A bad run: nothing is created, no temporary directory is left.
-  proc = _module('ldlm_jax.export', '--workdir', tmp_path / 'no_run', '--out', tmp_path / 'new')
+  proc = run_module('ldlm_jax.export', '--workdir', tmp_path / 'no_run', '--out', tmp_path / 'new')
   assert proc.returncode == 2 and 'no checkpoints/ directory' in _one_error_line(proc.stderr)
   assert sorted(os.listdir(tmp_path)) == ['busy']
   # --overwrite replaces the directory whole; the model card quotes the evaluation given.
@@ -146,11 +135,11 @@ def test_export_refuses_without_leaving_files(tiny_run, exported, tmp_path):
   row = {'path': 'final_seed0.jsonl', 'num_samples': 64, 'gen_ppl': 1857.0, 'word_ppl': 2785.5,
          'entropy': 3.17, 'diversity': 0.4, 'mauve': 0.26}
   scores.write_text(json.dumps({'scorer': {'name': 'smollm2'}, 'files': [row], 'mean': row, 'std': row}))
-  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--overwrite',
+  proc = run_module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--overwrite',
                  '--metrics', tmp_path / 'nope.json')
   assert proc.returncode == 2 and 'nope.json is not a file' in _one_error_line(proc.stderr)
   assert os.listdir(out) == ['keep.txt']
-  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--overwrite', '--no_ema',
+  proc = run_module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--overwrite', '--no_ema',
                  '--metrics', scores)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert 'keep.txt' not in os.listdir(out) and sorted(os.listdir(tmp_path)) == ['busy', 'scores.json']
@@ -191,7 +180,7 @@ def test_damaged_export_names_the_file(exported, tmp_path, damage, file, words):
   assert str(path) in message and words in message and '\n' not in message
   if file == 'model.safetensors':   # the command line says the same sentence
     out = tmp_path / 'x.jsonl'
-    proc = _module('ldlm_jax.sample', '--workdir', broken, '--num_samples', 2, '--out', out)
+    proc = run_module('ldlm_jax.sample', '--workdir', broken, '--num_samples', 2, '--out', out)
     assert proc.returncode == 2 and not out.exists()
     assert _one_error_line(proc.stderr) == f'error: {message}'
 
@@ -224,7 +213,7 @@ def test_encode_decode_round_trip_at_the_autoencoders_accuracy(recon_run):
 
 def test_export_copies_the_frozen_encoder_when_asked(tiny_run, tmp_path):
   out = tmp_path / 'with_encoder'
-  proc = _module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--copy_encoder')
+  proc = run_module('ldlm_jax.export', '--workdir', tiny_run, '--out', out, '--copy_encoder')
   assert proc.returncode == 0, proc.stderr[-3000:]
   cfg = json.loads((out / 'config.json').read_text())
   assert cfg['encoder']['copied'] and cfg['encoder']['path'] == 'encoder'
