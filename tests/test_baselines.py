@@ -195,6 +195,11 @@ def test_duo_curriculum_and_discrete_losses_run():
   for step in (0, 20):   # the Gaussian relaxation, then the discrete process
     loss, _ = fn(params, frozen, batch, jax.random.PRNGKey(1), jnp.int32(step), None)
     assert np.isfinite(float(loss)) and float(loss) > 0
+  # A second jitted function of the same model (the trainer's eval step) reuses the Gaussian
+  # table built inside the first trace's cond: it must not be a leaked tracer.
+  loss_again, _ = jax.jit(lambda *a: model.loss_fn(*a))(params, frozen, batch, jax.random.PRNGKey(1), jnp.int32(0), None)
+  np.testing.assert_allclose(float(loss_again), float(fn(params, frozen, batch, jax.random.PRNGKey(1),
+                                                            jnp.int32(0), None)[0]), rtol=1e-6)
   out = model.generate(params, jax.random.PRNGKey(2), 2, 4)
   assert out.shape == (2, 16)
 

@@ -108,8 +108,10 @@ class Duo(DiscreteMethod):
     self._table = None
 
   def table(self):
+    # Host arrays: the table is first built inside a trace (the train step's lax.cond), and a
+    # jax array created there would be that trace's tracer, leaking into the next jit (eval).
     if self._table is None:
-      self._table = tuple(jnp.asarray(a) for a in duo_table(self.vocab_size))
+      self._table = tuple(np.asarray(a, np.float32) for a in duo_table(self.vocab_size))
     return self._table
 
   def gaussian_scales(self, alpha_B):
