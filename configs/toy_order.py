@@ -2,8 +2,17 @@
 
   python -m ldlm_jax.data.toy --out runs/toy_corpus
   python -m ldlm_jax.train --config configs/toy_order.py --workdir runs/toy \
-      --config.data.path=runs/toy_corpus
+      --config.data.path=runs/toy_corpus --config.encoder.path=runs/toy_corpus/encoder
   python -m ldlm_jax.sample --workdir runs/toy --num_samples 64 --out runs/toy/s.jsonl
+
+Two encoders (`--config configs/toy_order.py[:ENCODER]`):
+  'toy'     (default) the language's own frozen encoder that `ldlm_jax.data.toy`
+            writes next to the corpus (CORPUS/encoder: a word-level tokenizer of
+            26 tokens and a random 2-layer BERT of width 64, last layer); the
+            CI check, cheap enough for the test suite;
+  'minilm'  the real all-MiniLM-L6-v2 at its third-to-last layer, as the demo
+            (30522 WordPiece tokens; no --config.encoder.path). The ablations
+            of BUILD_NOTES.md, "Word order", were measured with this one.
 
 The language (ldlm_jax/data/toy.py) walks one fixed cycle of six word
 classes; a model that learned only word frequencies puts about 1/6 of its
@@ -11,8 +20,7 @@ adjacent pairs in order, one that learned the order close to all of them.
 tests/test_word_order.py trains this config and requires at least 0.95 legal
 adjacent pairs in 64 samples while the same samples shuffled stay below 0.5.
 
-Real frozen encoder (all-MiniLM-L6-v2, third-to-last layer, as the demo),
-the paper's recipe (MSE reconstruction, stop-gradient CE decoder, warmup,
+The paper's recipe (MSE reconstruction, stop-gradient CE decoder, warmup,
 adaptive timesteps, sigma_dec 0.5, self-conditioning), at a size that
 trains in a few minutes on 2 CPU cores (BUILD_NOTES.md, "Word order").
 """
@@ -20,10 +28,20 @@ trains in a few minutes on 2 CPU cores (BUILD_NOTES.md, "Word order").
 from ldlm_jax.config import base_config
 
 
-def get_config():
+ENCODERS = ('toy', 'minilm')
+
+
+def get_config(encoder: str = 'toy'):
+  if encoder not in ENCODERS:
+    raise ValueError(f'configs/toy_order.py has no encoder {encoder!r}; choose one of {ENCODERS}')
   c = base_config()
-  c.encoder.name = 'minilm-l6'
-  c.encoder.layer = -3
+  if encoder == 'toy':
+    c.encoder.name = 'local'
+    c.encoder.path = ''           # CORPUS/encoder, written by `python -m ldlm_jax.data.toy --out CORPUS`
+    c.encoder.layer = -1
+  else:
+    c.encoder.name = 'minilm-l6'
+    c.encoder.layer = -3
   c.encoder.norm_num_chunks = 128
   c.data.source = 'files'
   c.data.path = ''              # the directory `python -m ldlm_jax.data.toy --out DIR` wrote

@@ -106,11 +106,12 @@ def random_hf_llama(config, seed, scale=0.5, norm_jitter=0.1):
                  ).astype(np.float32) for name, shape in shapes.items()}
 
 
-def toy_order_run(tmp_path, config: str, *train_overrides: str) -> dict:
+def toy_order_run(tmp_path, config: str, *train_overrides: str, toy_encoder: bool = True) -> dict:
   """Trains `config` (a 'file.py[:NAME]' under configs/) on the strict-order toy language and samples 64
   texts, both through the CLIs in a subprocess with XLA's optimised CPU backend (the tests' -O0 flag
-  makes hundreds of steps several times slower than compiling them). Returns toy.order_report of
-  the samples, with their texts under 'texts'."""
+  makes hundreds of steps several times slower than compiling them). `toy_encoder`: pass the corpus's own
+  encoder (CORPUS/encoder, ldlm_jax/data/toy.py) as encoder.path (off for configs/toy_order.py:minilm). Returns toy.order_report of the samples,
+  with their texts under 'texts'."""
   import json
   import subprocess
 
@@ -120,7 +121,8 @@ def toy_order_run(tmp_path, config: str, *train_overrides: str) -> dict:
   env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
   for command in (
       ['ldlm_jax.train', '--config', os.path.join(REPO, 'configs', config), '--workdir', workdir,
-       f'--config.data.path={corpus}', *train_overrides],
+       f'--config.data.path={corpus}', *train_overrides,
+       *([f'--config.encoder.path={os.path.join(corpus, toy.ENCODER_DIR)}'] if toy_encoder else [])],
       ['ldlm_jax.sample', '--workdir', workdir, '--num_samples', '64', '--batch_size', '64',
        '--seed', '0', '--out', samples]):
     done = subprocess.run([sys.executable, '-m', *command], env=env, cwd=REPO,

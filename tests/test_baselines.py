@@ -10,6 +10,7 @@ samples must keep the word order (tests/test_word_order.py does the same for LDL
 """
 
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -240,6 +241,7 @@ def test_mdlm_trains_resumes_and_samples_through_the_project_paths(tmp_path):
   from ldlm_jax.training import loop, restore
   c = config_module('baselines').get_config('mdlm_toy')
   c.data.path = toy.write_corpus(str(tmp_path / 'corpus'), num_documents=20, sentences_per_document=10)
+  c.encoder.path = os.path.join(c.data.path, toy.ENCODER_DIR)
   c.train.batch_size, c.train.log_every, c.train.checkpoint_every = 4, 2, 2
   c.train.num_steps, c.encoder.norm_num_chunks = 4, 8
   c.optim.decay_steps = 0   # the toy size decays over its last 300 steps; this run has 6

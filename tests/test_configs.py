@@ -20,7 +20,8 @@ class _Dims:
     self.hidden_size, self.vocab_size = hidden_size, vocab_size
 
 
-ENCODER_DIMS = {'gpt2': _Dims(768, 50257), 'bert-base': _Dims(768, 30522), 'minilm-l6': _Dims(384, 30522)}
+ENCODER_DIMS = {'gpt2': _Dims(768, 50257), 'bert-base': _Dims(768, 30522), 'minilm-l6': _Dims(384, 30522),
+                'local': _Dims(64, 26)}   # 'local': the toy language's encoder (configs/toy_order.py)
 
 
 @pytest.mark.parametrize('name', CONFIG_NAMES)
@@ -30,6 +31,19 @@ def test_config_validates_and_builds(name):
   model = build_model(config, ENCODER_DIMS[config.encoder.name])   # LDLM or a baseline (method.name)
   counts = count_params(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
   assert counts['total'] > 0
+
+
+def test_toy_order_encoders():
+  module = config_module('toy_order')
+  toy, minilm = module.get_config(), module.get_config('minilm')
+  assert (toy.encoder.name, toy.encoder.path, toy.encoder.layer) == ('local', '', -1)
+  assert (minilm.encoder.name, minilm.encoder.layer) == ('minilm-l6', -3)
+  for config in (toy, minilm):
+    validate(config)
+    model = build_model(config, ENCODER_DIMS[config.encoder.name])
+    assert count_params(jax.eval_shape(model.init, jax.random.PRNGKey(0)))['total'] > 0
+  with pytest.raises(ValueError, match='no encoder'):
+    module.get_config('gpt2')
 
 
 def test_every_ablation_variant_validates():

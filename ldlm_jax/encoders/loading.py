@@ -287,3 +287,23 @@ def check_tree_matches(module_shapes: Any, params: Any, what: str) -> None:
   if want != got:
     raise AssertionError(f'{what}: the weight specs do not cover the module parameters '
                          f'(module {want}, loaded {got}).')
+
+
+def random_torch_tensors(specs: Sequence[WeightSpec], seed: int = 0,
+                         std: float = 0.02) -> dict[str, np.ndarray]:
+  """A freshly initialised model as Hugging Face torch-layout tensors (what `build_params` reads
+  back): dense kernels and embeddings normal(0, std), biases 0, norm scales 1 (BERT's init).
+  For small random encoders written to disk, e.g. the toy language's (ldlm_jax/data/toy.py)."""
+  rng = np.random.default_rng(seed)
+  names = _LEAF_NAMES[TORCH_LAYOUT]
+  out = {}
+  for spec in specs:
+    for leaf, shape in spec.leaf_shapes().items():
+      if leaf in ('kernel', 'embedding'):
+        value = rng.normal(0.0, std, shape).astype(np.float32)
+      else:
+        value = np.full(shape, 1.0 if leaf == 'scale' else 0.0, np.float32)
+      if leaf == 'kernel' and TORCH_LAYOUT in spec.transposed_in:
+        value = np.ascontiguousarray(value.T)
+      out[f'{spec.hf_module}.{names[spec.kind][leaf][0]}'] = value
+  return out
