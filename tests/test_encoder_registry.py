@@ -47,8 +47,11 @@ def test_missing_directory_messages(monkeypatch, tmp_path):
   with pytest.raises(EncoderLoadError, match='LDLM_BERT_BASE_PATH') as e:
     resolve_model_dir('bert-base')
   assert 'bert-base-uncased' in str(e.value) and _one_sentence(str(e.value))
-  with pytest.raises(EncoderLoadError, match='Unknown encoder name'):
+  with pytest.raises(EncoderLoadError, match="Encoder 'local' reads encoder.path") as e:
     resolve_model_dir('local')
+  assert 'ldlm_jax.data.toy' in str(e.value) and _one_sentence(str(e.value))
+  with pytest.raises(EncoderLoadError, match='Unknown encoder name'):
+    resolve_model_dir('nope')
   with pytest.raises(EncoderLoadError, match='is not a directory') as e:
     load_frozen_encoder('local', path=str(tmp_path / 'missing'))
   assert _one_sentence(str(e.value))
