@@ -109,9 +109,10 @@ def random_hf_llama(config, seed, scale=0.5, norm_jitter=0.1):
 def toy_order_run(tmp_path, config: str, *train_overrides: str, toy_encoder: bool = True) -> dict:
   """Trains `config` (a 'file.py[:NAME]' under configs/) on the strict-order toy language and samples 64
   texts, both through the CLIs in a subprocess with XLA's optimised CPU backend (the tests' -O0 flag
-  makes hundreds of steps several times slower than compiling them). `toy_encoder`: pass the corpus's own
-  encoder (CORPUS/encoder, ldlm_jax/data/toy.py) as encoder.path (off for configs/toy_order.py:minilm). Returns toy.order_report of the samples,
-  with their texts under 'texts'."""
+  makes hundreds of steps several times slower than compiling them). `toy_encoder`: pass the
+  corpus's own encoder (CORPUS/encoder, ldlm_jax/data/toy.py) as encoder.path (off for
+  configs/toy_order.py:minilm). Returns toy.order_report of the samples, with their texts under
+  'texts'."""
   import json
   import subprocess
 
