@@ -35,13 +35,13 @@ import argparse
 import json
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 
+import safetensors.numpy
 import tokenizers
-from safetensors.numpy import save_file
 from tokenizers import models, normalizers, pre_tokenizers
 
+from ldlm_jax import fileio
 from ldlm_jax.encoders import bert, loading
 
 CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -85,11 +85,7 @@ def write_corpus(out: str, num_documents: int = 400, sentences_per_document: int
   for split, offset in SPLITS.items():
     n = num_documents if split == 'train' else max(num_documents // 10, 1)
     docs = documents(seed * 1000 + offset, n, sentences_per_document)
-    fd, tmp = tempfile.mkstemp(dir=out, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-      for d in docs:
-        f.write(json.dumps({'text': d}) + '\n')
-    os.replace(tmp, os.path.join(out, f'{split}.jsonl'))
+    fileio.write_jsonl(os.path.join(out, f'{split}.jsonl'), ({'text': d} for d in docs))
   write_encoder(os.path.join(out, ENCODER_DIR), seed)
   return out
 
@@ -110,22 +106,11 @@ def write_encoder(out: str, seed: int = 0) -> str:
   hf = bert.BertConfig.from_hf(config, out)
   tensors = loading.random_torch_tensors(bert.weight_specs(hf), seed=seed)
   os.makedirs(out, exist_ok=True)
-
-  def atomic(name, write):
-    fd, tmp = tempfile.mkstemp(dir=out, suffix='.tmp')
-    os.close(fd)
-    write(tmp)
-    os.replace(tmp, os.path.join(out, name))
-
-  atomic('tokenizer.json', lambda p: tok.save(p))
-  atomic(loading.CONFIG_FILE, lambda p: _write_json(p, config))
-  atomic(loading.SAFETENSORS_FILE, lambda p: save_file(tensors, p))
+  fileio.write_text(os.path.join(out, 'tokenizer.json'), tok.to_str())
+  fileio.write_text(os.path.join(out, loading.CONFIG_FILE), json.dumps(config, indent=1))
+  with fileio.atomic_open(os.path.join(out, loading.SAFETENSORS_FILE), binary=True) as f:
+    f.write(safetensors.numpy.save(tensors))
   return out
-
-
-def _write_json(path: str, obj) -> None:
-  with open(path, 'w', encoding='utf-8') as f:
-    json.dump(obj, f, indent=1)
 
 
 def words_of(text: str) -> list[str]:

@@ -120,12 +120,12 @@ def resolve_model_dir(name: str, path: str = '') -> str:
           'Hugging Face model directory (config.json + model.safetensors or '
           'flax_model.msgpack).')
     return path
-  entry = _REGISTRY.get(name)
   if name == 'local':
     raise EncoderLoadError(
         "Encoder 'local' reads encoder.path, which is empty; set --config.encoder.path to a local "
         'model directory (for configs/toy_order.py and the _toy baselines: the CORPUS/encoder '
         'that `python -m ldlm_jax.data.toy --out CORPUS` wrote).')
+  entry = _REGISTRY.get(name)
   if entry is None:
     raise EncoderLoadError(
         f'Unknown encoder name {name!r} and no encoder.path; use one of '
