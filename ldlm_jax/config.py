@@ -125,6 +125,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.token_decoder.num_heads = 12
   c.model.token_decoder.width = 0             # 0 = the token encoder's width.
   c.model.token_decoder.mlp_ratio = 4
+  # The vocab head: 'learned' (*default*, the paper's: a Dense to V trained from
+  # scratch) | 'encoder' (ours: a trained map into the frozen encoder's word-embedding
+  # space, logits against its own frozen table; rare tokens are readable before the
+  # head has seen them). Measured on the demo: BUILD_NOTES "The demo's autoencoder".
+  c.model.token_decoder.head = 'learned'
 
   c.model.denoiser = ml_collections.ConfigDict()
   c.model.denoiser.num_layers = 12
@@ -411,6 +416,7 @@ _CHOICES = {
     'latent_norm.mode': ('running', 'none'),
     'latent_norm.encoder_gradient': ('invariant', 'raw', 'standardized', 'none'),
     'model.denoiser.positions': ('rope', 'learned'),
+    'model.token_decoder.head': ('learned', 'encoder'),
     'encoder.dtype': ('float32', 'bfloat16'),
     'data.source': ('tfds', 'files', 'prepared', 'brown'),
     'model.dtype': ('float32', 'bfloat16'),

@@ -133,7 +133,11 @@ def token_decoder(module: TokenDecoder, batch: int, length: int, in_dim: int, *,
   cost = dense(batch * length, in_dim, w, trained=trained, input_grad=input_grad)
   for _ in range(module.num_layers):
     cost += self_attention_block(batch, length, w, module.mlp_ratio, trained)
-  return cost + dense(batch * length, w, module.vocab_size, trained=trained)
+  cost += dense(batch * length, w, module.vocab_size, trained=trained)
+  if module.tied_dim:   # the (W, V) kernel P @ table^T, formed once a step (and P's gradient)
+    kernel = 2.0 * w * module.tied_dim * module.vocab_size
+    cost += Cost(kernel, kernel if trained else 0.0)
+  return cost
 
 
 def denoiser(module: DiT, batch: int, length: int, *, trained: bool = True) -> Cost:

@@ -32,7 +32,7 @@ from ldlm_jax.errors import ConfigError
 # and tests rely on it); names added later draw fold_in(rng, position), so
 # adding one leaves every existing component's initial value unchanged.
 COMPONENTS = ('latent_encoder', 'latent_decoder', 'token_decoder', 'denoiser',
-              'scratch_embedding', 'repa_projector')
+              'scratch_embedding', 'repa_projector', 'token_embedding')
 _SPLIT_COMPONENTS = 5
 
 

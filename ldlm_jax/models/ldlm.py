@@ -48,6 +48,8 @@ __all__ = ['COMPONENTS', 'Dims', 'FrozenInputs', 'LDLM', 'count_params', 'frozen
 DIAGNOSTIC_METRICS = ('latent_content_fraction', 'content_snr1_t')
 # Noise levels of the one-shot denoising curve logged at every evaluation.
 DENOISE_CURVE_TS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
+# The frozen component that holds the encoder's word-embedding table for a tied token decoder head.
+TIED_TABLE = 'token_embedding'
 
 
 def frozen_component_names(config) -> tuple[str, ...]:
@@ -75,8 +77,17 @@ class LDLM:
     # Loss terms of the latent space logged beside the fixed ones (the VAE's KL and REPA).
     self.extra_metrics = tuple(self.latent_space.extra_metrics)
     d = self.dims
+    # A token decoder head tied to the frozen encoder's word embeddings reads that
+    # table as a frozen component, taken from the encoder (not from train.init_from).
+    self.tied_head = str(mc.token_decoder.head) == 'encoder'
+    if self.tied_head and not self.use_ce:
+      raise ConfigError(
+          f'latent_space.name={config.latent_space.name!r} has no token decoder here, so '
+          'model.token_decoder.head=encoder would do nothing; leave it at learned.')
+    self.encoder_components = (TIED_TABLE,) if self.tied_head else ()
     self.frozen_names = tuple(sorted(set(frozen_component_names(config))
-                                     | set(self.latent_space.frozen_components)))
+                                     | set(self.latent_space.frozen_components)
+                                     | set(self.encoder_components)))
 
     self.token_decoder = self.make_token_decoder(
         num_layers=mc.token_decoder.num_layers, width=int(mc.token_decoder.width) or d.feature_dim,
@@ -111,9 +122,13 @@ class LDLM:
                 qk_norm=bool(mc.qk_norm), remat=mc.remat,
                 attention_query_chunk=int(mc.attention_query_chunk))
 
-  def make_token_decoder(self, num_layers, width, num_heads, mlp_ratio=4):
+  def make_token_decoder(self, num_layers, width, num_heads, mlp_ratio=4, tied=None):
+    """tied: the vocab head through the encoder's frozen table (None: model.token_decoder.head)."""
+    tied = self.tied_head if tied is None else tied
     return TokenDecoder(vocab_size=self.dims.vocab_size, width=width, num_layers=num_layers,
-                        num_heads=num_heads, mlp_ratio=mlp_ratio, **self.module_options())
+                        num_heads=num_heads, mlp_ratio=mlp_ratio,
+                        tied_dim=self.dims.feature_dim if tied else 0,
+                        **self.module_options())
 
   # ---------------------------------------------------------------- params --
   def init_components(self, rng) -> dict:
@@ -127,6 +142,8 @@ class LDLM:
       params['denoiser'] = self.denoiser.init(keys['denoiser'], z, jnp.zeros((1,)), z, *cond)['params']
     if self.standardizes:
       params[latent_norm.KEY] = latent_norm.init_stats(d.latent_len, d.latent_dim)
+    if self.tied_head:   # its shape only: the value is the frozen encoder's (frozen_inputs)
+      params[TIED_TABLE] = {'embedding': jnp.zeros((d.vocab_size, d.feature_dim), jnp.float32)}
     return params
 
   def init(self, rng) -> dict:
@@ -141,8 +158,22 @@ class LDLM:
     return {**frozen.components, **params}
 
   def frozen_inputs(self, encoder_params, norm_mean, norm_std, components=None) -> FrozenInputs:
-    """Packs what the loss needs from the frozen encoder (only that) and frozen components."""
+    """Packs what the loss needs from the frozen encoder (only that) and frozen components
+    (with a tied token decoder head, the encoder's word-embedding table among them)."""
+    components = dict(components or {})
+    if self.tied_head and TIED_TABLE not in components:
+      table = jnp.asarray(self.encoder.embedding_table(encoder_params), jnp.float32)
+      vocab, width = self.dims.vocab_size, self.dims.feature_dim
+      if table.shape[0] < vocab or table.shape[1] != width:
+        raise ConfigError(
+            f'the frozen encoder\'s embedding table is {tuple(table.shape)}, which cannot '
+            f'read {vocab} tokens of width {width}; set --config.model.token_decoder.head=learned.')
+      components[TIED_TABLE] = {'embedding': table[:vocab]}
     return self.latent_space.frozen_inputs(encoder_params, norm_mean, norm_std, components)
+
+  def tied_table(self, params):
+    """The frozen (V, E) table a tied token decoder head reads (None for a learned head)."""
+    return params[TIED_TABLE]['embedding'] if self.tied_head else None
 
   # --------------------------------------------------------------- pieces --
   def raw_features(self, encoder_params, tokens_BL):
@@ -162,13 +193,14 @@ class LDLM:
   def token_logits(self, params, h_hat_BLH, token_decoder=None, token_decoder_params=None):
     module = token_decoder or self.token_decoder
     p = token_decoder_params if token_decoder_params is not None else params['token_decoder']
-    return module.apply({'params': p}, h_hat_BLH)
+    return module.apply({'params': p}, h_hat_BLH, table_VE=self.tied_table(params))
 
   def token_ce(self, params, h_hat_BLH, tokens_BL):
     """(CE, accuracy) of the shared token decoder on h_hat; loss.ce_vocab_chunk > 0 never
     materialises the float32 (B, L, V) logits (models/vocab_ce.py)."""
     return vocab_ce.token_decoder_ce(self.token_decoder, params['token_decoder'], h_hat_BLH,
-                                     tokens_BL, int(self.config.loss.ce_vocab_chunk))
+                                     tokens_BL, int(self.config.loss.ce_vocab_chunk),
+                                     self.tied_table(params))
 
   # VP processes' schedule (alpha, sigma, beta), for code that integrates the VP SDE itself.
   schedule = property(lambda self: getattr(self.process, 'schedule', None))
@@ -447,8 +479,9 @@ def force_prompt(tokens_BL, prompt_tokens_BL, prompt_mask_BL):
 def count_params(params) -> dict[str, int]:
   """Parameter count per component (pass the trainable params, or init_components for all)."""
   counts = {k: int(sum(np.prod(x.shape) for x in jax.tree.leaves(v))) for k, v in params.items()}
-  if 'token_decoder' in params:
-    head = params['token_decoder']['vocab_head']
+  if 'token_decoder' in params:   # a tied head: its map into the table's space and its bias
+    td = params['token_decoder']
+    head = td['vocab_head'] if 'vocab_head' in td else (td['tied_proj'], td['vocab_bias'])
     counts['token_decoder_vocab_head'] = int(sum(np.prod(x.shape) for x in jax.tree.leaves(head)))
   counts['total'] = int(sum(v for k, v in counts.items() if k in COMPONENTS))
   return counts

@@ -32,6 +32,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ldlm_jax.models.token_decoder import tied_kernel
+
 LANE = 128     # chunk widths are rounded to this (TPU lanes / GPU tiles)
 
 
@@ -161,15 +163,20 @@ def dense_cross_entropy(logits_BLV, labels_BL):
   return ce, acc
 
 
-def token_decoder_ce(module, params, h_hat_BLH, labels_BL, vocab_chunk: int):
+def token_decoder_ce(module, params, h_hat_BLH, labels_BL, vocab_chunk: int, table_VE=None):
   """(CE, accuracy) of the token decoder `module` (a TokenDecoder) on h_hat.
 
   vocab_chunk = 0: today's dense logits; > 0: the chunked head above on the
-  decoder's pre-head hidden states, with its vocab_head parameters.
+  decoder's pre-head hidden states, with its vocab_head parameters (a tied
+  head: the kernel tied_proj @ table_VE^T and its vocab_bias).
   """
   if vocab_chunk <= 0:
-    return dense_cross_entropy(module.apply({'params': params}, h_hat_BLH), labels_BL)
+    return dense_cross_entropy(module.apply({'params': params}, h_hat_BLH, table_VE=table_VE),
+                               labels_BL)
   hidden = module.apply({'params': params}, h_hat_BLH, head=False)
-  head = params['vocab_head']
-  return vocab_cross_entropy(hidden, head['kernel'], head['bias'], labels_BL,
-                             vocab_chunk=vocab_chunk, dtype=module.dtype)
+  if module.tied_dim:
+    kernel, bias = tied_kernel(params['tied_proj'], table_VE), params['vocab_bias']
+  else:
+    kernel, bias = params['vocab_head']['kernel'], params['vocab_head']['bias']
+  return vocab_cross_entropy(hidden, kernel, bias, labels_BL, vocab_chunk=vocab_chunk,
+                             dtype=module.dtype)

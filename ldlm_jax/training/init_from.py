@@ -53,7 +53,8 @@ def load_components(config, model, mesh) -> dict:
   source = restore.load_run(source_dir, int(fc.step) or None, mesh, params=kind)
   source_params = getattr(source.state, kind)
   expected = jax.eval_shape(model.init_components, jax.random.PRNGKey(0))
-  missing = sorted(set(model.frozen_names) - set(names))
+  # Frozen components the model takes from the frozen encoder (a tied head's table) are not asked for.
+  missing = sorted(set(model.frozen_names) - set(names) - set(getattr(model, 'encoder_components', ())))
   if missing:
     raise ConfigError(f'this run needs the frozen components {missing} from train.init_from; '
                       'add them to --config.train.init_from.components.')

@@ -233,7 +233,7 @@ def train(config, workdir: str) -> dict:
     state = jax.jit(init, out_shardings=state_sh)(rng)
     if config.train.init_from.workdir:
       state, components = init_from_lib.apply(config, model, state, mesh, state_sh)
-      frozen = frozen.replace(components=components)
+      frozen = frozen.replace(components={**frozen.components, **components})
       _log(f'train.init_from: {config.train.init_from.components} from '
            f'{config.train.init_from.workdir} (frozen: {sorted(components) or "none"})')
     metrics_acc = fresh_metrics()

@@ -22,8 +22,10 @@ SPEC_FILE = 'decoder.json'
 
 
 def make_module(spec: dict, model) -> TokenDecoder:
+  """A post-trained decoder always has a learned vocab head (it reads latents, not features)."""
   return model.make_token_decoder(num_layers=spec['num_layers'], width=spec['width'],
-                                  num_heads=spec['num_heads'], mlp_ratio=spec.get('mlp_ratio', 4))
+                                  num_heads=spec['num_heads'], mlp_ratio=spec.get('mlp_ratio', 4),
+                                  tied=False)
 
 
 def save_decoder(path: str, params, spec: dict) -> None:
