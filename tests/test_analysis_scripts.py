@@ -7,6 +7,7 @@ import json
 import os
 import pkgutil
 
+import numpy as np
 import pytest
 from ldlm_testing import tiny_setup
 
@@ -15,6 +16,7 @@ from ldlm_jax import evaluate
 from scripts.analysis import (
   condition_path_time,
   continuation_table,
+  embedding_readout,
   encoder_share,
   heldout_recon,
   seed_eval,
@@ -25,7 +27,8 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(scripts.analysis.__path__)
 
 
 def test_every_script_has_a_one_line_purpose_and_no_path_edits():
-  assert MODULES == ['condition_path_time', 'continuation_table', 'encoder_share', 'heldout_recon',
+  assert MODULES == ['condition_path_time', 'continuation_table', 'embedding_readout', 'encoder_share',
+                     'heldout_recon',
                      'reconstruction_row', 'seed_eval', 'tempered_ngrams']
   for name in MODULES:
     module = importlib.import_module(f'scripts.analysis.{name}')
@@ -44,6 +47,21 @@ def test_encoder_share_and_heldout_recon_on_a_toy_encoder():
   assert out['encoder_ms'] > 0 and out['step_ms'] > 0 and out['share'] > 0
   acc = heldout_recon.reconstruction_accuracy(model, frozen, params, tokens, batch_size=3)
   assert 0.0 <= acc <= 1.0
+  lost = heldout_recon.where_tokens_are_lost(model, frozen, params, tokens, batch_size=3)
+  assert lost['acc'] == acc and 0.0 <= lost['head_on_features'] <= 1.0 and lost['feature_rel_mse'] > 0
+
+
+def test_embedding_readout_reads_a_linear_code_exactly():
+  # Features that are an invertible linear image of the table rows: the readout is exact,
+  # also for tokens the fit never saw (they share the linear map).
+  rng = np.random.default_rng(0)
+  table = rng.normal(size=(40, 8)).astype(np.float32)
+  mix = rng.normal(size=(8, 8)).astype(np.float32)
+  train_tokens = rng.integers(0, 30, 400)
+  test_tokens = rng.integers(0, 40, 100)
+  out = embedding_readout.readout_accuracy(table[train_tokens] @ mix, train_tokens,
+                                           table[test_tokens] @ mix, test_tokens, table)
+  assert out['acc'] == 1.0 and out['acc_unseen'] == 1.0 and out['unseen_fraction'] > 0
 
 
 def test_condition_path_time_at_a_tiny_size():

@@ -7,6 +7,7 @@ in tests/test_sample_cli.py, beside the trained tiny run it needs).
 
   encoder_share        share of a train step spent in the frozen encoder's forward pass
   heldout_recon        held-out autoencoder reconstruction accuracy of a trained run
+  embedding_readout    token identity a linear map into the encoder's embedding table reads
   reconstruction_row   held-out text encoded and decoded, as a samples file (the autoencoder's ceiling)
   seed_eval            a run sampled with 3 seeds and evaluated (Gen. PPL, MAUVE, n-gram rows)
   tempered_ngrams      tempered n-gram sample sets scored like a run's samples

@@ -1,9 +1,13 @@
-"""Held-out autoencoder reconstruction accuracy of a trained run: tokens -> encode -> decode (no noise, no diffusion).
+"""Held-out autoencoder reconstruction accuracy of a trained run, and where the lost tokens go.
 
   python -m scripts.analysis.heldout_recon WORKDIR [NUM_CHUNKS]
 
 The first NUM_CHUNKS (256) chunks of the reference split; the EMA parameters (and the raw ones
-where the run loads them). Prints one JSON line.
+where the run loads them). Prints one JSON line:
+  acc_ema                  decode(encode(features(tokens))) == tokens (no noise, no diffusion)
+  head_on_features_ema     the token decoder applied to the true features (the head's ceiling:
+                           what a perfect latent autoencoder would give)
+  feature_rel_mse_ema      ||Dec(Enc(h)) - h||^2 / the features' variance, per token, averaged
 """
 
 from __future__ import annotations
@@ -17,17 +21,30 @@ import numpy as np
 
 def reconstruction_accuracy(model, frozen, params, chunks_NL: np.ndarray, batch_size: int = 64) -> float:
   """Fraction of tokens that decode(encode(features(tokens))) gives back (argmax decoding)."""
+  return where_tokens_are_lost(model, frozen, params, chunks_NL, batch_size)['acc']
+
+
+def where_tokens_are_lost(model, frozen, params, chunks_NL: np.ndarray, batch_size: int = 64) -> dict:
+  """{'acc', 'head_on_features', 'feature_rel_mse'} over the chunks (see the module doc)."""
   import jax
   import jax.numpy as jnp
 
   @jax.jit
-  def recon(p, tokens):
-    z = model.encode(p, model.features(frozen, p, tokens))
-    return model.decode_tokens(p, z)
+  def measure(p, tokens):
+    p = model.with_frozen(p, frozen)
+    h = model.features(frozen, p, tokens)
+    h_hat = model.decode(p, model.encode(p, h))
+    recon = jnp.argmax(model.token_logits(p, h_hat), -1)
+    head = jnp.argmax(model.token_logits(p, h), -1)
+    err = jnp.sum(jnp.square(h_hat - h), -1)
+    return recon, head, err, h
 
-  preds = np.concatenate([np.asarray(recon(params, jnp.asarray(chunks_NL[i:i + batch_size])))
-                          for i in range(0, len(chunks_NL), batch_size)])
-  return float(np.mean(preds == chunks_NL))
+  outs = [measure(params, jnp.asarray(chunks_NL[i:i + batch_size]))
+          for i in range(0, len(chunks_NL), batch_size)]
+  recon, head, err, h = (np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(4))
+  variance = float(np.sum(np.var(h.reshape(-1, h.shape[-1]), axis=0)))
+  return {'acc': float(np.mean(recon == chunks_NL)), 'head_on_features': float(np.mean(head == chunks_NL)),
+          'feature_rel_mse': float(np.mean(err) / max(variance, 1e-12))}
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
@@ -52,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
   for name, params in (('ema', run.state.ema_params), ('raw', run.state.params)):
     if params is None:   # load_run reads the inference state (EMA) only
       continue
-    out[f'acc_{name}'] = reconstruction_accuracy(model, frozen, params, chunks)
+    res = where_tokens_are_lost(model, frozen, params, chunks)
+    out[f'acc_{name}'] = res['acc']
+    out[f'head_on_features_{name}'] = res['head_on_features']
+    out[f'feature_rel_mse_{name}'] = res['feature_rel_mse']
   print(json.dumps(out))
   return out
 
