@@ -42,18 +42,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
   import jax.numpy as jnp
 
   from ldlm_jax.data import pipeline
-  from ldlm_jax.encoders.registry import load_frozen_encoder
-  from ldlm_jax.models.ldlm import LDLM
-  from ldlm_jax.training import restore
+  from scripts.analysis.heldout_recon import load_with_encoder
   workdir = argv[0]
   n_train = int(argv[1]) if len(argv) > 1 else 1500
   n_test = int(argv[2]) if len(argv) > 2 else 256
-  run = restore.load_run(workdir)
-  config = run.config
-  encoder = load_frozen_encoder(config.encoder.name, config.encoder.path, config.encoder.dtype).on_device()
-  model = LDLM(config, encoder)
-  mean, std = restore.norm_stats(run.meta)
-  frozen = model.frozen_inputs(encoder.params, mean, std)
+  run, model, frozen, encoder, test = load_with_encoder(workdir, n_test)
   params = model.with_frozen(run.state.ema_params, frozen)
   table = np.asarray(encoder.embedding_table(encoder.params), np.float32)[:model.dims.vocab_size]
 
@@ -66,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     outs = [both(jnp.asarray(chunks[i:i + 64])) for i in range(0, len(chunks), 64)]
     return [np.concatenate([np.asarray(o[k]) for o in outs]).reshape(-1, table.shape[1]) for k in (0, 1)]
 
-  train = pipeline.iter_train_chunks(config, run.tokenizer, n_train)
-  test = pipeline._take_chunks(config, run.tokenizer, pipeline._reference_split(config), n_test)
+  train = pipeline.iter_train_chunks(run.config, run.tokenizer, n_train)
   (h_train, rec_train), (h_test, rec_test) = features(train), features(test)
   out = {'workdir': workdir, 'step': run.step, 'train_tokens': int(train.size),
          'features': readout_accuracy(h_train, train.reshape(-1), h_test, test.reshape(-1), table),

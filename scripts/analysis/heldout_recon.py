@@ -47,24 +47,29 @@ def where_tokens_are_lost(model, frozen, params, chunks_NL: np.ndarray, batch_si
           'feature_rel_mse': float(np.mean(err) / max(variance, 1e-12))}
 
 
+def load_with_encoder(workdir: str, num_heldout: int):
+  """(run, model bound to the run's frozen encoder, frozen inputs, encoder, the first
+  `num_heldout` chunks of the reference split) of a trained LDLM run."""
+  from ldlm_jax.data import pipeline
+  from ldlm_jax.encoders.registry import load_frozen_encoder
+  from ldlm_jax.models.ldlm import LDLM
+  from ldlm_jax.training import restore
+  run = restore.load_run(workdir)
+  config = run.config
+  encoder = load_frozen_encoder(config.encoder.name, config.encoder.path, config.encoder.dtype).on_device()
+  model = LDLM(config, encoder)
+  frozen = model.frozen_inputs(encoder.params, *restore.norm_stats(run.meta))
+  chunks = pipeline._take_chunks(config, run.tokenizer, pipeline._reference_split(config), num_heldout)
+  return run, model, frozen, encoder, chunks
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
   argv = sys.argv[1:] if argv is None else list(argv)
   if not argv or argv[0] in ('-h', '--help'):
     print(__doc__)
     return {}
-  from ldlm_jax.data import pipeline
-  from ldlm_jax.encoders.registry import load_frozen_encoder
-  from ldlm_jax.models.ldlm import LDLM
-  from ldlm_jax.training import restore
   workdir = argv[0]
-  n = int(argv[1]) if len(argv) > 1 else 256
-  run = restore.load_run(workdir)
-  config = run.config
-  encoder = load_frozen_encoder(config.encoder.name, config.encoder.path, config.encoder.dtype).on_device()
-  model = LDLM(config, encoder)
-  mean, std = restore.norm_stats(run.meta)
-  frozen = model.frozen_inputs(encoder.params, mean, std)
-  chunks = pipeline._take_chunks(config, run.tokenizer, pipeline._reference_split(config), n)
+  run, model, frozen, _, chunks = load_with_encoder(workdir, int(argv[1]) if len(argv) > 1 else 256)
   out = {'workdir': workdir, 'step': run.step, 'num_chunks': len(chunks)}
   for name, params in (('ema', run.state.ema_params), ('raw', run.state.params)):
     if params is None:   # load_run reads the inference state (EMA) only
