@@ -39,10 +39,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(__doc__)
     return {}
   import jax
-  import jax.numpy as jnp
 
   from ldlm_jax.data import pipeline
-  from scripts.analysis.heldout_recon import load_with_encoder
+  from scripts.analysis.heldout_recon import load_with_encoder, map_batches
   workdir = argv[0]
   n_train = int(argv[1]) if len(argv) > 1 else 1500
   n_test = int(argv[2]) if len(argv) > 2 else 256
@@ -56,8 +55,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     return h, model.decode(params, model.encode(params, h))
 
   def features(chunks):
-    outs = [both(jnp.asarray(chunks[i:i + 64])) for i in range(0, len(chunks), 64)]
-    return [np.concatenate([np.asarray(o[k]) for o in outs]).reshape(-1, table.shape[1]) for k in (0, 1)]
+    return [x.reshape(-1, table.shape[1]) for x in map_batches(both, chunks)]
 
   train = pipeline.iter_train_chunks(run.config, run.tokenizer, n_train)
   (h_train, rec_train), (h_test, rec_test) = features(train), features(test)

@@ -24,14 +24,22 @@ def reconstruction_accuracy(model, frozen, params, chunks_NL: np.ndarray, batch_
   return where_tokens_are_lost(model, frozen, params, chunks_NL, batch_size)['acc']
 
 
+def map_batches(fn, chunks_NL: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, ...]:
+  """fn (tokens (b, L) -> a tuple of arrays with b rows) over the chunks in batches, each output
+  concatenated over the batches."""
+  import jax.numpy as jnp
+  outs = [fn(jnp.asarray(chunks_NL[i:i + batch_size])) for i in range(0, len(chunks_NL), batch_size)]
+  return tuple(np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(len(outs[0])))
+
+
 def where_tokens_are_lost(model, frozen, params, chunks_NL: np.ndarray, batch_size: int = 64) -> dict:
   """{'acc', 'head_on_features', 'feature_rel_mse'} over the chunks (see the module doc)."""
   import jax
   import jax.numpy as jnp
+  p = model.with_frozen(params, frozen)
 
   @jax.jit
-  def measure(p, tokens):
-    p = model.with_frozen(p, frozen)
+  def measure(tokens):
     h = model.features(frozen, p, tokens)
     h_hat = model.decode(p, model.encode(p, h))
     recon = jnp.argmax(model.token_logits(p, h_hat), -1)
@@ -39,9 +47,7 @@ def where_tokens_are_lost(model, frozen, params, chunks_NL: np.ndarray, batch_si
     err = jnp.sum(jnp.square(h_hat - h), -1)
     return recon, head, err, h
 
-  outs = [measure(params, jnp.asarray(chunks_NL[i:i + batch_size]))
-          for i in range(0, len(chunks_NL), batch_size)]
-  recon, head, err, h = (np.concatenate([np.asarray(o[k]) for o in outs]) for k in range(4))
+  recon, head, err, h = map_batches(measure, chunks_NL, batch_size)
   variance = float(np.sum(np.var(h.reshape(-1, h.shape[-1]), axis=0)))
   return {'acc': float(np.mean(recon == chunks_NL)), 'head_on_features': float(np.mean(head == chunks_NL)),
           'feature_rel_mse': float(np.mean(err) / max(variance, 1e-12))}
