@@ -423,13 +423,14 @@ def baselines_table(payload: dict) -> str:
   rows += [(name, b['mean'], b['std']) for name, b in payload['baselines'].items()]
   points = ngram.frontier({name: (mean.get('entropy'), mean.get('gen_ppl')) for name, mean, _ in rows}, 'unigram')
   for name, mean, std in rows:
-    ratio = None if ngram.split_row_name(name)[0] == 'unigram' else ngram.frontier_ratio(mean.get('entropy'), mean.get('gen_ppl'),
-                                                                         points)
+    ratio = ('' if ngram.split_row_name(name)[0] == 'unigram' else
+             ngram.format_frontier_ratio(mean.get('entropy'), mean.get('gen_ppl'), points))
     lines.append(f'{name:<15} | {cell(mean, std, "gen_ppl", 1):<20} | {cell(mean, std, "entropy", 2):<13} | '
-                 f'{cell(mean, std, "mauve", 3):<14} | {"" if ratio is None else f"{ratio:.2f}"}')
+                 f'{cell(mean, std, "mauve", 3):<14} | {ratio}')
   if len(points) > 1:
     lines.append('÷ unigram frontier: Gen. PPL over that of (tempered) unigram samples at the same entropy '
-                 '(below 1: some word order learned; about 1: word frequencies only).')
+                 '("≤ r" above the untempered row\'s entropy: an upper bound; below 1: some word order learned; '
+                 'about 1: word frequencies only).')
   return '\n'.join(lines)
 
 

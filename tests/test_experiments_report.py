@@ -27,7 +27,7 @@ def _without_dates(text: str) -> list[str]:
 
 
 def test_published_tables_rerender_from_their_records(tmp_path):
-  assert PUBLISHED == ['table1', 'table2', 'textldm']
+  assert PUBLISHED == ['main', 'table1', 'table2', 'textldm']
   pub = tmp_path / 'pub'
   for table in PUBLISHED:
     sweep = tmp_path / table

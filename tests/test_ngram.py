@@ -72,6 +72,13 @@ def test_frontier_ratio_interpolates_log_linearly_inside_the_measured_range():
   assert ngram.frontier_ratio(3.0, 500.0, points) == pytest.approx(0.5)
   assert ngram.frontier_ratio(2.9, 500.0, points) is None                 # no extrapolation
   assert ngram.frontier_ratio(None, 500.0, points) is None
+  # Above the untempered row's entropy: an upper bound, Gen. PPL over that row's.
+  assert ngram.frontier_ratio(3.5, 2000.0, points) is None
+  assert ngram.frontier_ratio_bound(3.5, 2000.0, points) == pytest.approx(0.5)
+  assert ngram.frontier_ratio_bound(3.2, 1000.0, points) is None            # inside: the ratio itself
+  assert ngram.frontier_ratio_bound(2.9, 500.0, points) is None             # below: nothing
+  assert [ngram.format_frontier_ratio(e, p, points) for e, p in ((3.2, 1000.0), (3.5, 2000.0), (2.9, 500.0))] \
+      == ['0.50', '≤ 0.50', '']
 
 
 def test_row_names_round_trip_and_a_bad_temperature_stops_before_any_work(tmp_path, capsys):

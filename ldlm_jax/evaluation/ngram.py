@@ -89,6 +89,25 @@ def frontier_ratio(entropy: float | None, gen_ppl: float | None, points: list[tu
   return None
 
 
+def frontier_ratio_bound(entropy: float | None, gen_ppl: float | None,
+                         points: list[tuple[float, float]]) -> float | None:
+  """Above the frontier's entropy range: gen_ppl over the Gen. PPL of its highest-entropy point (the
+  untempered row), an upper bound on the ratio, since tempering word-frequency samples hotter raises
+  their entropy and their Gen. PPL together. None inside or below the range, or without numbers."""
+  if entropy is None or gen_ppl is None or len(points) < 2 or entropy <= points[-1][0]:
+    return None
+  return gen_ppl / points[-1][1]
+
+
+def format_frontier_ratio(entropy: float | None, gen_ppl: float | None, points: list[tuple[float, float]]) -> str:
+  """'0.73' inside the frontier's range, '≤ 0.71' above it (frontier_ratio_bound), '' otherwise."""
+  ratio = frontier_ratio(entropy, gen_ppl, points)
+  if ratio is not None:
+    return f'{ratio:.2f}'
+  bound = frontier_ratio_bound(entropy, gen_ppl, points)
+  return '' if bound is None else f'≤ {bound:.2f}'
+
+
 class NGramModel:
   """Maximum-likelihood n-gram counts of orders 1..order with backoff sampling."""
 

@@ -163,8 +163,7 @@ def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
 
 
 def _fmt_ratio(metrics: dict, points: list[tuple[float, float]]) -> str:
-  ratio = ngram_lib.frontier_ratio(metrics['entropy'][0], metrics['gen_ppl'][0], points)
-  return '' if ratio is None else f'{ratio:.2f}'
+  return ngram_lib.format_frontier_ratio(metrics['entropy'][0], metrics['gen_ppl'][0], points)
 
 
 def fmt(stat, digits: int = 1) -> str:
@@ -228,8 +227,9 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str, report_d
                    f'{fmt(m["mauve"], 3)} | {fmt(m["diversity"], 2)} | {fmt(m["word_ppl"], 0)} | '
                    f'{"" if order_name == "unigram" else _fmt_ratio(m, unigram_frontier)} | |')
   lines += ['', ('"÷ unigram frontier": the row\'s Gen. PPL over that of word-frequency samples at the same '
-                'entropy (the unigram and tempered-unigram rows, interpolated log-linearly in entropy; blank '
-                'outside their range). Below 1: better than word frequencies alone at that entropy, i.e. some '
+                'entropy (the unigram and tempered-unigram rows, interpolated log-linearly in entropy; above '
+                'the untempered row\'s entropy "≤ r", r = the row\'s Gen. PPL over that row\'s, an upper bound; '
+                'blank below the range). Below 1: better than word frequencies alone at that entropy, i.e. some '
                 'word order learned; about 1: a lower Gen. PPL bought with a lower entropy only.')]
   checks = tables.orderings(table, data, plan)
   if checks:
