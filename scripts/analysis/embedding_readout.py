@@ -41,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
   import jax
 
   from ldlm_jax.data import pipeline
-  from scripts.analysis.heldout_recon import load_with_encoder, map_batches
+  if __package__:   # python -m scripts.analysis.embedding_readout
+    from scripts.analysis.heldout_recon import load_with_encoder, map_batches
+  else:             # python scripts/analysis/embedding_readout.py: Python searches this directory first
+    from heldout_recon import load_with_encoder, map_batches
   workdir = argv[0]
   n_train = int(argv[1]) if len(argv) > 1 else 1500
   n_test = int(argv[2]) if len(argv) > 2 else 256
