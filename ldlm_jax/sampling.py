@@ -25,19 +25,19 @@ from ldlm_jax.training import restore, sharding as sharding_lib
 from ldlm_jax.training.post_decoder import load_decoder
 
 
-def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
-                     time_grid: str, t_min: float, solver: str, token_decoder: str = '',
-                     use_ema: bool = True, progress: bool = True, final: str = 'z',
-                     timings: list | None = None, remdm_eta: float | None = None) -> list[dict]:
-  """Returns the sample records (see the module docstring). `timings`: a list that gets the wall
-  seconds of each batch (the first includes compilation). `remdm_eta`: an MDLM run sampled with
-  ReMDM remasking at this eta (None: the run's method.remdm_eta)."""
+def build_sampler(run, steps: int, batch_size: int, *, time_grid: str, t_min: float, solver: str,
+                  token_decoder: str = '', use_ema: bool = True, final: str = 'z',
+                  remdm_eta: float | None = None):
+  """(generate, params, batch_size): the jitted `generate(params, rng) -> tokens [batch, L]` of one
+  sampling batch, the params it takes, and the batch size rounded up to a multiple of the data
+  shards. Every check that can refuse the arguments runs here, before anything compiles.
+  `remdm_eta`: an MDLM run sampled with ReMDM remasking at this eta (None: the run's method.remdm_eta)."""
   model, mesh = run.model, run.mesh
   params = run.state.ema_params if use_ema else run.state.params
   if params is None:
     raise ValueError(f'load_run was asked for the other params kind than use_ema={use_ema}')
-  if steps < 1 or num_samples < 1 or batch_size < 1:
-    raise ConfigError('--steps, --num_samples and --batch_size must be >= 1.')
+  if steps < 1 or batch_size < 1:
+    raise ConfigError('--steps and --batch_size must be >= 1.')
   if not 0.0 < t_min < 1.0:
     raise ConfigError(f'--t_min must be in (0, 1) (got {t_min}).')
   shards = mesh.shape['data'] * mesh.shape['fsdp']
@@ -74,8 +74,21 @@ def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: i
                               solver=solver, timestep_probs=probs, final=final)
     return decode(params, z0)
 
-  out_sharding = sharding_lib.batch_sharding(mesh)
-  generate = jax.jit(generate, out_shardings=out_sharding)
+  return jax.jit(generate, out_shardings=sharding_lib.batch_sharding(mesh)), params, batch_size
+
+
+def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
+                     time_grid: str, t_min: float, solver: str, token_decoder: str = '',
+                     use_ema: bool = True, progress: bool = True, final: str = 'z',
+                     timings: list | None = None, remdm_eta: float | None = None) -> list[dict]:
+  """Returns the sample records (see the module docstring). `timings`: a list that gets the wall
+  seconds of each batch (the first includes compilation). `remdm_eta`: see `build_sampler`."""
+  if num_samples < 1:
+    raise ConfigError('--num_samples must be >= 1.')
+  generate, params, batch_size = build_sampler(
+      run, steps, batch_size, time_grid=time_grid, t_min=t_min, solver=solver,
+      token_decoder=token_decoder, use_ema=use_ema, final=final, remdm_eta=remdm_eta)
+  model = run.model
   eos_token = run.tokenizer.tokenizer.id_to_token(run.tokenizer.eos_id)
   base_key = jax.random.PRNGKey(seed)
   records = []

@@ -15,6 +15,7 @@ from ldlm_testing import REPO
 from ldlm_jax.experiments import report as report_lib
 from ldlm_jax.experiments import tables
 from ldlm_jax.experiments.cli import main
+from ldlm_jax.experiments.records import write_json
 from ldlm_jax.experiments.row_configs import row_availability
 from ldlm_jax.experiments.spec import REFERENCE_ROWS, SCALES
 from ldlm_jax.experiments.tables import table2
@@ -135,6 +136,18 @@ def test_errors_name_the_fix(tmp_path, capsys):
                            '--reuse', str(tmp_path / 'nothing')]) == 2
   assert 'holds no sweep (plan.json is missing)' in capsys.readouterr().err
   assert not refused.exists()
+  # `time` refuses a directory without a sweep, and a sweep whose timed rows are not finished,
+  # before it compiles or writes anything.
+  assert main(['time', str(tmp_path / 'nothing')]) == 2
+  assert 'holds no sweep (plan.json is missing)' in capsys.readouterr().err
+  unfinished = tmp_path / 'unfinished'
+  write_json(str(unfinished / 'plan.json'), {'table': 'main', 'scale': 'smoke', 'seeds': 1,
+                                             'rows': ['ldlm', 'mdlm'], 'unavailable': {}})
+  assert main(['time', str(unfinished)]) == 2
+  assert 'Row ldlm has no finished run for seed 0' in capsys.readouterr().err
+  assert main(['time', str(unfinished), '--seed', '1']) == 2
+  assert "--seed must be one of the sweep's seeds 0..0, got 1" in capsys.readouterr().err
+  assert sorted(os.listdir(unfinished)) == ['plan.json']
   rows = tables.rows('table6', SCALES['cpu'])
   needs = {r.name: row_availability(r) for r in rows}
   assert needs['minilm_l6'] == ''

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from ldlm_jax.experiments import report, tables, verdicts
-from ldlm_jax.experiments.records import DONE_FILE, PLAN_FILE, write_json
+from ldlm_jax.experiments.records import DONE_FILE, PLAN_FILE, SIDE_BY_SIDE_FILE, write_json
 from ldlm_jax.experiments.row_configs import row_config
 from ldlm_jax.experiments.spec import SCALES, ExperimentError
 from ldlm_jax.experiments.sweep import clock_matched, run_groups, sampled_run
@@ -79,13 +79,36 @@ def test_report_times_rows_and_judges_speed(tmp_path):
     write_json(str(tmp_path / 'runs' / 'mdlm' / f'seed{seed}' / DONE_FILE), _record(80.0 + seed, 0.05 + jitter))
   payload = report.report(str(tmp_path))
   text = (tmp_path / 'main.md').read_text(encoding='utf-8')
-  assert '## Time: train step and sampling' in text and 'pareto_time.png' in text
+  assert '## Time as the sweep measured it' in text and 'pareto_time.png' in text
+  assert '## Table 3' not in text   # no side-by-side phase in this sweep
   assert os.path.isfile(tmp_path / 'pareto_time.png')
   claims = {o['claim']: o['verdict'] for o in payload['orderings']}
   assert claims['LDLM samples faster than MDLM'] == 'reproduced'
   assert claims['LDLM beats MDLM at equal compute'] == 'not measured'   # no mdlm_flops run
   data = {'rows': payload['rows'], 'reference': {}}
   assert verdicts.beats(data, plan, 'ldlm', 'mdlm')[0] == 'reproduced'
+
+  # Table 3 measured side by side: the speed verdict reads it, not the sweep's run-by-run times.
+  def seconds(value):
+    return {'median': value, 'min': value, 'max': value, 'std': 0.01, 'values': [value] * 3}
+  step = {'median': 0.2, 'min': 0.19, 'max': 0.25}
+  write_json(str(tmp_path / SIDE_BY_SIDE_FILE), {
+      'seed': 0, 'rows': {'ldlm': {'run': 'runs/ldlm/seed0'}, 'mdlm': {'run': 'runs/mdlm/seed0', 'train_step_of': 'ldlm'}},
+      'train': {'windows': {'warmup': 2, 'iters': 5, 'repeats': 5}, 'finished': 'then', 'machine': 'test',
+                'matmul_gflops_start_end': [100.0, 98.0], 'command': '',
+                'rows': {'ldlm': {'first': {**step, 'from_step': 0}, 'last': {**step, 'median': 0.1, 'from_step': 8}}}},
+      'sample': {'sample_steps': 32, 'repeats': 3, 'finished': 'now', 'machine': 'test', 'command': '',
+                 'rows': {'ldlm': {'seconds_per_batch': seconds(2.0), 'batch_size': 4},
+                          'mdlm': {'seconds_per_batch': seconds(1.0), 'batch_size': 4}}}})
+  payload = report.report(str(tmp_path))
+  text = (tmp_path / 'main.md').read_text(encoding='utf-8')
+  assert '## Table 3: train step and sampling time, side by side in one process' in text
+  assert 'Train step (then, float32 2048^3 matmul 100 then 98 GFLOP/s)' in text
+  assert ('| mdlm | 0.2000 [0.1900, 0.2500] (= ldlm\'s run) | 0.1000 [0.1900, 0.2500] (= ldlm\'s run) | '
+          '1.000 [1.000, 1.000] | 4 | 0.5x |') in text
+  speed = {o['claim']: o for o in payload['orderings']}['LDLM samples faster than MDLM']
+  assert speed['verdict'] == 'not reproduced' and 'side by side in one process' in speed['numbers']
+  assert payload['side_by_side']['sample']['rows']['ldlm']['seconds_per_batch']['median'] == 2.0
 
 
 def test_a_sampling_row_needs_its_trained_run(tmp_path):
@@ -95,6 +118,42 @@ def test_a_sampling_row_needs_its_trained_run(tmp_path):
     sampled_run(rows['remdm'], {'mdlm': ['mdlm']}, str(tmp_path), 0)
   write_json(str(tmp_path / 'runs' / 'mdlm' / 'seed0' / DONE_FILE), {'seconds': {'train': 1.0}})
   assert sampled_run(rows['remdm'], {'mdlm': ['mdlm']}, str(tmp_path), 0) == str(tmp_path / 'runs' / 'mdlm' / 'seed0')
+
+
+def test_time_measures_one_part_again_and_keeps_the_other(tmp_path, monkeypatch):
+  """`time DIR --part P` re-measures P only; the other part of side_by_side.json stays as it was.
+  (The measurement itself runs in test_remdm_row_samples_the_mdlm_run_with_remasking.)"""
+  from ldlm_jax.experiments import evaluator, side_by_side
+  from ldlm_jax.experiments.records import read_json
+  from ldlm_jax.training import restore
+  write_json(str(tmp_path / PLAN_FILE), {'table': 'main', 'scale': 'smoke', 'seeds': 1,
+                                         'rows': ['mdlm', 'remdm'], 'unavailable': {}})
+  write_json(str(tmp_path / 'runs' / 'mdlm' / 'seed0' / DONE_FILE), {})
+  write_json(str(tmp_path / 'runs' / 'remdm' / 'seed0' / DONE_FILE),
+             {'trained_by': '/elsewhere/runs/mdlm/seed0'})   # a moved sweep: found in this one
+  calls = []
+  monkeypatch.setattr(restore, 'load_run', lambda path: path)
+  monkeypatch.setattr(evaluator, 'machine_description', lambda: 'test')
+  monkeypatch.setattr(side_by_side, '_matmul_gflops', lambda: 1.0)
+
+  def fake_train(runs, trained, seed):
+    calls.append('train')
+    assert trained == {str(tmp_path / 'runs' / 'mdlm' / 'seed0'): 'mdlm'}   # ReMDM's weights are MDLM's
+    return {'mdlm': {'first': len(calls)}}, {'windows': {}}
+
+  def fake_sampling(runs, scale, module, seed, repeats):
+    calls.append('sample')
+    return {n: len(calls) for n in runs}, {'repeats': repeats}
+  monkeypatch.setattr(side_by_side, '_time_train', fake_train)
+  monkeypatch.setattr(side_by_side, '_time_sampling', fake_sampling)
+  first = side_by_side.time_side_by_side(str(tmp_path), 0)
+  assert calls == ['train', 'sample'] and first['rows']['remdm'] == {'run': 'runs/remdm/seed0', 'train_step_of': 'mdlm'}
+  again = side_by_side.time_side_by_side(str(tmp_path), 0, part='sample', repeats=4)
+  assert calls[2:] == ['sample'] and again['train'] == first['train']
+  assert again['sample']['rows'] == {'mdlm': 3, 'remdm': 3} and again['sample']['repeats'] == 4
+  assert read_json(str(tmp_path / SIDE_BY_SIDE_FILE)) == again
+  with pytest.raises(ExperimentError, match='--part must be one of all, train, sample'):
+    side_by_side.time_side_by_side(str(tmp_path), 0, part='both')
 
 
 @pytest.mark.slow
@@ -116,3 +175,13 @@ def test_remdm_row_samples_the_mdlm_run_with_remasking(tmp_path):
   remasked = read_samples(str(remdm_dir / 'samples' / f'steps{steps}.jsonl'))
   plain = read_samples(str(mdlm_dir / 'samples' / f'steps{steps}.jsonl'))
   assert eta > 0 and all(r['remdm_eta'] == eta for r in remasked) and all(r['remdm_eta'] == 0.0 for r in plain)
+  # The sweep ends with Table 3: its rows (here mdlm and remdm) timed side by side in one process,
+  # ReMDM's train step being MDLM's run's.
+  side = read_json(str(out / SIDE_BY_SIDE_FILE))
+  assert set(side['rows']) == {'mdlm', 'remdm'} and side['rows']['remdm']['train_step_of'] == 'mdlm'
+  assert set(side['train']['rows']) == {'mdlm'}
+  first, last = side['train']['rows']['mdlm']['first'], side['train']['rows']['mdlm']['last']
+  assert first['from_step'] == 0 and first['median'] > 0 and last['median'] > 0
+  for row in side['sample']['rows'].values():
+    assert len(row['seconds_per_batch']['values']) == side['sample']['repeats'] == 2
+  assert 'Table 3' in (out / 'main.md').read_text(encoding='utf-8')

@@ -1,4 +1,4 @@
-"""`python -m ldlm_jax.experiments {run,report,ab_final}`: the command line of the experiments package.
+"""`python -m ldlm_jax.experiments {run,report,time,ab_final}`: the command line of the experiments package.
 
 A user error (ExperimentError, ConfigError, DataError, FileNotFoundError) prints one line,
 `error: MESSAGE`, on stderr and returns 2; anything else is a bug and raises.
@@ -38,6 +38,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   rep.add_argument('--publish', default='',
                    help='also write TABLE.md, TABLE.json, TABLE_pareto.png here, and the evaluations in raw/TABLE '
                         '(a copy of it continues the sweep in a fresh directory)')
+  tim = sub.add_parser('time', help='time the train step and sampler of a finished sweep\'s rows side by side '
+                                    'in one process (Table 3; `run` does it when its runs are done)')
+  tim.add_argument('dir')
+  tim.add_argument('--seed', type=int, default=0, help='whose runs are restored (default 0)')
+  tim.add_argument('--repeats', type=int, default=None,
+                   help='sampling rounds, one headline-budget batch per row each (default: per scale)')
+  tim.add_argument('--part', default='all', choices=('all', 'train', 'sample'),
+                   help='measure only the train steps or only the samplers; the record keeps the other part')
   ab = sub.add_parser('ab_final', help='A/B on one trained run: decode the last z vs the last x0_hat')
   ab.add_argument('workdir')
   ab.add_argument('--out', required=True)
@@ -60,6 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
       from ldlm_jax.experiments.sweep import run_table
       payload = run_table(args.table, args.scale, args.seeds, args.out,
                           [r for r in args.rows.split(',') if r], args.skip_unavailable, command, args.reuse)
+    elif args.command == 'time':
+      from ldlm_jax.experiments.report import report
+      from ldlm_jax.experiments.side_by_side import time_side_by_side
+      time_side_by_side(args.dir, args.seed, args.repeats, command, args.part)
+      payload = report(args.dir)
     elif args.command == 'ab_final':
       from ldlm_jax.experiments.ab_final import ab_final
       path = ab_final(args.workdir, args.out, [int(s) for s in args.steps.split(',') if s], args.seeds,

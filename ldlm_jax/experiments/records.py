@@ -7,6 +7,8 @@
                                            hash, seconds spent (written last: its presence = finished)
   DIR/runs/ROW/alias.json                  a row served by another row's run (identical configs)
   DIR/runs/ROW/stage_one/seedS/done.json   a two-stage row's finished first stage (not sampled)
+  DIR/side_by_side.json                    Table 3: the rows' train step and sampling times, measured
+                                           side by side in one process after the runs (side_by_side)
   DIR/TABLE.md, DIR/TABLE.json, DIR/pareto.png   the report
 
 `report --publish P` mirrors the JSON records (no checkpoints, no samples) into P/raw/TABLE in
@@ -26,6 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PLAN_FILE = 'plan.json'
 RAW_DIR = 'raw'   # `report --publish P` mirrors the sweep's evaluations into P/raw/TABLE
 DONE_FILE = 'done.json'
+SIDE_BY_SIDE_FILE = 'side_by_side.json'
 
 
 def write_json(path: str, payload) -> None:

@@ -22,6 +22,7 @@ from ldlm_jax.experiments.records import (
   DONE_FILE,
   PLAN_FILE,
   RAW_DIR,
+  SIDE_BY_SIDE_FILE,
   now,
   read_json,
   stage_one_dir,
@@ -80,7 +81,11 @@ def collect(out_dir: str, plan: dict) -> dict:
     vals = [r[name] for r in ref_seeds if name in r]
     if vals:
       reference[name] = {'seeds': len(vals), **{m: stats([v.get(m) for v in vals]) for m in METRICS}}
-  return {'rows': rows, 'reference': reference}
+  data = {'rows': rows, 'reference': reference}
+  side = os.path.join(out_dir, SIDE_BY_SIDE_FILE)
+  if os.path.isfile(side):
+    data['side_by_side'] = read_json(side)
+  return data
 
 
 def _timing(per_seed: list[dict], step_seconds: list, plan: dict) -> dict:
@@ -99,15 +104,58 @@ def render_timing(data: dict, plan: dict) -> list[str]:
   if not timed:
     return []
   steps = plan['sample_steps']
-  lines = ['', '## Time: train step and sampling, measured side by side', '',
+  lines = ['', '## Time as the sweep measured it, run by run', '',
            ('Seconds per optimizer step (median over logged windows after the first) and seconds per '
-            'sampling batch (sample.batch_size samples, after compilation) at each budget, on the '
-            'sweep\'s machine, mean ± std over seeds.'), '',
+            'sampling batch (sample.batch_size samples, after compilation) at each budget, mean ± std over '
+            'seeds, each measured while its run trained and sampled: runs hours apart, so a shared '
+            'machine\'s drift is in the differences' + (' (Table 3 above measures the rows side by side).'
+                                                        if data.get('side_by_side') else '.')), '',
            '| row | train s/step | ' + ' | '.join(f'{s} steps s/batch' for s in steps) + ' |',
            '|---|---|' + '---|' * len(steps)]
   for name, t in timed.items():
     cells = [fmt(t['sample_seconds_per_batch'][str(s)], 3) for s in steps]
     lines.append(f'| {name} | {fmt(t["train_step_seconds"], 4)} | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def render_side_by_side(data: dict) -> list[str]:
+  """Table 3: the rows' train step and sampling times measured side by side in one process."""
+  side = data.get('side_by_side')
+  if not side:
+    return []
+  train, sample = side.get('train'), side.get('sample')
+
+  def when(part: dict) -> str:
+    speed = part.get('matmul_gflops_start_end')
+    return part['finished'] + (f', float32 2048^3 matmul {speed[0]:.0f} then {speed[1]:.0f} GFLOP/s' if speed else '')
+
+  what = [f'seed {side["seed"]}\'s runs restored into one process by `python -m ldlm_jax.experiments time`; '
+          'the _flops and _clock rows run the same step and sampler as their base row.']
+  if train:
+    w = train['windows']
+    what.append(f'Train step ({when(train)}): {w["repeats"]} alternating windows of {w["iters"]} steps after '
+                f'{w["warmup"]} untimed, from step 0 and from near the run\'s last step (median [fastest, slowest '
+                'window]; a method whose step cost changes during training shows it).')
+  if sample:
+    what.append(f'Sampling ({when(sample)}): {sample["repeats"]} rounds of one batch per row at '
+                f'{sample["sample_steps"]} steps, rows alternating (median [min, max]).')
+  lines = ['', '## Table 3: train step and sampling time, side by side in one process', '', ' '.join(what), '',
+           '| row | train s/step from step 0 | train s/step near the last step | sampling s/batch | '
+           'samples per batch | sampling time ÷ ldlm\'s |', '|---|---|---|---|---|---|']
+
+  def cell(t) -> str:
+    return f'{t["median"]:.4f} [{t["min"]:.4f}, {t["max"]:.4f}]' if t else 'not measured'
+
+  base = (sample or {}).get('rows', {}).get('ldlm')
+  for name, r in side['rows'].items():
+    t = (train or {}).get('rows', {}).get(r.get('train_step_of', name), {})
+    shared = f' (= {r["train_step_of"]}\'s run)' if 'train_step_of' in r and t else ''
+    s_ = (sample or {}).get('rows', {}).get(name)
+    sampled = (f'{s_["seconds_per_batch"]["median"]:.3f} [{s_["seconds_per_batch"]["min"]:.3f}, '
+               f'{s_["seconds_per_batch"]["max"]:.3f}] | {s_["batch_size"]}' if s_ else 'not measured | ')
+    ratio = (f'{s_["seconds_per_batch"]["median"] / base["seconds_per_batch"]["median"]:.1f}x'
+             if s_ and base else '')
+    lines.append(f'| {name} | {cell(t.get("first"))}{shared} | {cell(t.get("last"))}{shared} | {sampled} | {ratio} |')
   return lines
 
 
@@ -242,6 +290,7 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str, report_d
     cells = [f'{fmt(entry["steps"][str(s)]["gen_ppl"])} / {fmt(entry["steps"][str(s)]["entropy"], 2)}'
              for s in steps]
     lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
+  lines += render_side_by_side(data)
   lines += render_timing(data, plan)
   lines += ['', f'![Gen. PPL against entropy]({plot_name})', '']
   if any('timing' in e for e in data['rows'].values()):
@@ -269,6 +318,7 @@ def report(out_dir: str, publish: str = '') -> dict:
   checks = tables.orderings(table, data, plan)
   report_date = now()
   payload = {'plan': plan, 'rows': data['rows'], 'reference': data['reference'],
+             **({'side_by_side': data['side_by_side']} if 'side_by_side' in data else {}),
              'orderings': [{'claim': c, 'verdict': v, 'numbers': n} for c, v, n in checks], 'report': report_date}
   targets = [(out_dir, 'pareto.png')]
   if publish:
@@ -286,7 +336,7 @@ def report(out_dir: str, publish: str = '') -> dict:
 
 def _raw_files(out_dir: str) -> list[str]:
   """The sweep's small JSON records, relative to DIR: plan, reference rows' and finished runs' evaluations."""
-  patterns = (PLAN_FILE, os.path.join('reference', 'seed*', DONE_FILE), os.path.join('runs', '*', 'alias.json'),
+  patterns = (PLAN_FILE, SIDE_BY_SIDE_FILE, os.path.join('reference', 'seed*', DONE_FILE), os.path.join('runs', '*', 'alias.json'),
               os.path.join('runs', '*', 'seed*', DONE_FILE))
   return sorted(os.path.relpath(f, out_dir) for p in patterns for f in glob.glob(os.path.join(out_dir, p)))
 

@@ -32,6 +32,7 @@ from ldlm_jax.experiments.evaluator import (
 from ldlm_jax.experiments.records import (
   DONE_FILE,
   PLAN_FILE,
+  SIDE_BY_SIDE_FILE,
   log,
   now,
   read_json,
@@ -361,6 +362,30 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
       headline = record['results'][str(scale.sample_steps[-1])]
       log(f'{run_name} seed {seed}: Gen. PPL {headline["gen_ppl"]:.1f}, entropy {headline["entropy"]:.2f} '
           f'({record["seconds"]})')
+  _side_by_side(module, plan, out_dir, command)
   plan['finished'] = now()
   write_json(plan_path, plan)
   return report_lib.report(out_dir)
+
+
+def _side_by_side(module, plan: dict, out_dir: str, command: str) -> None:
+  """The table's side-by-side timing phase (side_by_side), once seed 0 of its rows is finished:
+  the parts DIR/side_by_side.json lacks (delete it to measure again)."""
+  from ldlm_jax.experiments import side_by_side
+  if not getattr(module, 'SIDE_BY_SIDE', None):
+    return
+  path = os.path.join(out_dir, SIDE_BY_SIDE_FILE)
+  record = read_json(path) if os.path.isfile(path) else {}
+  missing = [p for p in side_by_side.PARTS if p not in record]
+  if not missing:
+    return
+  rows = side_by_side.timed_rows(module, plan)
+  try:
+    for row in rows:
+      side_by_side.run_dirs(out_dir, row, 0)
+  except ExperimentError as e:
+    log(f'side by side: not measured yet ({e})')
+    return
+  log(f'side by side: {" and ".join(missing)} time of {", ".join(rows)} in one process')
+  side_by_side.time_side_by_side(out_dir, 0, command=command,
+                                 part=missing[0] if len(missing) == 1 else 'all')

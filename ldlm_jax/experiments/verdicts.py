@@ -96,14 +96,27 @@ def collapses(data: dict, plan: dict, large: str, default: str) -> tuple[str, st
 def faster(data: dict, plan: dict, better: str, worse: str) -> tuple[str, str]:
   """(verdict, numbers) for 'better samples faster than worse': seconds per sampling batch at the
   headline budget, compared with the rule above (a difference within sqrt(std_a^2 + std_b^2) is
-  inside the error bars); the quality at that budget is quoted beside it."""
+  inside the error bars); the quality at that budget is quoted beside it.
+
+  The times are Table 3's when the sweep measured its rows side by side in one process
+  (data['side_by_side']['sample']: median and std over the alternating rounds), else the sweep's own
+  (mean and std over seeds, runs measured hours apart)."""
   steps = str(plan['sample_steps'][-1])
-  timing = [data['rows'].get(r, {}).get('timing') for r in (better, worse)]
-  if any(t is None or t['sample_seconds_per_batch'][steps][0] is None for t in timing):
-    return 'not measured', f'{better} or {worse} has no timed sampling run'
-  (ta, sa), (tb, sb) = (t['sample_seconds_per_batch'][steps] for t in timing)
+  side = data.get('side_by_side', {}).get('sample', {})
+  if better in side.get('rows', {}) and worse in side['rows']:
+    (ta, sa), (tb, sb) = ((side['rows'][r]['seconds_per_batch']['median'], side['rows'][r]['seconds_per_batch']['std'])
+                          for r in (better, worse))
+    source = f'side by side in one process, median of {side["repeats"]} rounds'
+  else:
+    timing = [data['rows'].get(r, {}).get('timing') for r in (better, worse)]
+    if any(t is None or t['sample_seconds_per_batch'][steps][0] is None for t in timing):
+      return 'not measured', f'{better} or {worse} has no timed sampling run'
+    (ta, sa), (tb, sb) = (t['sample_seconds_per_batch'][steps] for t in timing)
+    source = 'as the sweep drew the samples, run by run'
   qa, qb = headline(data, better, plan), headline(data, worse, plan)
-  numbers = (f'{ta:.3f} ± {sa:.3f} vs {tb:.3f} ± {sb:.3f} s per batch at {steps} steps '
+  if qa is None or qb is None:
+    return 'not measured', f'{better} or {worse} has no finished run'
+  numbers = (f'{ta:.3f} ± {sa:.3f} vs {tb:.3f} ± {sb:.3f} s per batch at {steps} steps, {source} '
              f'(Gen. PPL {qa["gen_ppl"][0]:.1f} vs {qb["gen_ppl"][0]:.1f})')
   if abs(ta - tb) <= math.hypot(sa, sb):
     return 'inside the error bars', numbers

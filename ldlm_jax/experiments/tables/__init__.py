@@ -6,6 +6,8 @@ A table module defines
   adjust_scale(scale)      optional: the scale with the table's own sampling budgets / batch
   orderings(data, plan)    optional: [(paper's claim, verdict, numbers)] from the report's data,
                            computed with `verdicts` (a table without it reports no orderings)
+  SIDE_BY_SIDE             optional: rows whose train step and sampling times the sweep measures
+                           again side by side in one process when its runs are done (side_by_side)
 Adding a table: its module in this package, its name in NAMES, its test in tests/test_experiment_tables.py.
 Importing this package or a table module imports no jax.
 """

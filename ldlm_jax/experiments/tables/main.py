@@ -17,7 +17,9 @@ Three training budgets per baseline:
 Sampling budgets: NFE grid BUDGETS (the AR row always takes L calls: its rows
 repeat one budget's cost). Every row and budget gets Gen. PPL, entropy,
 MAUVE (headline budget), n-gram diversity, the unigram-frontier ratio and
-seconds per sampling batch; every run its seconds per train step.
+seconds per sampling batch; every run its seconds per train step. After the
+runs, Table 3 (SIDE_BY_SIDE): the rows' train step and sampling times measured
+again side by side in one process, which the "samples faster" verdicts read.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ BUDGETS = {'smoke': (2, 4, 8, 16), 'cpu': (16, 32, 64, 128), 'gpu': (16, 32, 64,
 # Samples per sampling batch: at least two batches per budget, so one is timed after compiling.
 SAMPLE_BATCH = {'smoke': 2, 'cpu': 32, 'gpu': 128}
 BUDGET_ROWS = ('mdlm', 'duo', 'ar')
+# Table 3's rows, timed side by side in one process after the sweep (experiments/side_by_side.py):
+# one per method and sampler. The _flops and _clock rows run the same step and sampler as their
+# base row (their configs differ in train.num_steps only).
+SIDE_BY_SIDE = ('ldlm', 'mdlm', 'remdm', 'duo', 'ar')
 
 
 def adjust_scale(scale: Scale) -> Scale:
