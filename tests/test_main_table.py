@@ -75,12 +75,17 @@ def test_report_times_rows_and_judges_speed(tmp_path):
           'scale_overrides': {}}
   write_json(str(tmp_path / PLAN_FILE), plan)
   for seed, jitter in ((0, 0.0), (1, 0.001)):
-    write_json(str(tmp_path / 'runs' / 'ldlm' / f'seed{seed}' / DONE_FILE), _record(50.0 + seed, 0.01 + jitter))
+    ldlm = _record(50.0 + seed, 0.01 + jitter)
+    if seed == 1:   # continued from its step-5 checkpoint: 60 s for steps 5-10, so 120 s for the run
+      ldlm['train_resumed_from_step'] = 5
+    write_json(str(tmp_path / 'runs' / 'ldlm' / f'seed{seed}' / DONE_FILE), ldlm)
     write_json(str(tmp_path / 'runs' / 'mdlm' / f'seed{seed}' / DONE_FILE), _record(80.0 + seed, 0.05 + jitter))
   payload = report.report(str(tmp_path))
   text = (tmp_path / 'main.md').read_text(encoding='utf-8')
   assert '## Time as the sweep measured it' in text and 'pareto_time.png' in text
   assert '## Table 3' not in text   # no side-by-side phase in this sweep
+  assert '- `ldlm` seed 1: training continued from its step-5 checkpoint' in text
+  assert payload['rows']['ldlm']['train_minutes'] == (1.5, 0.5) and payload['rows']['mdlm']['train_minutes'] == (1.0, 0.0)
   assert os.path.isfile(tmp_path / 'pareto_time.png')
   claims = {o['claim']: o['verdict'] for o in payload['orderings']}
   assert claims['LDLM samples faster than MDLM'] == 'reproduced'

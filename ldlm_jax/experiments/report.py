@@ -50,7 +50,7 @@ def collect(out_dir: str, plan: dict) -> dict:
     row_dir = os.path.join(out_dir, 'runs', name)
     alias = os.path.join(row_dir, 'alias.json')
     run_dir = os.path.join(out_dir, 'runs', read_json(alias)['run']) if os.path.isfile(alias) else row_dir
-    per_seed, train_minutes, reused, step_seconds = [], [], {}, []
+    per_seed, train_minutes, reused, resumed, step_seconds = [], [], {}, {}, []
     for seed in range(int(plan['seeds'])):
       done = os.path.join(run_dir, f'seed{seed}', DONE_FILE)
       if os.path.isfile(done):
@@ -59,12 +59,15 @@ def collect(out_dir: str, plan: dict) -> dict:
         step_seconds.append(record.get('train_step_seconds'))
         if 'reused_from' in record:
           reused[str(seed)] = record['reused_from']
+        if record.get('train_resumed_from_step'):
+          resumed[str(seed)] = record['train_resumed_from_step']
         train_minutes.append(_train_minutes(record, os.path.join(run_dir, f'seed{seed}'), name in
                                             plan.get('stage_one', {})))
     if not per_seed:
       continue
     rows[name] = {'run': os.path.relpath(run_dir, out_dir), 'seeds': len(per_seed), 'steps': {},
-                  'train_minutes': stats(train_minutes), 'reused_from': reused}
+                  'train_minutes': stats(train_minutes), 'reused_from': reused,
+                  **({'train_resumed_from_step': resumed} if resumed else {})}
     for steps in plan['sample_steps']:
       vals = [r[str(steps)] for r in per_seed if str(steps) in r]
       rows[name]['steps'][str(steps)] = {m: stats([v.get(m) for v in vals]) for m in METRICS}
@@ -194,11 +197,16 @@ def frontier(reference: dict, order_name: str) -> list[tuple[float, float]]:
 
 
 def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
-  """Wall minutes of a run's training, its first stage included (None where a stage's time is unknown)."""
+  """Wall minutes of a run's training, its first stage included (None where a stage's time is unknown).
+  A run continued from a checkpoint (record['train_resumed_from_step']) timed only the steps after it:
+  that time is scaled by steps / steps after the resume (the report names those runs)."""
   seconds = record.get('seconds', {})
   if 'train' not in seconds:
     return None
   total = seconds['train']
+  resumed, steps = record.get('train_resumed_from_step'), record.get('checkpoint_step')
+  if resumed and steps and steps > resumed:   # timed after a resume only: scaled to the whole run
+    total *= steps / (steps - resumed)
   if two_stage:
     stage_one = seconds.get('stage_one_train')
     if stage_one is None:   # a record written before the stage's time was added to it
@@ -240,6 +248,9 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str, report_d
                  f'(runs/{name}/stage_one/seedS, not sampled), then the row\'s config for the full run '
                  'from it (train.init_from, autoencoder frozen)')
   for name, entry in data['rows'].items():
+    for seed, step in entry.get('train_resumed_from_step', {}).items():
+      lines.append(f'- `{name}` seed {seed}: training continued from its step-{step} checkpoint (a stopped '
+                   'sweep); its train minutes are the time after it, scaled to the whole run')
     for seed, source in entry['reused_from'].items():
       lines.append(f'- `{name}` seed {seed}: the same run (identical config, seed and protocol) finished in '
                    f'another sweep, `{source}`; its evaluation is reused (`--reuse`)')

@@ -125,8 +125,12 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
   if trained_run:
     trained = read_json(os.path.join(trained_run, DONE_FILE))
     t_train = trained['seconds']['train']
+    resumed_from = trained.get('train_resumed_from_step')
     run = restore.load_run(trained_run)
   else:
+    # A run continued from its checkpoint (a killed sweep) times only the steps after it; the
+    # report scales that time to the whole run (report._train_minutes).
+    resumed_from = _latest_checkpoint_step(run_dir) or None
     t0 = time.time()
     loop.train(config, run_dir)
     t_train = time.time() - t0
@@ -165,6 +169,8 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
             'seconds': {'train': round(t_train, 1), 'sample': round(t_sample, 1), 'evaluate': round(t_eval, 1)}}
   if trained_run:
     record['trained_by'] = os.path.abspath(trained_run)
+  if resumed_from:
+    record['train_resumed_from_step'] = resumed_from
   step_seconds = (trained.get('train_step_seconds') if trained_run else train_step_seconds(run_dir))
   if step_seconds is not None:
     record['train_step_seconds'] = step_seconds
@@ -172,6 +178,18 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
     record['seconds']['stage_one_train'] = round(stage_one_seconds, 1)
   write_json(done_path, record)
   return record
+
+
+def _latest_checkpoint_step(run_dir: str) -> int:
+  """The step of the run's latest checkpoint, 0 when it has none (a fresh run)."""
+  from ldlm_jax.training import checkpoint as ckpt_lib
+  if not os.path.isdir(os.path.join(run_dir, 'checkpoints')):
+    return 0
+  checkpointer = ckpt_lib.Checkpointer(os.path.abspath(run_dir), read_only=True)
+  try:
+    return max(checkpointer.all_steps(), default=0)
+  finally:
+    checkpointer.close()
 
 
 def train_step_seconds(run_dir: str) -> float | None:
