@@ -86,6 +86,8 @@ def test_report_times_rows_and_judges_speed(tmp_path):
   assert '## Table 3' not in text   # no side-by-side phase in this sweep
   assert '- `ldlm` seed 1: training continued from its step-5 checkpoint' in text
   assert payload['rows']['ldlm']['train_minutes'] == (1.5, 0.5) and payload['rows']['mdlm']['train_minutes'] == (1.0, 0.0)
+  finished_before = {'seconds': {'train': 5.0}, 'checkpoint_step': 10, 'train_resumed_from_step': 10}
+  assert report._train_minutes(finished_before, str(tmp_path), False) is None   # its time is lost
   assert os.path.isfile(tmp_path / 'pareto_time.png')
   claims = {o['claim']: o['verdict'] for o in payload['orderings']}
   assert claims['LDLM samples faster than MDLM'] == 'reproduced'

@@ -205,7 +205,9 @@ def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
     return None
   total = seconds['train']
   resumed, steps = record.get('train_resumed_from_step'), record.get('checkpoint_step')
-  if resumed and steps and steps > resumed:   # timed after a resume only: scaled to the whole run
+  if resumed and steps:   # timed after a resume only: scaled to the whole run
+    if steps <= resumed:   # trained before this record was begun (a lost done.json): unknown
+      return None
     total *= steps / (steps - resumed)
   if two_stage:
     stage_one = seconds.get('stage_one_train')
@@ -250,7 +252,8 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str, report_d
   for name, entry in data['rows'].items():
     for seed, step in entry.get('train_resumed_from_step', {}).items():
       lines.append(f'- `{name}` seed {seed}: training continued from its step-{step} checkpoint (a stopped '
-                   'sweep); its train minutes are the time after it, scaled to the whole run')
+                   'sweep); its train minutes are the time after it, scaled to the whole run (unknown '
+                   'where the checkpoint was the last step)')
     for seed, source in entry['reused_from'].items():
       lines.append(f'- `{name}` seed {seed}: the same run (identical config, seed and protocol) finished in '
                    f'another sweep, `{source}`; its evaluation is reused (`--reuse`)')
