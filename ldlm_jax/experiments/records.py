@@ -49,6 +49,12 @@ def log(msg: str) -> None:
   print(f'[experiments {time.strftime("%H:%M:%S")}] {msg}', flush=True)
 
 
+def row_run_dir(out_dir: str, row: str) -> str:
+  """DIR/runs/RUN, RUN being the run that serves `row`: its own, or the one its alias.json names."""
+  alias = os.path.join(out_dir, 'runs', row, 'alias.json')
+  return os.path.join(out_dir, 'runs', read_json(alias)['run'] if os.path.isfile(alias) else row)
+
+
 def stage_one_dir(run_dir: str) -> str:
   """A two-stage row's first-stage run directory, beside its seed's run: ROW/stage_one/seedS."""
   return os.path.join(os.path.dirname(run_dir), 'stage_one', os.path.basename(run_dir))

@@ -25,6 +25,7 @@ from ldlm_jax.experiments.records import (
   SIDE_BY_SIDE_FILE,
   now,
   read_json,
+  row_run_dir,
   stage_one_dir,
   write_json,
 )
@@ -47,9 +48,7 @@ def collect(out_dir: str, plan: dict) -> dict:
   for name in plan['rows']:
     if name in plan.get('unavailable', {}):
       continue
-    row_dir = os.path.join(out_dir, 'runs', name)
-    alias = os.path.join(row_dir, 'alias.json')
-    run_dir = os.path.join(out_dir, 'runs', read_json(alias)['run']) if os.path.isfile(alias) else row_dir
+    run_dir = row_run_dir(out_dir, name)
     per_seed, train_minutes, reused, resumed, step_seconds = [], [], {}, {}, []
     for seed in range(int(plan['seeds'])):
       done = os.path.join(run_dir, f'seed{seed}', DONE_FILE)

@@ -13,6 +13,7 @@ from typing import Any
 from ldlm_jax import config as config_lib
 from ldlm_jax.experiments.records import REPO, stage_one_dir
 from ldlm_jax.experiments.spec import ExperimentError, Row, Scale
+from ldlm_jax.methods import method_name
 
 ABLATIONS_FILE = 'configs/ablations.py'
 
@@ -139,3 +140,12 @@ def config_key(config) -> str:
 
 def config_sha256(config) -> str:
   return hashlib.sha256(config_key(config).encode('utf-8')).hexdigest()
+
+
+def sampler_options(config) -> dict:
+  """The row's sampler keywords of `sampling.generate_samples` / `build_sampler`: its config's
+  sample fields and, for an MDLM row, its ReMDM eta (a row's own, whichever run trained the weights)."""
+  sc = config.sample
+  return {'time_grid': sc.time_grid, 't_min': float(sc.t_min), 'solver': sc.solver,
+          'final': sc.get('final', 'z'),
+          'remdm_eta': float(config.method.remdm_eta) if method_name(config) == 'mdlm' else None}

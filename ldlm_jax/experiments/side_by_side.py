@@ -30,7 +30,16 @@ import statistics
 import time
 
 from ldlm_jax.experiments import tables
-from ldlm_jax.experiments.records import DONE_FILE, PLAN_FILE, SIDE_BY_SIDE_FILE, log, now, read_json, write_json
+from ldlm_jax.experiments.records import (
+  DONE_FILE,
+  PLAN_FILE,
+  SIDE_BY_SIDE_FILE,
+  log,
+  now,
+  read_json,
+  row_run_dir,
+  write_json,
+)
 from ldlm_jax.experiments.spec import SCALES, ExperimentError
 # Sampling rounds per scale: one headline-budget batch per row per round (an MDLM batch at 128
 # steps takes about 2 minutes on the 2-core build machine).
@@ -40,11 +49,7 @@ PARTS = ('train', 'sample')
 
 def run_dirs(out_dir: str, row: str, seed: int) -> tuple[str, str]:
   """(the row's run directory, the directory whose weights it samples) for a finished run."""
-  row_dir = os.path.join(out_dir, 'runs', row)
-  alias = os.path.join(row_dir, 'alias.json')
-  if os.path.isfile(alias):
-    row_dir = os.path.join(out_dir, 'runs', read_json(alias)['run'])
-  run_dir = os.path.join(row_dir, f'seed{seed}')
+  run_dir = os.path.join(row_run_dir(out_dir, row), f'seed{seed}')
   done = os.path.join(run_dir, DONE_FILE)
   if not os.path.isfile(done):
     raise ExperimentError(f'Row {row} has no finished run for seed {seed} ({done} is missing); '
@@ -106,7 +111,8 @@ def time_side_by_side(out_dir: str, seed: int = 0, repeats: int | None = None, c
     timed_as = trained[dirs[name][1]]
     record['rows'][name] = {'run': os.path.relpath(dirs[name][0], out_dir),
                             **({'train_step_of': timed_as} if timed_as != name else {})}
-  runs = {name: restore.load_run(dirs[name][1]) for name in rows}
+  restored = {weights: restore.load_run(weights) for weights in trained}   # once per trained run
+  runs = {name: restored[dirs[name][1]] for name in rows}
   for which in PARTS:
     if part in ('all', which):
       speed = [_matmul_gflops()]
@@ -131,6 +137,7 @@ def _matmul_gflops() -> float:
 def _time_train(runs: dict, trained: dict, seed: int) -> tuple[dict, dict]:
   """The distinct trained runs' train steps, from step 0 and from near their last step, all in
   alternating windows."""
+  import jax
   import jax.numpy as jnp
 
   from ldlm_jax.benchmarks import runs as bench_runs
@@ -146,8 +153,8 @@ def _time_train(runs: dict, trained: dict, seed: int) -> tuple[dict, dict]:
     last = max(0, int(runs[name].config.train.num_steps) - span)
     # A second carry on the same compiled step: copied buffers (the step donates its state),
     # the step counter moved to `last`.
-    late = jax_copy(state).replace(step=jnp.full_like(state.step, last))
-    cases += [(case.advance, (state, metrics)), (case.advance, (late, jax_copy(metrics)))]
+    late = jax.tree.map(jnp.copy, state).replace(step=jnp.full_like(state.step, last))
+    cases += [(case.advance, (state, metrics)), (case.advance, (late, jax.tree.map(jnp.copy, metrics)))]
     labels += [(name, 'first', 0), (name, 'last', last)]
     log(f'side by side: {name} train step compiled ({time.perf_counter() - t0:.0f}s)')
   log(f'side by side: timing the train steps of {", ".join(trained.values())} from step 0 and from near '
@@ -159,32 +166,21 @@ def _time_train(runs: dict, trained: dict, seed: int) -> tuple[dict, dict]:
   return out, {'windows': {'warmup': opts.warmup, 'iters': opts.iters, 'repeats': opts.repeats}}
 
 
-def jax_copy(tree):
-  """A copy of every array of `tree` in new buffers (same shardings)."""
-  import jax
-  import jax.numpy as jnp
-  return jax.tree.map(lambda x: jnp.copy(x) if isinstance(x, jax.Array) else x, tree)
-
-
 def _time_sampling(runs: dict, scale, module, seed: int, repeats: int) -> tuple[dict, dict]:
   """Every row's sampler at the headline budget, compiled ahead, one batch per row per round."""
   import jax
 
   from ldlm_jax import sampling as sample_lib
   from ldlm_jax.benchmarks import timing
-  from ldlm_jax.experiments.row_configs import row_config
-  from ldlm_jax.methods import method_name
+  from ldlm_jax.experiments.row_configs import row_config, sampler_options
   by_name = {r.name: r for r in module.rows(scale)}
   steps = int(scale.sample_steps[-1])
   cases = {}
   for name, run in runs.items():
     # The sampler fields are the row's, whichever run trained the weights (as the sweep samples).
     config = row_config(scale, by_name[name], seed)
-    sc = config.sample
-    remdm_eta = float(config.method.remdm_eta) if method_name(config) == 'mdlm' else None
-    generate, params, batch = sample_lib.build_sampler(
-        run, steps, int(sc.batch_size), time_grid=sc.time_grid, t_min=float(sc.t_min), solver=sc.solver,
-        final=sc.get('final', 'z'), remdm_eta=remdm_eta)
+    generate, params, batch = sample_lib.build_sampler(run, steps, int(config.sample.batch_size),
+                                                       **sampler_options(config))
     key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
     cases[name] = (timing.lower_and_compile(generate, params, key).compiled, params, key, batch)

@@ -44,6 +44,7 @@ from ldlm_jax.experiments.row_configs import (
   config_sha256,
   row_availability,
   row_config,
+  sampler_options,
   run_stages,
   stage_one_steps,
 )
@@ -117,7 +118,6 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
   record takes its training time and step time."""
   from ldlm_jax import sampling as sample_lib
   from ldlm_jax.evaluate import read_samples
-  from ldlm_jax.methods import method_name
   from ldlm_jax.training import loop, restore
   done_path = os.path.join(run_dir, DONE_FILE)
   if os.path.isfile(done_path):
@@ -136,9 +136,7 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
     t_train = time.time() - t0
     run = restore.load_run(run_dir)
   _check_finished(run.step, config, run_dir)
-  # The sampler's own method fields are the row's, whichever run trained the weights.
-  remdm_eta = float(config.method.remdm_eta) if method_name(config) == 'mdlm' else None
-  sc = config.sample
+  sampler = sampler_options(config)
   results, t_sample, t_eval = {}, 0.0, 0.0
   for steps in scale.sample_steps:
     path = os.path.join(run_dir, 'samples', f'steps{steps}.jsonl')
@@ -152,9 +150,8 @@ def run_one(config, scale: Scale, run_dir: str, seed: int, evaluator: Evaluator,
       timings = read_json(timings_path)['batch_seconds'] if os.path.isfile(timings_path) else []
     else:
       records = sample_lib.generate_samples(
-          run, scale.num_samples, steps, seed, int(sc.batch_size), time_grid=sc.time_grid,
-          t_min=float(sc.t_min), solver=sc.solver, final=sc.get('final', 'z'), progress=False,
-          timings=timings, remdm_eta=remdm_eta)
+          run, scale.num_samples, steps, seed, int(config.sample.batch_size), progress=False,
+          timings=timings, **sampler)
       write_json(timings_path, {'batch_seconds': [round(t, 4) for t in timings]})
       sample_lib.write_jsonl(path, records)
     t2 = time.time()
