@@ -29,7 +29,7 @@ MODULES = sorted(m.name for m in pkgutil.iter_modules(scripts.analysis.__path__)
 def test_every_script_has_a_one_line_purpose_and_no_path_edits():
   assert MODULES == ['condition_path_time', 'continuation_table', 'embedding_readout', 'encoder_share',
                      'heldout_recon',
-                     'reconstruction_row', 'seed_eval', 'tempered_ngrams']
+                     'reconstruction_row', 'sampler_order', 'seed_eval', 'tempered_ngrams']
   for name in MODULES:
     module = importlib.import_module(f'scripts.analysis.{name}')
     purpose = module.__doc__.split('\n')[0]

@@ -192,3 +192,9 @@ def test_remdm_row_samples_the_mdlm_run_with_remasking(tmp_path):
   for row in side['sample']['rows'].values():
     assert len(row['seconds_per_batch']['values']) == side['sample']['repeats'] == 2
   assert 'Table 3' in (out / 'main.md').read_text(encoding='utf-8')
+  # scripts/analysis/sampler_order on the same sweep: mdlm's batch alone and after remdm's.
+  from scripts.analysis import sampler_order
+  order = sampler_order.main([str(out), '--first', 'mdlm', '--others', 'remdm'])
+  assert len(order['mdlm_alone']) == len(order['mdlm_after_others']) == 3
+  assert len(order['remdm_2_steps']) == len(order['mdlm_after_remdm']) == 1
+  assert all(t > 0 for times in order.values() for t in times)
