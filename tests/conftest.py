@@ -14,23 +14,22 @@ import warnings
 
 import pytest
 
-# One persistent XLA compilation cache for the whole test session (this
-# process and the training subprocesses the tests start): the same tiny
-# programs are compiled many times across tests, and on 2 cores compilation
-# dominates their run time. A fresh directory per session, so no state leaks
-# between runs.
-# Under pytest-xdist each worker (PYTEST_XDIST_WORKER, set before this file is
-# imported) gets its own subfolder: JAX writes cache entries without a lock, so
-# two processes compiling the same program at once must not share a folder.
+# One persistent XLA compilation cache for the whole test session: this process,
+# every pytest-xdist worker and the training subprocesses the tests start. The
+# same tiny programs are compiled many times across tests and workers, and on 2
+# cores compilation dominates their run time. A fresh directory per session, so
+# no state leaks between runs. A size limit turns on JAX's file lock around every
+# cache read and write (jax._src.lru_cache.LRUCache), which is what makes one
+# folder safe for processes that compile at the same time; without a limit JAX
+# writes entries unlocked. The xdist controller creates the folder and hands it
+# to the workers through the environment (workers inherit it).
 _SESSION_CACHE = None
 if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   _SESSION_CACHE = tempfile.mkdtemp(prefix='ldlm_jax_xla_cache_')
   os.environ['JAX_COMPILATION_CACHE_DIR'] = _SESSION_CACHE
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
-if os.environ.get('PYTEST_XDIST_WORKER'):
-  os.environ['JAX_COMPILATION_CACHE_DIR'] = os.path.join(
-      os.environ['JAX_COMPILATION_CACHE_DIR'], os.environ['PYTEST_XDIST_WORKER'])
+  os.environ.setdefault('JAX_COMPILATION_CACHE_MAX_SIZE', str(8 * 2**30))
 
 
 # Tests compile far more than they run: XLA's CPU backend at LLVM -O0 cuts
@@ -49,9 +48,9 @@ def pytest_configure(config):
       'command line in a subprocess, or builds a large fixture); left out of the fast tier')
 
 
-# Fixtures that train a model (tiny_run, cond_run, straight_run, trained) or load the real
-# SmolLM2 scorer (smollm2): every test using one is slow, whatever its own cost.
-SLOW_FIXTURES = frozenset({'tiny_run', 'cond_run', 'straight_run', 'trained', 'smollm2'})
+# Fixtures that train a model (tiny_run, cond_run, straight_run, recon_run, trained) or load
+# the real SmolLM2 scorer (smollm2): every test using one is slow, whatever its own cost.
+SLOW_FIXTURES = frozenset({'tiny_run', 'cond_run', 'straight_run', 'recon_run', 'trained', 'smollm2'})
 
 
 def pytest_collection_modifyitems(config, items):

@@ -39,6 +39,7 @@ def test_every_script_has_a_one_line_purpose_and_no_path_edits():
     assert callable(module.main), name
 
 
+@pytest.mark.slow
 def test_encoder_share_and_heldout_recon_on_a_toy_encoder():
   # The smoke scale's shrinking (fewer ops to compile): one denoiser block, no self-conditioning pass.
   config, model, params, frozen, tokens = tiny_setup(**{'model.denoiser.num_layers': 1, 'diffusion.self_cond_prob': 0.0,
@@ -64,6 +65,7 @@ def test_embedding_readout_reads_a_linear_code_exactly():
   assert out['acc'] == 1.0 and out['acc_unseen'] == 1.0 and out['unseen_fraction'] > 0
 
 
+@pytest.mark.slow
 def test_condition_path_time_at_a_tiny_size():
   out = condition_path_time.measure(batch=2, length=8, latent_dim=4, hidden=8, width=16, num_layers=1,
                                     num_heads=2, repeats=1, inner=1)

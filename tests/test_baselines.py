@@ -233,6 +233,7 @@ def test_baseline_learns_the_word_order(tmp_path, name):
   assert report['shuffled_legal_pairs'] < 0.5, report
 
 
+@pytest.mark.slow
 def test_mdlm_trains_resumes_and_samples_through_the_project_paths(tmp_path):
   """configs/baselines.py through the trainer (4 steps, then resumed to 6), the restore path and
   the sampling library, as `python -m ldlm_jax.train` / `sample` run it."""

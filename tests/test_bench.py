@@ -201,6 +201,7 @@ def test_compile_cli_two_devices(tmp_path):
   assert 'fits' in stdout
 
 
+@pytest.mark.slow
 def test_out_and_json_flags(tmp_path):
   """--out is the JSON file; --json also prints the payload to stdout, after the readable report."""
   out = tmp_path / 'r.json'

@@ -119,6 +119,7 @@ def test_new_runs_standardize_and_use_rope_old_runs_keep_their_model():
   assert 'pos' in params['denoiser']
 
 
+@pytest.mark.slow
 def test_train_step_sets_the_statistics_in_params_and_ema():
   c, model, params, frozen, tokens = tiny_setup()
   state = state_lib.create_train_state(model, c, jax.random.PRNGKey(0))

@@ -43,6 +43,7 @@ def test_tied_head_reads_the_frozen_encoder_table():
   assert count_params(params)['token_decoder_vocab_head'] == td['tied_proj'].size + enc.vocab_size
 
 
+@pytest.mark.slow
 def test_tied_head_chunked_ce_equals_dense_and_no_gradient_reaches_the_table():
   results = []
   for chunk in (0, 16):
