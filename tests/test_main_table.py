@@ -104,13 +104,15 @@ def test_report_times_rows_and_judges_speed(tmp_path):
       'train': {'windows': {'warmup': 2, 'iters': 5, 'repeats': 5}, 'finished': 'then', 'machine': 'test',
                 'matmul_gflops_start_end': [100.0, 98.0], 'command': '',
                 'rows': {'ldlm': {'first': {**step, 'from_step': 0}, 'last': {**step, 'median': 0.1, 'from_step': 8}}}},
-      'sample': {'sample_steps': 32, 'repeats': 3, 'finished': 'now', 'machine': 'test', 'command': '',
+      'sample': {'sample_steps': 32, 'repeats': 3, 'min_round_seconds': 60.0, 'finished': 'now', 'machine': 'test',
+                 'command': '',
                  'rows': {'ldlm': {'seconds_per_batch': seconds(2.0), 'batch_size': 4},
                           'mdlm': {'seconds_per_batch': seconds(1.0), 'batch_size': 4}}}})
   payload = report.report(str(tmp_path))
   text = (tmp_path / 'main.md').read_text(encoding='utf-8')
   assert '## Table 3: train step and sampling time, side by side in one process' in text
   assert 'Train step (then, float32 2048^3 matmul 100 then 98 GFLOP/s)' in text
+  assert 'in a round each row draws batches until it has sampled 60 s (at least one batch)' in text
   assert ('| mdlm | 0.2000 [0.1900, 0.2500] (= ldlm\'s run) | 0.1000 [0.1900, 0.2500] (= ldlm\'s run) | '
           '1.000 [1.000, 1.000] | 4 | 0.5x |') in text
   speed = {o['claim']: o for o in payload['orderings']}['LDLM samples faster than MDLM']
@@ -189,8 +191,17 @@ def test_remdm_row_samples_the_mdlm_run_with_remasking(tmp_path):
   assert set(side['train']['rows']) == {'mdlm'}
   first, last = side['train']['rows']['mdlm']['first'], side['train']['rows']['mdlm']['last']
   assert first['from_step'] == 0 and first['median'] > 0 and last['median'] > 0
+  # Each round, a row draws batches until it has sampled the scale's floor (at least one batch).
+  floor = side['sample']['min_round_seconds']
+  assert side['sample']['repeats'] == 2 and floor > 0
   for row in side['sample']['rows'].values():
-    assert len(row['seconds_per_batch']['values']) == side['sample']['repeats'] == 2
+    values, per_round = row['seconds_per_batch']['values'], row['batches_per_round']
+    assert len(per_round) == 2 and sum(per_round) == len(values)
+    start = 0
+    for n in per_round:
+      spent = values[start:start + n]   # rounded to 1e-5 s each
+      assert n >= 1 and sum(spent) >= floor - 1e-4 and sum(spent[:-1]) < floor + 1e-4
+      start += n
   assert 'Table 3' in (out / 'main.md').read_text(encoding='utf-8')
   # scripts/analysis/sampler_order on the same sweep: mdlm's batch alone and after remdm's.
   from scripts.analysis import sampler_order

@@ -139,8 +139,14 @@ def render_side_by_side(data: dict) -> list[str]:
                 f'{w["warmup"]} untimed, from step 0 and from near the run\'s last step (median [fastest, slowest '
                 'window]; a method whose step cost changes during training shows it).')
   if sample:
-    what.append(f'Sampling ({when(sample)}): {sample["repeats"]} rounds of one batch per row at '
-                f'{sample["sample_steps"]} steps, rows alternating (median [min, max]).')
+    floor = sample.get('min_round_seconds')   # records before it drew one batch per row per round
+    if floor:
+      what.append(f'Sampling ({when(sample)}): {sample["repeats"]} rounds at {sample["sample_steps"]} steps, rows '
+                  f'alternating; in a round each row draws batches until it has sampled {floor:g} s (at least one '
+                  'batch); median over every batch [min, max].')
+    else:
+      what.append(f'Sampling ({when(sample)}): {sample["repeats"]} rounds of one batch per row at '
+                  f'{sample["sample_steps"]} steps, rows alternating (median [min, max]).')
   lines = ['', '## Table 3: train step and sampling time, side by side in one process', '', ' '.join(what), '',
            '| row | train s/step from step 0 | train s/step near the last step | sampling s/batch | '
            'samples per batch | sampling time ÷ ldlm\'s |', '|---|---|---|---|---|---|']

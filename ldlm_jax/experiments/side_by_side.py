@@ -14,7 +14,11 @@ time per method):
   vocabulary);
 - sampling: each row's jitted sampler at the headline budget (compiled ahead of time, never
   inside a timed call) on the run's trained weights (MDLM's cache of unchanged steps makes its
-  cost depend on them), one batch of sample.batch_size per row per round, `repeats` rounds.
+  cost depend on them), batches of sample.batch_size, rows alternating, `repeats` rounds. In
+  each round a row draws batches until it has sampled for MIN_ROUND_SECONDS (at least one
+  batch), so a row whose batch takes seconds is timed over as many batches as fit where another
+  row's single batch takes minutes: a cheap sampler's time varies more between batches than an
+  expensive one's (LDLM's 6-12 s on the 2-core machine, against MDLM's 140 s).
 
 Rows whose run another timed row already serves (ReMDM samples MDLM's run) share its train
 step time. The result is DIR/side_by_side.json, one part ('train', 'sample') per measurement,
@@ -41,9 +45,12 @@ from ldlm_jax.experiments.records import (
   write_json,
 )
 from ldlm_jax.experiments.spec import SCALES, ExperimentError
-# Sampling rounds per scale: one headline-budget batch per row per round (an MDLM batch at 128
-# steps takes about 2 minutes on the 2-core build machine).
+# Sampling rounds per scale: every row samples headline-budget batches in every round (an MDLM
+# batch at 128 steps takes about 2 minutes on the 2-core build machine).
 REPEATS = {'smoke': 2, 'cpu': 3, 'gpu': 5}
+# Sampling seconds per row per round, the least: a row whose batch is faster draws more batches
+# in the round (about 6 LDLM and 9 AR batches at cpu scale; 5 extra minutes in all).
+MIN_ROUND_SECONDS = {'smoke': 0.5, 'cpu': 60.0, 'gpu': 20.0}
 PARTS = ('train', 'sample')
 
 
@@ -167,7 +174,8 @@ def _time_train(runs: dict, trained: dict, seed: int) -> tuple[dict, dict]:
 
 
 def _time_sampling(runs: dict, scale, module, seed: int, repeats: int) -> tuple[dict, dict]:
-  """Every row's sampler at the headline budget, compiled ahead, one batch per row per round."""
+  """Every row's sampler at the headline budget, compiled ahead; rows alternate, each drawing batches
+  until it has sampled MIN_ROUND_SECONDS in the round."""
   import jax
 
   from ldlm_jax import sampling as sample_lib
@@ -185,12 +193,20 @@ def _time_sampling(runs: dict, scale, module, seed: int, repeats: int) -> tuple[
     t0 = time.perf_counter()
     cases[name] = (timing.lower_and_compile(generate, params, key).compiled, params, key, batch)
     log(f'side by side: {name} sampler at {steps} steps compiled ({time.perf_counter() - t0:.0f}s)')
+  floor = MIN_ROUND_SECONDS.get(scale.name, 0.0)
   times = {n: [] for n in cases}
+  batches = {n: [] for n in cases}
   for r in range(repeats):
     for name, (compiled, params, key, _) in cases.items():
-      t0 = time.perf_counter()
-      jax.block_until_ready(compiled(params, jax.random.fold_in(key, r)))
-      times[name].append(time.perf_counter() - t0)
-    log(f'side by side: sampling round {r + 1}/{repeats}: ' + ', '.join(f'{n} {v[-1]:.2f}s' for n, v in times.items()))
-  rows = {n: {'seconds_per_batch': _seconds(times[n]), 'batch_size': cases[n][3]} for n in cases}
-  return rows, {'sample_steps': steps, 'repeats': repeats}
+      spent, i = 0.0, 0
+      while i == 0 or spent < floor:
+        t0 = time.perf_counter()
+        jax.block_until_ready(compiled(params, jax.random.fold_in(jax.random.fold_in(key, r), i)))
+        times[name].append(time.perf_counter() - t0)
+        spent, i = spent + times[name][-1], i + 1
+      batches[name].append(i)
+    log(f'side by side: sampling round {r + 1}/{repeats}: ' + ', '.join(
+        f'{n} {statistics.median(v[-batches[n][-1]:]):.2f}s x {batches[n][-1]}' for n, v in times.items()))
+  rows = {n: {'seconds_per_batch': _seconds(times[n]), 'batch_size': cases[n][3], 'batches_per_round': batches[n]}
+          for n in cases}
+  return rows, {'sample_steps': steps, 'repeats': repeats, 'min_round_seconds': floor}
