@@ -173,25 +173,33 @@ def _time_train(runs: dict, trained: dict, seed: int) -> tuple[dict, dict]:
   return out, {'windows': {'warmup': opts.warmup, 'iters': opts.iters, 'repeats': opts.repeats}}
 
 
-def _time_sampling(runs: dict, scale, module, seed: int, repeats: int) -> tuple[dict, dict]:
-  """Every row's sampler at the headline budget, compiled ahead; rows alternate, each drawing batches
-  until it has sampled MIN_ROUND_SECONDS in the round."""
+def compiled_sampler(run, scale, row, seed: int, steps: int) -> tuple:
+  """`row`'s sampler at `steps` on `run`'s weights, compiled ahead of time: (compiled, params, key,
+  batch size). The sampler fields are the row's, whichever run trained the weights (as the sweep
+  samples)."""
   import jax
 
   from ldlm_jax import sampling as sample_lib
   from ldlm_jax.benchmarks import timing
   from ldlm_jax.experiments.row_configs import row_config, sampler_options
+  config = row_config(scale, row, seed)
+  generate, params, batch = sample_lib.build_sampler(run, steps, int(config.sample.batch_size),
+                                                     **sampler_options(config))
+  key = jax.random.PRNGKey(seed)
+  return timing.lower_and_compile(generate, params, key).compiled, params, key, batch
+
+
+def _time_sampling(runs: dict, scale, module, seed: int, repeats: int) -> tuple[dict, dict]:
+  """Every row's sampler at the headline budget, compiled ahead; rows alternate, each drawing batches
+  until it has sampled MIN_ROUND_SECONDS in the round."""
+  import jax
+
   by_name = {r.name: r for r in module.rows(scale)}
   steps = int(scale.sample_steps[-1])
   cases = {}
   for name, run in runs.items():
-    # The sampler fields are the row's, whichever run trained the weights (as the sweep samples).
-    config = row_config(scale, by_name[name], seed)
-    generate, params, batch = sample_lib.build_sampler(run, steps, int(config.sample.batch_size),
-                                                       **sampler_options(config))
-    key = jax.random.PRNGKey(seed)
     t0 = time.perf_counter()
-    cases[name] = (timing.lower_and_compile(generate, params, key).compiled, params, key, batch)
+    cases[name] = compiled_sampler(run, scale, by_name[name], seed, steps)
     log(f'side by side: {name} sampler at {steps} steps compiled ({time.perf_counter() - t0:.0f}s)')
   floor = MIN_ROUND_SECONDS.get(scale.name, 0.0)
   times = {n: [] for n in cases}

@@ -184,7 +184,7 @@ def _latest_checkpoint_step(run_dir: str) -> int:
     return 0
   checkpointer = ckpt_lib.Checkpointer(os.path.abspath(run_dir), read_only=True)
   try:
-    return max(checkpointer.all_steps(), default=0)
+    return checkpointer.latest_step() or 0
   finally:
     checkpointer.close()
 

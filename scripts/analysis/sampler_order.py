@@ -6,8 +6,8 @@ On a finished main-table sweep (`python -m ldlm_jax.experiments run main ...`), 
 runs and times the FIRST row's sampler at the headline budget: three batches, then the OTHERS'
 samplers at the smallest budget (one batch each), then three FIRST batches more, then one FIRST
 batch after each of the others. Every sampler is compiled ahead and uses the row's own sampler
-options, as Table 3 does (`ldlm_jax.experiments.side_by_side`). Prints one JSON line of seconds per
-batch. It is the check behind "Table 3, seed 0, measured side by side" in BUILD_NOTES (run there
+options, through Table 3's own `ldlm_jax.experiments.side_by_side.compiled_sampler`. Prints one
+JSON line of seconds per batch. It is the check behind "Table 3, seed 0, measured side by side" in BUILD_NOTES (run there
 once with glibc, once with `LD_PRELOAD` set to tcmalloc).
 """
 
@@ -31,12 +31,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
   out_dir, seed, first, others_names = args.sweep_dir, args.seed, args.first, args.others.split(',')
   import jax
 
-  from ldlm_jax import sampling
-  from ldlm_jax.benchmarks import timing
   from ldlm_jax.experiments import tables
   from ldlm_jax.experiments.records import PLAN_FILE, read_json
-  from ldlm_jax.experiments.side_by_side import run_dirs
-  from ldlm_jax.experiments.row_configs import row_config, sampler_options
+  from ldlm_jax.experiments.side_by_side import compiled_sampler, run_dirs
   from ldlm_jax.experiments.spec import SCALES
   from ldlm_jax.training import restore
   plan = read_json(os.path.join(out_dir, PLAN_FILE))
@@ -46,11 +43,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
   def sampler(name: str, steps: int):
     run = restore.load_run(run_dirs(out_dir, name, seed)[1])   # the weights it samples (ReMDM: MDLM's)
-    config = row_config(scale, rows[name], seed)
-    generate, params, _ = sampling.build_sampler(run, steps, int(config.sample.batch_size),
-                                                 **sampler_options(config))
-    key = jax.random.PRNGKey(seed)
-    return timing.lower_and_compile(generate, params, key).compiled, params, key
+    return compiled_sampler(run, scale, rows[name], seed, steps)[:3]
 
   def batches(case, n: int) -> list[float]:
     compiled, params, key = case
