@@ -10,7 +10,9 @@
 
 The command lines are wrappers over these functions: `python -m ldlm_jax.sample`
 calls `Model.generate` and writes `Generation.records`, so the API and the CLI
-give the same samples for the same seed and options. Nothing here depends on
+give the same samples for the same seed and options. A Model keeps each compiled
+unconditional sampler, so `generate` again with the same settings (another seed, say)
+runs without compiling. Nothing here depends on
 the device kind: the batch is sharded over every visible device (CPU, GPU or
 TPU) exactly as the sampler shards it.
 """
@@ -71,6 +73,9 @@ class Model:
     self.run = run
     self.source = source          # 'run' or 'export'
     self.use_ema = use_ema
+    # The compiled unconditional samplers, by their settings: a second `generate` with the same
+    # settings (another seed, say) reuses one instead of compiling it again.
+    self._samplers: dict[tuple, tuple] = {}
 
   config = property(lambda self: self.run.config)
   step = property(lambda self: self.run.step)
@@ -145,9 +150,15 @@ class Model:
                           'pass prompts too.')
       num_samples = 8 if num_samples is None else num_samples
       _positive(num_samples=num_samples)
+      key = (steps, batch_size, token_decoder, remdm_eta, *sorted(options.items()))
+      if key not in self._samplers:
+        self._samplers[key] = sampling.build_sampler(
+            self.run, steps, batch_size, token_decoder=token_decoder, use_ema=self.use_ema,
+            remdm_eta=remdm_eta, **options)
       records = sampling.generate_samples(self.run, int(num_samples), steps, int(seed), batch_size,
                                           token_decoder=token_decoder, use_ema=self.use_ema,
-                                          progress=progress, remdm_eta=remdm_eta, **options)
+                                          progress=progress, remdm_eta=remdm_eta,
+                                          sampler=self._samplers[key], **options)
     else:
       if remdm_eta is not None:
         raise ConfigError('remdm_eta applies to unconditional sampling of an MDLM run; '

@@ -5,6 +5,10 @@ r"""Samples text from a trained run (or a model directory written by `python -m 
       [--time_grid uniform|adaptive] [--t_min 0.05] [--solver euler_maruyama|ddim|euler|heun] \
       [--token_decoder runs/demo/token_decoder_k2] [--final z|x0]
 
+  # Several seeds, one file each, the sampler compiled once (each file is the one --seed S writes;
+  # with --prompts each seed compiles its own):
+  python -m ldlm_jax.sample --workdir runs/demo --seeds 0,1,2 --out 'samples/seed{seed}.jsonl'
+
   # A run trained with conditions (config.condition.enabled):
   python -m ldlm_jax.sample --workdir runs/demo_cond --prompts prompts.jsonl --guidance 1.5 \
       --out continuations.jsonl [--samples_per_prompt 1] [...the options above]
@@ -48,6 +52,8 @@ _NUM = flags.DEFINE_integer('num_samples', 64, 'Number of samples.')
 _STEPS = flags.DEFINE_integer('steps', None, 'Denoising steps (default: the run\'s sample.num_steps).')
 _OUT = flags.DEFINE_string('out', None, 'Output JSONL file.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Sampling seed.')
+_SEEDS = flags.DEFINE_list('seeds', None, 'Several sampling seeds (comma-separated), one output file '
+                           'each: --out must contain {seed}. The unconditional sampler is compiled once.')
 _BATCH = flags.DEFINE_integer('batch_size', None, 'Samples per compiled call (default: sample.batch_size).')
 _STEP = flags.DEFINE_integer('checkpoint_step', None, 'Checkpoint step (default: latest).')
 _GRID = flags.DEFINE_enum('time_grid', None, ['uniform', 'adaptive'], 'Time grid (default: the run\'s).')
@@ -68,10 +74,31 @@ _REMDM = flags.DEFINE_float('remdm_eta', None, 'An MDLM run: sample with ReMDM r
                            'eta (rescale schedule; 0 = plain MDLM; default: the run\'s method.remdm_eta).')
 
 
-def check_flags() -> str:
-  """Every flag checked before the run is restored; returns the absolute --out path."""
+def seeds_and_outputs() -> list[tuple[int, str]]:
+  """[(seed, absolute output path)]: --seed and --out, or each of --seeds with its --out path."""
+  if _SEEDS.value is None:
+    if '{seed}' in _OUT.value:
+      raise ConfigError('--out contains {seed}, which only --seeds fills in; pass --seeds or name one file.')
+    return [(_SEED.value, cli.check_output_file(_OUT.value, '--out'))]
+  if flags.FLAGS['seed'].present:
+    raise ConfigError('Pass either --seed or --seeds, not both.')
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    raise ConfigError(f'--seeds must be comma-separated integers (got {",".join(_SEEDS.value)!r}).') from None
+  if not seeds or len(set(seeds)) != len(seeds):
+    raise ConfigError(f'--seeds must name one or more different seeds (got {",".join(_SEEDS.value)!r}).')
+  if '{seed}' not in _OUT.value:
+    raise ConfigError('With --seeds, --out must contain {seed} (one file per seed), e.g. '
+                      "--out 'samples/seed{seed}.jsonl'.")
+  return [(seed, cli.check_output_file(_OUT.value.replace('{seed}', str(seed)), '--out')) for seed in seeds]
+
+
+def check_flags() -> list[tuple[int, str]]:
+  """Every flag checked before the run is restored; returns [(seed, absolute --out path)]."""
   if not _WORKDIR.value or not _OUT.value:
     raise ConfigError('--workdir and --out are required.')
+  outputs = seeds_and_outputs()
   cli.check_positive(num_samples=_NUM.value, steps=_STEPS.value, batch_size=_BATCH.value)
   if _STEP.value is not None and _STEP.value < 0:
     raise ConfigError(f'--checkpoint_step must be >= 0 (got {_STEP.value}).')
@@ -104,37 +131,39 @@ def check_flags() -> str:
     if not os.path.isfile(_PROMPTS.value):
       raise ConfigError(f'--prompts {_PROMPTS.value} is not a file; pass a JSONL file of '
                         '{"prompt": ...} or {"text": ...} records.')
-  return cli.check_output_file(_OUT.value, '--out')
+  return outputs
 
 
 def main(argv):
   del argv
+  outputs = check_flags()
   from ldlm_jax import api
   from ldlm_jax.sampling import write_jsonl
-  out = check_flags()
   prompts = None
   if _PROMPTS.value:
     from ldlm_jax import conditioning
     prompts = conditioning.read_prompts(_PROMPTS.value)   # empty or malformed: stop before restoring
   model = api.load(_WORKDIR.value, _STEP.value, use_ema=not _NO_EMA.value)
-  # One code path with the Python API: the flags are Model.generate's arguments.
-  options = dict(steps=_STEPS.value, seed=_SEED.value, batch_size=_BATCH.value,
-                 time_grid=_GRID.value, t_min=_TMIN.value, solver=_SOLVER.value,
-                 final=_FINAL.value, progress=True)
-  t0 = time.time()
-  if prompts is not None:
-    result = model.generate(prompts=prompts, samples_per_prompt=_PER_PROMPT.value,
-                            guidance=_GUIDANCE.value, **options)
-    what = f'prompted samples (guidance {_GUIDANCE.value})'
-  else:
-    result = model.generate(_NUM.value, token_decoder=_TOKEN_DECODER.value,
-                            remdm_eta=_REMDM.value, **options)
-    what = 'samples'
-  write_jsonl(out, result.records)
-  print(f'wrote {len(result.records)} {what} from step {model.step} to {_OUT.value} '
-        f'({time.time() - t0:.1f}s including compilation)')
-  for text in result.texts[:3]:
-    print('  ' + text[:300])
+  # One code path with the Python API: the flags are Model.generate's arguments (the model keeps
+  # the compiled sampler between seeds).
+  options = dict(steps=_STEPS.value, batch_size=_BATCH.value, time_grid=_GRID.value,
+                 t_min=_TMIN.value, solver=_SOLVER.value, final=_FINAL.value, progress=True)
+  for seed, out in outputs:
+    t0 = time.time()
+    if prompts is not None:
+      result = model.generate(prompts=prompts, samples_per_prompt=_PER_PROMPT.value,
+                              guidance=_GUIDANCE.value, seed=seed, **options)
+      what = f'prompted samples (guidance {_GUIDANCE.value})'
+    else:
+      result = model.generate(_NUM.value, token_decoder=_TOKEN_DECODER.value,
+                              remdm_eta=_REMDM.value, seed=seed, **options)
+      what = 'samples'
+    write_jsonl(out, result.records)
+    compiled = prompts is not None or seed == outputs[0][0]   # the unconditional sampler is kept
+    print(f'wrote {len(result.records)} {what} (seed {seed}) from step {model.step} to {out} '
+          f'({time.time() - t0:.1f}s{" including compilation" if compiled else ""})')
+    for text in result.texts[:3]:
+      print('  ' + text[:300])
 
 if __name__ == '__main__':
   cli.run_absl(main)

@@ -80,12 +80,14 @@ def build_sampler(run, steps: int, batch_size: int, *, time_grid: str, t_min: fl
 def generate_samples(run, num_samples: int, steps: int, seed: int, batch_size: int, *,
                      time_grid: str, t_min: float, solver: str, token_decoder: str = '',
                      use_ema: bool = True, progress: bool = True, final: str = 'z',
-                     timings: list | None = None, remdm_eta: float | None = None) -> list[dict]:
+                     timings: list | None = None, remdm_eta: float | None = None,
+                     sampler: tuple | None = None) -> list[dict]:
   """Returns the sample records (see the module docstring). `timings`: a list that gets the wall
-  seconds of each batch (the first includes compilation). `remdm_eta`: see `build_sampler`."""
+  seconds of each batch (the first includes compilation). `remdm_eta`: see `build_sampler`.
+  `sampler`: what `build_sampler` returned for these same settings, reused (not compiled again)."""
   if num_samples < 1:
     raise ConfigError('--num_samples must be >= 1.')
-  generate, params, batch_size = build_sampler(
+  generate, params, batch_size = sampler or build_sampler(
       run, steps, batch_size, time_grid=time_grid, t_min=t_min, solver=solver,
       token_decoder=token_decoder, use_ema=use_ema, final=final, remdm_eta=remdm_eta)
   model = run.model

@@ -13,11 +13,10 @@ bash scripts/setup_env.sh demo
 WORKDIR=${WORKDIR:-runs/demo}
 start=$(date +%s)
 python -m ldlm_jax.train --config configs/demo.py --workdir "$WORKDIR" "$@"
-# Three sampling seeds x 64 samples: the evaluation reports mean +- std over them.
-for seed in 0 1 2; do
-  python -m ldlm_jax.sample --workdir "$WORKDIR" --num_samples 64 --seed $seed \
-      --out "$WORKDIR/samples/final_seed$seed.jsonl"
-done
+# Three sampling seeds x 64 samples, one process and one compiled sampler: the evaluation reports
+# mean +- std over them.
+python -m ldlm_jax.sample --workdir "$WORKDIR" --num_samples 64 --seeds 0,1,2 \
+    --out "$WORKDIR/samples/final_seed{seed}.jsonl"
 echo "train + sample: $(( $(date +%s) - start )) s"
 python -m ldlm_jax.data.references --workdir "$WORKDIR" --num_texts 256 --out "$WORKDIR/references.jsonl"
 python -m ldlm_jax.evaluate --samples "$WORKDIR"/samples/final_seed{0,1,2}.jsonl \

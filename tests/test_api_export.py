@@ -45,19 +45,26 @@ def recon_run(tmp_path_factory):
 
 
 def test_api_generate_equals_the_cli_samples(tiny_run, tmp_path):
-  out = tmp_path / 's.jsonl'
+  # --seeds: one file per seed from one compiled sampler, each the records of its seed alone.
   proc = run_module('ldlm_jax.sample', '--workdir', tiny_run, '--num_samples', 5, '--steps', 6,
-                 '--batch_size', 4, '--seed', 3, '--time_grid', 'adaptive', '--out', out)
+                 '--batch_size', 4, '--seeds', '3,4', '--time_grid', 'adaptive',
+                 '--out', tmp_path / 's{seed}.jsonl')
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert proc.stdout.count('including compilation') == 1, proc.stdout
   model = api.load(tiny_run)
   result = model.generate(5, steps=6, batch_size=4, seed=3, time_grid='adaptive')
-  assert result.records == read_jsonl(out)
+  assert result.records == read_jsonl(tmp_path / 's3.jsonl')
   assert result.texts == [r['text'] for r in result.records]
   assert result.tokens.shape == (5, 16) and result.tokens.dtype == np.int32
   assert result.tokens.tolist() == [r['tokens'] for r in result.records]
   # The settings matter (so the equality above is not vacuous).
   other = model.generate(5, steps=6, batch_size=4, seed=4, time_grid='adaptive')
   assert other.tokens.tolist() != result.tokens.tolist()
+  assert other.records == read_jsonl(tmp_path / 's4.jsonl')
+  # The second seed reused the first one's compiled sampler; other settings build another.
+  assert len(model._samplers) == 1
+  model.generate(2, steps=5, batch_size=4, seed=3)
+  assert len(model._samplers) == 2
 
 
 def test_api_argument_errors_are_one_sentence(tiny_run, tmp_path):

@@ -1,6 +1,7 @@
 """`python -m ldlm_jax.sample` and the post-trained token decoder, from a real tiny run."""
 
 import json
+import os
 
 from ldlm_testing import read_jsonl, run_module
 
@@ -73,3 +74,18 @@ def test_reconstruction_row_writes_a_scorable_samples_file(tiny_run, tmp_path):
   records = read_samples(out)
   assert summary['num_texts'] == len(records) == 3 and 0.0 <= summary['token_accuracy'] <= 1.0
   assert all(len(r['tokens']) == 16 and r['generator'] == 'reconstruction' for r in records)
+
+
+def test_sample_seeds_flag_errors_before_restoring(tmp_path):
+  """--seeds and {seed} in --out go together; each refusal is one sentence, before any restore."""
+  nothing = tmp_path / 'nothing'   # no run here: these stop at the flags
+  for args, message in (
+      (('--seeds', '0,1', '--out', tmp_path / 'x.jsonl'), 'With --seeds, --out must contain {seed}'),
+      (('--seed', '1', '--seeds', '0,1', '--out', tmp_path / 's{seed}.jsonl'), 'either --seed or --seeds'),
+      (('--seeds', '0,0', '--out', tmp_path / 's{seed}.jsonl'), 'one or more different seeds'),
+      (('--seeds', '0,a', '--out', tmp_path / 's{seed}.jsonl'), 'comma-separated integers'),
+      (('--out', tmp_path / 's{seed}.jsonl'), 'which only --seeds fills in')):
+    proc = run_module('ldlm_jax.sample', '--workdir', nothing, *args)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr[-2000:]
+    assert 'Traceback' not in proc.stderr
+  assert sorted(os.listdir(tmp_path)) == []
