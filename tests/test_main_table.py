@@ -88,6 +88,15 @@ def test_report_times_rows_and_judges_speed(tmp_path):
   assert payload['rows']['ldlm']['train_minutes'] == (1.5, 0.5) and payload['rows']['mdlm']['train_minutes'] == (1.0, 0.0)
   finished_before = {'seconds': {'train': 5.0}, 'checkpoint_step': 10, 'train_resumed_from_step': 10}
   assert report._train_minutes(finished_before, str(tmp_path), False) is None   # its time is lost
+  # A run whose training time is marked disturbed (paused, shared) is left out of the mean, named.
+  mdlm = tmp_path / 'runs' / 'mdlm' / 'seed1' / DONE_FILE
+  write_json(str(mdlm), {**_record(81.0, 0.051), 'seconds': {'train': 600.0},
+                         'train_time_disturbed': 'paused for other work'})
+  disturbed = report.report(str(tmp_path))
+  assert disturbed['rows']['mdlm']['train_minutes'] == (1.0, 0.0)
+  assert ('- `mdlm` seed 1: its train minutes are left out (paused for other work)'
+          in (tmp_path / 'main.md').read_text(encoding='utf-8'))
+  write_json(str(mdlm), _record(81.0, 0.051))
   assert os.path.isfile(tmp_path / 'pareto_time.png')
   claims = {o['claim']: o['verdict'] for o in payload['orderings']}
   assert claims['LDLM samples faster than MDLM'] == 'reproduced'

@@ -49,7 +49,7 @@ def collect(out_dir: str, plan: dict) -> dict:
     if name in plan.get('unavailable', {}):
       continue
     run_dir = row_run_dir(out_dir, name)
-    per_seed, train_minutes, reused, resumed, step_seconds = [], [], {}, {}, []
+    per_seed, train_minutes, reused, resumed, disturbed, step_seconds = [], [], {}, {}, {}, []
     for seed in range(int(plan['seeds'])):
       done = os.path.join(run_dir, f'seed{seed}', DONE_FILE)
       if os.path.isfile(done):
@@ -60,13 +60,16 @@ def collect(out_dir: str, plan: dict) -> dict:
           reused[str(seed)] = record['reused_from']
         if record.get('train_resumed_from_step'):
           resumed[str(seed)] = record['train_resumed_from_step']
+        if record.get('train_time_disturbed'):
+          disturbed[str(seed)] = record['train_time_disturbed']
         train_minutes.append(_train_minutes(record, os.path.join(run_dir, f'seed{seed}'), name in
                                             plan.get('stage_one', {})))
     if not per_seed:
       continue
     rows[name] = {'run': os.path.relpath(run_dir, out_dir), 'seeds': len(per_seed), 'steps': {},
                   'train_minutes': stats(train_minutes), 'reused_from': reused,
-                  **({'train_resumed_from_step': resumed} if resumed else {})}
+                  **({'train_resumed_from_step': resumed} if resumed else {}),
+                  **({'train_time_disturbed': disturbed} if disturbed else {})}
     for steps in plan['sample_steps']:
       vals = [r[str(steps)] for r in per_seed if str(steps) in r]
       rows[name]['steps'][str(steps)] = {m: stats([v.get(m) for v in vals]) for m in METRICS}
@@ -204,9 +207,11 @@ def frontier(reference: dict, order_name: str) -> list[tuple[float, float]]:
 def _train_minutes(record: dict, run_dir: str, two_stage: bool) -> float | None:
   """Wall minutes of a run's training, its first stage included (None where a stage's time is unknown).
   A run continued from a checkpoint (record['train_resumed_from_step']) timed only the steps after it:
-  that time is scaled by steps / steps after the resume (the report names those runs)."""
+  that time is scaled by steps / steps after the resume (the report names those runs). A record
+  marked `train_time_disturbed` (a sentence: what else ran or paused it while it trained, set by
+  hand) has no clean time: None, and the report names it."""
   seconds = record.get('seconds', {})
-  if 'train' not in seconds:
+  if 'train' not in seconds or record.get('train_time_disturbed'):
     return None
   total = seconds['train']
   resumed, steps = record.get('train_resumed_from_step'), record.get('checkpoint_step')
@@ -259,6 +264,9 @@ def render_markdown(table: str, data: dict, plan: dict, plot_name: str, report_d
       lines.append(f'- `{name}` seed {seed}: training continued from its step-{step} checkpoint (a stopped '
                    'sweep); its train minutes are the time after it, scaled to the whole run (unknown '
                    'where the checkpoint was the last step)')
+    for seed, why in entry.get('train_time_disturbed', {}).items():
+      lines.append(f'- `{name}` seed {seed}: its train minutes are left out ({why}); its quality numbers '
+                   'do not depend on them')
     for seed, source in entry['reused_from'].items():
       lines.append(f'- `{name}` seed {seed}: the same run (identical config, seed and protocol) finished in '
                    f'another sweep, `{source}`; its evaluation is reused (`--reuse`)')
