@@ -115,10 +115,16 @@ def test_table1_smoke_report_and_resume(tmp_path, capsys):
   # --reuse: another table's row with the same config, seed and protocol (textldm's ldlm is
   # table1's recon_mse) is copied from a sweep, here the published mirror, instead of trained.
   other = tmp_path / 'textldm'
+  # With `run --publish`, the report and raw/TABLE are written as each run finishes.
   assert main(['run', 'textldm', '--scale', 'smoke', '--seeds', '1', '--rows', 'ldlm',
-                           '--out', str(other), '--reuse', str(raw)]) == 0
+                           '--out', str(other), '--reuse', str(raw), '--publish', str(tmp_path / 'pub3')]) == 0
   log = capsys.readouterr().out
   assert 'ldlm seed 0: the same run is finished in' in log and ': training' not in log, log
+  # The same table; the published copy names its plots TABLE_pareto*.png.
+  published = (tmp_path / 'pub3' / 'textldm.md').read_text().replace('textldm_pareto', 'pareto')
+  assert published == (other / 'textldm.md').read_text()
+  assert ((tmp_path / 'pub3' / 'raw' / 'textldm' / 'runs' / 'ldlm' / 'seed0' / 'done.json').read_bytes()
+          == (other / 'runs' / 'ldlm' / 'seed0' / 'done.json').read_bytes())
   record = json.loads((other / 'runs' / 'ldlm' / 'seed0' / 'done.json').read_text(encoding='utf-8'))
   assert record['reused_from'] == str(raw / 'runs' / 'recon_mse' / 'seed0')
   assert record['results'] == json.loads(kept_before)['results']
@@ -141,6 +147,10 @@ def test_errors_name_the_fix(tmp_path, capsys):
                            '--reuse', str(tmp_path / 'nothing')]) == 2
   assert 'holds no sweep (plan.json is missing)' in capsys.readouterr().err
   assert not refused.exists()
+  (tmp_path / 'a_file').write_text('x')
+  assert main(['run', 'table1', '--scale', 'smoke', '--out', str(refused),
+               '--publish', str(tmp_path / 'a_file')]) == 2
+  assert '--publish' in capsys.readouterr().err and not refused.exists()
   # `time` refuses a directory without a sweep, and a sweep whose timed rows are not finished,
   # before it compiles or writes anything.
   assert main(['time', str(tmp_path / 'nothing')]) == 2

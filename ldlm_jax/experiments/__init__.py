@@ -1,7 +1,7 @@
 r"""The paper's tables reproduced at small scale: one command per table.
 
   python -m ldlm_jax.experiments run TABLE --scale SCALE --seeds N --out DIR \
-      [--rows a,b,...] [--skip_unavailable] [--reuse OTHER_SWEEP_DIR ...]
+      [--rows a,b,...] [--skip_unavailable] [--reuse OTHER_SWEEP_DIR ...] [--publish docs/results]
   python -m ldlm_jax.experiments report DIR [--publish docs/results]
   python -m ldlm_jax.experiments time DIR [--seed S] [--repeats N]
   python -m ldlm_jax.experiments ab_final WORKDIR --out DIR [--steps 25,50,100]
@@ -26,7 +26,8 @@ number) and DIR/pareto.png (Gen. PPL against entropy across step counts, one cur
 paper's Fig. 1 form). `report` redraws them from the runs' saved evaluations; with --publish P
 it also writes them to P and mirrors the evaluations (JSON only) into P/raw/TABLE, from which
 `report` redraws and which, copied into a fresh sweep directory, continues a partly finished
-sweep on another machine. A table with SIDE_BY_SIDE rows (main) ends its sweep with Table 3:
+sweep on another machine; `run --publish P` writes them after every run that finishes, so a
+sweep on a machine that may be lost keeps every finished run. A table with SIDE_BY_SIDE rows (main) ends its sweep with Table 3:
 those rows' train steps and samplers timed side by side in one process (DIR/side_by_side.json;
 `time` runs that phase alone).
 

@@ -33,6 +33,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
   run.add_argument('--reuse', action='append', default=[], metavar='DIR',
                    help='another sweep directory (repeatable): a finished run there with the same config, seed and '
                         'evaluation protocol is copied instead of trained (its done.json says from where)')
+  run.add_argument('--publish', default='', metavar='P',
+                   help='publish the report here (as `report --publish P`) after every run that finishes and at the '
+                        'end: P/raw/TABLE keeps the finished runs if this machine is lost')
   rep = sub.add_parser('report', help='redraw TABLE.md, TABLE.json and pareto.png from a sweep directory')
   rep.add_argument('dir')
   rep.add_argument('--publish', default='',
@@ -67,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == 'run':
       from ldlm_jax.experiments.sweep import run_table
       payload = run_table(args.table, args.scale, args.seeds, args.out,
-                          [r for r in args.rows.split(',') if r], args.skip_unavailable, command, args.reuse)
+                          [r for r in args.rows.split(',') if r], args.skip_unavailable, command, args.reuse,
+                          args.publish)
     elif args.command == 'time':
       from ldlm_jax.experiments.report import report
       from ldlm_jax.experiments.side_by_side import time_side_by_side

@@ -282,9 +282,12 @@ def _seed_normalization(out_dir: str, run_dir: str) -> None:
 
 
 def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: Sequence[str] = (),
-              skip_unavailable: bool = False, command: str = '', reuse: Sequence[str] = ()) -> dict:
+              skip_unavailable: bool = False, command: str = '', reuse: Sequence[str] = (),
+              publish: str = '') -> dict:
   """The whole sweep (resumable), then the report. `reuse`: other sweep directories whose finished
   runs stand for this sweep's where config, seed and evaluation protocol agree (find_reusable).
+  `publish`: the report's --publish directory, written again after every run that finishes, so a
+  sweep on a machine that may be lost keeps its finished runs (raw/TABLE continues it elsewhere).
   Every check that can refuse the sweep runs before DIR is written."""
   module = tables.get(table)
   if scale_name not in SCALES:
@@ -307,6 +310,8 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
   runnable = [r for r in rows if r.name not in unavailable]
   if not runnable:
     raise ExperimentError(f'No row of {table} can run here: {unavailable}.')
+  if publish and os.path.exists(publish) and not os.path.isdir(publish):
+    raise ExperimentError(f'--publish {publish} is a file; name a directory (such as docs/results).')
   for directory in reuse:
     if not os.path.isfile(os.path.join(directory, PLAN_FILE)):
       raise ExperimentError(f'--reuse {directory} holds no sweep ({PLAN_FILE} is missing); '
@@ -335,6 +340,12 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
   references, held_out = reference_texts(base, scale.num_references, scale.num_samples)
   evaluator = Evaluator(scale, out_dir, references)
   run_reference_rows(base, scale, plan['seeds'], out_dir, evaluator, held_out)
+
+  def published() -> None:   # the report and raw/TABLE in `publish`, as they stand now
+    if publish:
+      report_lib.report(out_dir, publish)
+
+  published()
   selected = {r.name for r in runnable}
   for seed in range(seeds):
     # Grouped over every available row, so run names do not depend on --rows.
@@ -354,12 +365,14 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
         trained = sampled_run(row, groups_all, out_dir, seed)
         log(f'{run_name} seed {seed} (rows {", ".join(served)}): sampling {trained}')
         run_one(row_config(scale, row, seed), scale, run_dir, seed, evaluator, trained_run=trained)
+        published()
         continue
       *first_stages, (_, config) = run_stages(scale, row, seed, run_dir)
       source = '' if first_stages else find_reusable(reuse, config, plan, seed)
       if source:
         reuse_run(source, run_dir)
         log(f'{run_name} seed {seed}: the same run is finished in {source}; its evaluation reused')
+        published()
         continue
       for stage_dir, stage_config in first_stages:
         if os.path.isfile(os.path.join(stage_dir, DONE_FILE)):
@@ -377,10 +390,11 @@ def run_table(table: str, scale_name: str, seeds: int, out_dir: str, only_rows: 
       headline = record['results'][str(scale.sample_steps[-1])]
       log(f'{run_name} seed {seed}: Gen. PPL {headline["gen_ppl"]:.1f}, entropy {headline["entropy"]:.2f} '
           f'({record["seconds"]})')
+      published()
   _side_by_side(module, plan, out_dir, command)
   plan['finished'] = now()
   write_json(plan_path, plan)
-  return report_lib.report(out_dir)
+  return report_lib.report(out_dir, publish)
 
 
 def _side_by_side(module, plan: dict, out_dir: str, command: str) -> None:
